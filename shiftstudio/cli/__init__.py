@@ -1,0 +1,67 @@
+"""The ``shiftstudio`` command.
+
+With no arguments (or a run folder, or ``--corpus FILE``) it opens the desktop
+app; with a subcommand it works headless. The GUI is imported only when it is
+asked for, so the headless commands never load Qt.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+from shiftstudio import __version__
+from shiftstudio.cli.options import UsageError
+
+# name -> (module, one-line summary). Each module has COMMAND and run(argv) -> int.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("shiftstudio.cli.prepare", "tokenize a corpus into train.bin / val.bin"),
+    "train": ("shiftstudio.cli.train", "train a model headless"),
+    "resume": ("shiftstudio.cli.train", "continue a run where it stopped"),
+    "info": ("shiftstudio.cli.train", "show a run's config, size, steps and best val loss"),
+    "generate": ("shiftstudio.cli.generate", "sample text from a trained run"),
+    "gui": ("shiftstudio.cli.gui", "open the desktop app (the default)"),
+}
+
+USAGE = """usage: shiftstudio [RUN_DIR | --corpus FILE ...]
+       shiftstudio COMMAND [options]     (shiftstudio COMMAND --help for more)
+
+ShiftStudio {version}: a desktop workbench for training small language models.
+
+commands:
+{commands}
+"""
+
+
+def _usage() -> str:
+    commands = "\n".join(f"  {name:<10} {summary}" for name, (_, summary) in SUBCOMMANDS.items())
+    return USAGE.format(version=__version__, commands=commands)
+
+
+def error(message: str, code: int = 2) -> int:
+    """Print a one-line error to stderr and return the exit code."""
+    first = " ".join(str(message).split("\n")[0].split())
+    print(f"shiftstudio: error: {first}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=os.environ.get("SHIFTSTUDIO_LOG", "WARNING").upper(), format="%(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv and argv[0] in ("-V", "--version"):
+        print(f"shiftstudio {__version__}")
+        return 0
+    name = argv[0] if argv and argv[0] in SUBCOMMANDS else "gui"
+    rest = argv[1:] if argv and argv[0] in SUBCOMMANDS else argv
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    try:
+        return int(module.run(name, rest) or 0)
+    except UsageError as exc:
+        return error(str(exc), 2)
+    except KeyboardInterrupt:
+        return error("interrupted", 130)

@@ -1,0 +1,396 @@
+"""Typed, self-validating configuration for data, model and training.
+
+Three dataclasses, one per concern, share a single flat namespace of keys so
+that ``--n_layer=4`` on the command line, a TOML preset and the GUI's form all
+speak the same names (nanoGPT's, where nanoGPT has one). Every field carries a
+one-line help text in its metadata: the CLI prints it, the GUI shows it as a
+tooltip. :class:`RunConfig` bundles the three and round-trips to TOML and JSON
+with a schema version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+
+POS_CHOICES = ("learned", "rope")
+NORM_CHOICES = ("layernorm", "rmsnorm")
+DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+OPTIMIZER_CHOICES = ("adamw",)
+UINT32_MAX = 2**32 - 1
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown, of the wrong type or out of range."""
+
+
+def _f(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field with its help text (and optional GUI hints) attached."""
+    meta = {"help": help, **extra}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass
+class DataConfig:
+    """Which text to train on and how it becomes tokens."""
+
+    corpus: list[str] = _f([], "Text files or folders to train on (.txt, .md, .py, .jsonl …); empty = the sample corpus.")
+    tokenizer: str = _f("char", "Tokenizer: 'char' (one token per character), 'bpe' (byte-level BPE trained on the corpus) or a path to a tokenizer.json.")
+    vocab_size: int = _f(4096, "Target vocabulary size when training a BPE tokenizer (ignored for 'char').", minimum=2, maximum=UINT32_MAX)
+    min_frequency: int = _f(2, "A BPE merge must occur at least this often in the training split.", minimum=1, maximum=1_000_000)
+    val_fraction: float = _f(0.1, "Share of the corpus held out for validation (by document; a single file is cut near this fraction).", minimum=0.0, maximum=0.5, step=0.01)
+    split_seed: int = _f(1337, "Seed of the train/validation split of documents.", minimum=0, maximum=2**31 - 1)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.corpus, list) and all(isinstance(p, str) for p in self.corpus), "corpus must be a list of paths")
+        _check(bool(self.tokenizer.strip()), "tokenizer must be 'char', 'bpe' or a path to a tokenizer.json")
+        _check(2 <= self.vocab_size <= UINT32_MAX, f"vocab_size must be between 2 and {UINT32_MAX}, got {self.vocab_size}")
+        _check(self.min_frequency >= 1, f"min_frequency must be at least 1, got {self.min_frequency}")
+        _check(0.0 < self.val_fraction < 1.0, f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+        _check(self.split_seed >= 0, f"split_seed must be >= 0, got {self.split_seed}")
+
+
+@dataclass
+class ModelConfig:
+    """The shape of the GPT-style decoder."""
+
+    n_layer: int = _f(4, "Number of transformer blocks.", minimum=1, maximum=256)
+    n_head: int = _f(4, "Attention heads per block (must divide n_embd).", minimum=1, maximum=256)
+    n_embd: int = _f(128, "Width of the residual stream (embedding size).", minimum=8, maximum=16384)
+    block_size: int = _f(64, "Context length: how many tokens the model reads at once.", minimum=2, maximum=65536)
+    dropout: float = _f(0.0, "Dropout probability in attention and MLP (0 = off; use 0.1–0.2 on small data).", minimum=0.0, maximum=0.9, step=0.05)
+    bias: bool = _f(False, "Use bias terms in Linear and LayerNorm layers (GPT-2 did; off is slightly faster and as good).")
+    pos: str = _f("learned", "Position encoding: 'learned' absolute embeddings or 'rope' (rotary).", choices=POS_CHOICES)
+    norm: str = _f("layernorm", "Normalisation: 'layernorm' or 'rmsnorm'.", choices=NORM_CHOICES)
+    tie_weights: bool = _f(True, "Share the token embedding with the output projection (fewer parameters).")
+    shift: int = _f(1, "Horizons K of the shifted objective: head k predicts token t+k; 1 = plain next-token prediction.", minimum=1, maximum=16)
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "shift"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, f"{name} must be a positive integer, got {value!r}")
+        _check(self.n_embd % self.n_head == 0, f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        _check(self.block_size >= 2, f"block_size must be at least 2, got {self.block_size}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        _check(self.pos in POS_CHOICES, f"pos must be one of {', '.join(POS_CHOICES)}, got {self.pos!r}")
+        _check(self.norm in NORM_CHOICES, f"norm must be one of {', '.join(NORM_CHOICES)}, got {self.norm!r}")
+        if self.pos == "rope":
+            _check((self.n_embd // self.n_head) % 2 == 0, f"rope needs an even head size, got n_embd/n_head = {self.n_embd // self.n_head}")
+        _check(self.shift <= 16, f"shift must be at most 16, got {self.shift}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclass
+class TrainConfig:
+    """How the model is optimised, evaluated and saved."""
+
+    batch_size: int = _f(12, "Sequences per micro-batch.", minimum=1, maximum=65536)
+    gradient_accumulation_steps: int = _f(1, "Micro-batches summed before each optimizer step (effective batch = batch_size × this).", minimum=1, maximum=4096)
+    learning_rate: float = _f(1e-3, "Peak learning rate of AdamW, reached after warmup.", minimum=0.0, maximum=10.0, decimals=6)
+    max_iters: int = _f(2000, "Number of optimizer steps to train for.", minimum=1, maximum=100_000_000)
+    warmup_iters: int = _f(100, "Steps of linear learning-rate warmup from 0.", minimum=0, maximum=100_000_000)
+    lr_decay_iters: int = _f(2000, "Step at which cosine decay reaches min_lr (usually = max_iters).", minimum=1, maximum=100_000_000)
+    min_lr: float = _f(1e-4, "Learning rate at the end of cosine decay (usually learning_rate / 10).", minimum=0.0, maximum=10.0, decimals=6)
+    weight_decay: float = _f(0.1, "AdamW weight decay on matrices (embeddings, norms and biases are not decayed).", minimum=0.0, maximum=10.0, decimals=4)
+    beta1: float = _f(0.9, "AdamW beta1 (momentum of the gradient).", minimum=0.0, maximum=0.9999, decimals=4)
+    beta2: float = _f(0.99, "AdamW beta2 (momentum of the squared gradient; 0.95–0.99).", minimum=0.0, maximum=0.99999, decimals=5)
+    grad_clip: float = _f(1.0, "Clip the global gradient norm to this value (0 = no clipping).", minimum=0.0, maximum=1e6, decimals=3)
+    eval_interval: int = _f(250, "Evaluate train and validation loss every this many steps.", minimum=1, maximum=100_000_000)
+    eval_iters: int = _f(20, "Batches averaged per evaluation.", minimum=1, maximum=100_000)
+    log_interval: int = _f(10, "Report step metrics (and the batch view) every this many steps.", minimum=1, maximum=100_000_000)
+    device: str = _f("auto", "Where to train: 'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    dtype: str = _f("auto", "Compute precision: 'auto' (bf16 on capable CUDA, fp16 on older CUDA, fp32 otherwise), 'float32', 'bfloat16', 'float16'.", choices=DTYPE_CHOICES)
+    compile: bool = _f(False, "Compile the model with torch.compile (faster on GPU after a warm-up).")
+    seed: int = _f(1337, "Seed of weights init, batch sampling and dropout: same seed, same run.", minimum=0, maximum=2**31 - 1)
+    ema_decay: float = _f(0.0, "Decay of an exponential moving average of the weights used for evaluation and sampling (0 = off; e.g. 0.999).", minimum=0.0, maximum=0.999999, decimals=6)
+    keep_checkpoints: int = _f(3, "How many recent checkpoints to keep (the best one is always kept).", minimum=1, maximum=1000)
+    checkpoint_interval: int = _f(0, "Save a checkpoint every this many steps (0 = at every evaluation).", minimum=0, maximum=100_000_000)
+    early_stop_patience: int = _f(0, "Stop after this many evaluations without a better validation loss (0 = off).", minimum=0, maximum=100_000)
+    num_threads: int = _f(0, "CPU threads for PyTorch (0 = automatic).", minimum=0, maximum=1024)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "gradient_accumulation_steps", "max_iters", "lr_decay_iters", "eval_interval", "eval_iters", "log_interval", "keep_checkpoints"):
+            value = getattr(self, name)
+            _check(value >= 1, f"{name} must be at least 1, got {value}")
+        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "ema_decay"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+        _check(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
+        _check(self.min_lr <= self.learning_rate, f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
+        _check(self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
+        _check(0.0 <= self.beta1 < 1.0, f"beta1 must be in [0, 1), got {self.beta1}")
+        _check(0.0 <= self.beta2 < 1.0, f"beta2 must be in [0, 1), got {self.beta2}")
+        _check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        _check(self.checkpoint_interval >= 0, f"checkpoint_interval must be >= 0, got {self.checkpoint_interval}")
+        _check(self.early_stop_patience >= 0, f"early_stop_patience must be >= 0, got {self.early_stop_patience}")
+        _check(self.num_threads >= 0, f"num_threads must be >= 0, got {self.num_threads}")
+        _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        dev = self.device.strip().lower()
+        base = dev.split(":", 1)[0]
+        _check(base in DEVICE_PREFIXES, f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if ":" in dev:
+            _check(base == "cuda" and dev.split(":", 1)[1].isdigit(), f"device index is only valid as cuda:N, got {self.device!r}")
+        self.device = dev
+        _check(self.dtype in DTYPE_CHOICES, f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
+
+    @property
+    def tokens_per_step_factor(self) -> int:
+        """Sequences per optimizer step (multiply by block_size for tokens)."""
+        return self.batch_size * self.gradient_accumulation_steps
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def iter_fields() -> Iterator[tuple[str, dataclasses.Field]]:
+    """Every (section, field) pair, in display order."""
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            yield section, f
+
+
+def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Flat key -> (section, field). Keys are unique across sections."""
+    index: dict[str, tuple[str, dataclasses.Field]] = {}
+    for section, f in iter_fields():
+        assert f.name not in index, f"duplicate config key {f.name}"
+        index[f.name] = (section, f)
+    return index
+
+
+def help_text(key: str) -> str:
+    return field_index()[key][1].metadata["help"]
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """The Python type of a field (dataclass annotations are strings here)."""
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return {"int": int, "float": float, "bool": bool, "str": str, "list[str]": list}[t]
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def parse_value(key: str, raw: Any) -> Any:
+    """Coerce a raw value (a CLI string, or a TOML/JSON value) to the key's type.
+
+    Raises :class:`ConfigError` with a one-line message for unknown keys and
+    values of the wrong type.
+    """
+    index = field_index()
+    if key not in index:
+        raise ConfigError(f"unknown setting '{key}'")
+    kind = field_type(index[key][1])
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        if isinstance(raw, int) and raw in (0, 1):
+            return bool(raw)
+        raise ConfigError(f"{key} must be true or false, got {raw!r}")
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key} must be an integer, got {raw!r}")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        if isinstance(raw, str):
+            text = raw.strip().replace("_", "")
+            try:
+                return int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    value = math.nan
+                if math.isfinite(value) and value.is_integer():
+                    return int(value)
+        raise ConfigError(f"{key} must be an integer, got {raw!r}")
+    if kind is float:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key} must be a number, got {raw!r}")
+        if isinstance(raw, (int, float)):
+            return float(raw)
+        if isinstance(raw, str):
+            try:
+                return float(raw.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {raw!r}")
+    if kind is list:
+        if isinstance(raw, str):
+            return [p for p in (s.strip() for s in raw.split(",")) if p]
+        if isinstance(raw, (list, tuple)) and all(isinstance(p, str) for p in raw):
+            return list(raw)
+        raise ConfigError(f"{key} must be a list of paths, got {raw!r}")
+    if not isinstance(raw, str):
+        raise ConfigError(f"{key} must be text, got {raw!r}")
+    return raw
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run: data, model and training settings."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # -- flat view -----------------------------------------------------------
+    def to_flat(self) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for section in SECTIONS:
+            flat.update(dataclasses.asdict(getattr(self, section)))
+        return flat
+
+    def get(self, key: str) -> Any:
+        section, _ = field_index()[key]
+        return getattr(getattr(self, section), key)
+
+    def updated(self, overrides: dict[str, Any]) -> "RunConfig":
+        """A new, validated config with ``overrides`` (flat keys) applied."""
+        index = field_index()
+        parts: dict[str, dict[str, Any]] = {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
+        for key, raw in overrides.items():
+            if key not in index:
+                raise ConfigError(f"unknown setting '{key}'")
+            parts[index[key][0]][key] = parse_value(key, raw)
+        return RunConfig.from_sections(parts)
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> "RunConfig":
+        return cls().updated(flat)
+
+    @classmethod
+    def from_sections(cls, parts: dict[str, dict[str, Any]]) -> "RunConfig":
+        built = {}
+        for section, klass in SECTIONS.items():
+            values = parts.get(section, {})
+            try:
+                built[section] = klass(**values)
+            except TypeError as exc:  # unknown key inside a section
+                raise ConfigError(str(exc).split("__init__() ")[-1]) from None
+        return cls(**built)
+
+    # -- files ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        for section in SECTIONS:
+            out[section] = dataclasses.asdict(getattr(self, section))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """Accepts both the sectioned form (``[model] n_layer = 4``) and a flat one."""
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"this config has schema version {version}; this ShiftStudio reads up to {SCHEMA_VERSION} — update ShiftStudio"
+            )
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in ("schema_version", "name", "description"):
+                continue
+            if key in SECTIONS and isinstance(value, dict):
+                for sub_key, sub_value in value.items():
+                    if field_index().get(sub_key, (None,))[0] != key:
+                        raise ConfigError(f"unknown setting '{sub_key}' in section [{key}]")
+                    flat[sub_key] = sub_value
+            else:
+                flat[key] = value
+        return cls.from_flat(flat)
+
+    def to_toml(self, name: str = "", description: str = "") -> str:
+        lines = [f"schema_version = {SCHEMA_VERSION}"]
+        if name:
+            lines.append(f"name = {_toml_value(name)}")
+        if description:
+            lines.append(f"description = {_toml_value(description)}")
+        for section in SECTIONS:
+            lines.append("")
+            lines.append(f"[{section}]")
+            for key, value in dataclasses.asdict(getattr(self, section)).items():
+                lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        text = json.dumps(self.to_dict(), indent=2) if path.suffix == ".json" else self.to_toml()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+# -- presets -----------------------------------------------------------------
+
+
+def preset_paths() -> dict[str, Path]:
+    """Shipped presets, then the user's own (a user preset overrides by name)."""
+    from shiftstudio import paths
+
+    found: dict[str, Path] = {}
+    for folder in (paths.presets_dir(), paths.user_presets_dir()):
+        if folder.is_dir():
+            for p in sorted(folder.glob("*.toml")):
+                found[p.stem] = p
+    return found
+
+
+def load_preset(name: str) -> RunConfig:
+    presets = preset_paths()
+    if name not in presets:
+        raise ConfigError(f"unknown preset '{name}' (available: {', '.join(sorted(presets))})")
+    return RunConfig.load(presets[name])
+
+
+def preset_description(name: str) -> str:
+    path = preset_paths().get(name)
+    if path is None:
+        return ""
+    try:
+        return str(tomllib.loads(path.read_text(encoding="utf-8")).get("description", ""))
+    except (OSError, tomllib.TOMLDecodeError):
+        return ""
