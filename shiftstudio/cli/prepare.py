@@ -1,0 +1,83 @@
+"""``shiftstudio prepare``: corpus -> tokenizer.json, train.bin, val.bin, meta.json."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from shiftstudio.cli.options import Command, Option, UsageError, parse
+from shiftstudio.cli.progress import ProgressLine, human_bytes
+from shiftstudio.config import ConfigError, DataConfig
+
+COMMAND = Command(
+    name="prepare",
+    summary="Read a corpus, build or load a tokenizer, and write the token ids to a folder.",
+    usage="prepare CORPUS... --out DIR [--tokenizer char|bpe|PATH] [--vocab_size N] [--val_fraction F]",
+    options=[
+        Option("out", "folder to write tokenizer.json, train.bin, val.bin, meta.json into", metavar="DIR"),
+        Option("tokenizer", "char, bpe or a path to a tokenizer.json", default="char", metavar="KIND"),
+        Option("vocab_size", "BPE vocabulary size", kind="int", default=4096, metavar="N"),
+        Option("min_frequency", "minimum count of a BPE merge", kind="int", default=2, metavar="N"),
+        Option("val_fraction", "share of the corpus held out for validation", kind="float", default=0.1, metavar="F"),
+        Option("split_seed", "seed of the document split", kind="int", default=1337, metavar="N"),
+        Option("errors", "how to treat invalid UTF-8: strict (stop) or replace (use U+FFFD)", default="strict", metavar="MODE"),
+    ],
+    positionals="CORPUS",
+    min_positionals=1,
+)
+
+PHASES = {"scanning": "reading", "tokenizer": "tokenizer", "encoding": "encoding"}
+
+
+def run(name: str, argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(COMMAND.help_text())
+        return 0
+    values, corpus, _ = parse(COMMAND, argv)
+    if not values["out"]:
+        raise UsageError("--out DIR is required")
+    if values["errors"] not in ("strict", "replace"):
+        raise UsageError(f"--errors must be strict or replace, got {values['errors']!r}")
+    try:
+        data = DataConfig(
+            corpus=list(corpus),
+            tokenizer=values["tokenizer"],
+            vocab_size=values["vocab_size"],
+            min_frequency=values["min_frequency"],
+            val_fraction=values["val_fraction"],
+            split_seed=values["split_seed"],
+        )
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+    from shiftstudio.cli import error
+    from shiftstudio.core.corpus import Cancelled, CorpusError
+    from shiftstudio.core.tokenizer import TokenizerError
+    from shiftstudio.core.tokens import DataError, prepare
+
+    line = ProgressLine()
+    start = time.perf_counter()
+
+    def on_progress(p) -> None:
+        line.bar(PHASES.get(p.phase, p.phase), p.done, p.total, f"{human_bytes(p.done)} / {human_bytes(p.total)}")
+
+    out = Path(values["out"])
+    try:
+        store = prepare(data, out_dir=out, progress=on_progress, errors=values["errors"])
+    except (CorpusError, TokenizerError, DataError, OSError) as exc:
+        line.close()
+        return error(str(exc), 1)
+    except (Cancelled, KeyboardInterrupt):
+        line.close()
+        return error("interrupted: nothing was written", 130)
+    line.close()
+    for warning in store.meta.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    m = store.meta
+    print(f"prepared {out} in {time.perf_counter() - start:.1f}s")
+    print(f"  corpus     {m['documents']:,} documents, {m['chars']:,} characters, {m['lines']:,} lines, {human_bytes(m['bytes'])}")
+    print(f"  tokenizer  {m['tokenizer_kind']}, vocab {m['vocab_size']:,}")
+    print(f"  split      {m['train_tokens']:,} train / {m['val_tokens']:,} val tokens ({m['split_mode']}), {m['dtype']}")
+    print(f"  chars/token {m['val_chars'] / max(1, m['val_tokens']):.2f} on val")
+    return 0

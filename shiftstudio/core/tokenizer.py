@@ -1,0 +1,212 @@
+"""Tokenizers: character-level, byte-level BPE, or a ``tokenizer.json`` from disk.
+
+All three are Hugging Face ``tokenizers`` objects saved as a standard
+``tokenizer.json``, so a run's tokenizer opens in any tool that reads that
+format. :class:`TextTokenizer` wraps one with the few operations the rest of
+ShiftStudio needs (encode, decode, a display form of each token).
+
+Ids: a character tokenizer numbers the corpus alphabet in code-point order
+from 0 (as nanoGPT's ``stoi`` does), then ``<|endoftext|>`` and ``<unk>``.
+A BPE tokenizer has ``<|endoftext|>`` as id 0 and the 256 byte symbols after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+if TYPE_CHECKING:
+    from shiftstudio.config import DataConfig
+    from shiftstudio.core.split import CorpusSplit
+
+EOT = "<|endoftext|>"
+UNK = "<unk>"
+UINT32_MAX = 2**32 - 1
+BYTE_ALPHABET = 256
+
+
+class TokenizerError(ValueError):
+    """The tokenizer cannot be built or loaded; one readable line."""
+
+
+class TextTokenizer:
+    """A ``tokenizers.Tokenizer`` plus what ShiftStudio asks of it."""
+
+    def __init__(self, tokenizer: Tokenizer, kind: str):
+        self.tk = tokenizer
+        self.kind = kind  # "char" | "bpe" | "file"
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        self.eot_id = tokenizer.token_to_id(EOT)
+        self.unk_id = tokenizer.token_to_id(UNK)
+        self._display: dict[int, str] = {}
+
+    # -- coding --------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self.tk.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tk.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def encode_with_offsets(self, text: str) -> list[tuple[int, int, int]]:
+        """(id, start, end) per token, offsets in characters of ``text``."""
+        enc = self.tk.encode(text, add_special_tokens=False)
+        return [(i, s, e) for i, (s, e) in zip(enc.ids, enc.offsets)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tk.decode(list(ids), skip_special_tokens=False)
+
+    def token_text(self, token_id: int) -> str:
+        """What one token stands for, as text (a BPE token's bytes decoded; a
+        token that is part of a multi-byte character shows as U+FFFD)."""
+        text = self._display.get(token_id)
+        if text is None:
+            text = self.tk.decode([int(token_id)], skip_special_tokens=False)
+            self._display[token_id] = text
+        return text
+
+    def longest_tokens(self, n: int = 20) -> list[str]:
+        vocab = self.tk.get_vocab(with_added_tokens=False)
+        specials = {EOT, UNK}
+        texts = [self.token_text(i) for tok, i in vocab.items() if tok not in specials]
+        texts = [t for t in texts if "\ufffd" not in t]
+        return sorted(texts, key=lambda t: (-len(t), t))[:n]
+
+    # -- files ---------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        self.tk.save(str(tmp))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TextTokenizer":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise TokenizerError(f"tokenizer file not found: {path}")
+        try:
+            text = path.read_text(encoding="utf-8")
+            kind = _infer_kind(json.loads(text))
+            tk = Tokenizer.from_str(text)
+        except (UnicodeDecodeError, ValueError, Exception) as exc:  # tokenizers raises plain Exception
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TokenizerError(f"{path} is not a valid tokenizer.json ({first})") from None
+        if tk.get_vocab_size(with_added_tokens=True) > UINT32_MAX:
+            raise TokenizerError(f"{path}: vocabulary larger than uint32 can hold")
+        return cls(tk, kind)
+
+    def fingerprint(self) -> str:
+        return hashlib.blake2b(self.tk.to_str().encode("utf-8"), digest_size=16).hexdigest()
+
+
+def _infer_kind(data: dict) -> str:
+    """'char' or 'bpe' for tokenizers this module builds, else 'file'."""
+    model = (data.get("model") or {}).get("type")
+    pre = (data.get("pre_tokenizer") or {}).get("type")
+    dec = (data.get("decoder") or {}).get("type")
+    if model == "WordLevel" and pre == "Split" and dec == "Fuse":
+        return "char"
+    if model == "BPE" and pre == "ByteLevel" and dec == "ByteLevel":
+        return "bpe"
+    return "file"
+
+
+# -- builders ----------------------------------------------------------------
+
+
+def char_tokenizer(alphabet: Iterable[str]) -> TextTokenizer:
+    """One token per character of ``alphabet``, plus ``<|endoftext|>`` and ``<unk>``."""
+    chars = sorted(set(alphabet) - {""})
+    if not chars:
+        raise TokenizerError("the corpus has no characters to build a vocabulary from")
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab[EOT] = len(vocab)
+    vocab[UNK] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tk.add_special_tokens([AddedToken(EOT, special=True, normalized=False), AddedToken(UNK, special=True, normalized=False)])
+    return TextTokenizer(tk, "char")
+
+
+def corpus_alphabet(pieces: Iterable[str], cancel: Callable[[], bool] | None = None) -> set[str]:
+    alphabet: set[str] = set()
+    for i, piece in enumerate(pieces):
+        alphabet.update(piece)
+        if cancel is not None and i % 64 == 0 and cancel():
+            from shiftstudio.core.corpus import Cancelled
+
+            raise Cancelled()
+    return alphabet
+
+
+def train_bpe(
+    texts: Iterator[str],
+    vocab_size: int,
+    min_frequency: int = 2,
+    special_tokens: Iterable[str] = (EOT,),
+) -> TextTokenizer:
+    """Byte-level BPE trained on ``texts`` (an iterator of text pieces)."""
+    specials = list(dict.fromkeys([EOT, *special_tokens]))
+    floor = BYTE_ALPHABET + len(specials)
+    if vocab_size < floor:
+        raise TokenizerError(
+            f"vocab_size {vocab_size} is smaller than the byte alphabet plus special tokens ({floor}); use at least {floor}"
+        )
+    if vocab_size > UINT32_MAX:
+        raise TokenizerError(f"vocab_size {vocab_size} is larger than uint32 can hold")
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(texts, trainer=trainer)
+    return TextTokenizer(tk, "bpe")
+
+
+def build_tokenizer(
+    data: "DataConfig",
+    split: "CorpusSplit",
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> TextTokenizer:
+    """The tokenizer ``data.tokenizer`` asks for: 'char', 'bpe' or a file path.
+
+    A char tokenizer takes the alphabet of the whole corpus (so validation text
+    never meets ``<unk>``); BPE learns its merges from the train split only.
+    ``progress(done, total)`` counts bytes read.
+    """
+    spec = data.tokenizer.strip()
+    if spec not in ("char", "bpe"):
+        return TextTokenizer.load(spec)
+    train_bytes, val_bytes = split.split_bytes()
+    total = train_bytes + (val_bytes if spec == "char" else 0)
+    done = 0
+
+    def counted(pieces: Iterator[tuple[bool, str]]) -> Iterator[str]:
+        nonlocal done
+        for _, piece in pieces:
+            yield piece
+            done += len(piece.encode("utf-8")) if not piece.isascii() else len(piece)
+            if progress is not None:
+                progress(min(done, total), total)
+            if cancel is not None and cancel():
+                from shiftstudio.core.corpus import Cancelled
+
+                raise Cancelled()
+
+    if spec == "char":
+        alphabet = corpus_alphabet(counted(split.iter_train()))
+        alphabet |= corpus_alphabet(counted(split.iter_val()))
+        return char_tokenizer(alphabet)
+    return train_bpe(counted(split.iter_train()), data.vocab_size, data.min_frequency)
