@@ -343,18 +343,19 @@ class Corpus:
             yield _stream_text(f.path, self.errors)
 
     def preview(self, max_chars: int = 5000) -> str:
-        """The first characters of the corpus, for a person to look at."""
+        """The first characters of the corpus (documents separated by a blank line)."""
         out: list[str] = []
         size = 0
         for i in range(len(self.files)):
             for doc in self.iter_file_documents(i):
+                if out:
+                    out.append("\n\n")
+                    size += 2
                 for piece in doc:
-                    out.append(piece[: max_chars - size])
+                    out.append(piece[: max(0, max_chars - size)])
                     size += len(out[-1])
                     if size >= max_chars:
-                        return "".join(out)
-                out.append("\n\n")
-                size += 2
+                        return "".join(out)[:max_chars]
         return "".join(out)[:max_chars]
 
     def split(self, val_fraction: float = 0.1, seed: int = 1337) -> "CorpusSplit":
