@@ -86,7 +86,8 @@ def _expand(paths: Sequence[str | os.PathLike], warn: Callable[[str], None]) -> 
         if not p.exists():
             raise CorpusError(f"not found: {p}")
         if p.is_dir():
-            found = []
+            found: list[Path] = []
+            other: list[str] = []
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
                 for name in sorted(files):
@@ -96,8 +97,13 @@ def _expand(paths: Sequence[str | os.PathLike], warn: Callable[[str], None]) -> 
                         continue
                     if suffix in TEXT_SUFFIXES or suffix in JSONL_SUFFIXES or suffix == "":
                         found.append(f)
+                    else:
+                        other.append(name)
             if not found:
                 raise CorpusError(f"no text files (.txt, .md, .py, .jsonl …) in folder {p}")
+            if other:
+                shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+                warn(f"skipped {len(other)} file{'s' if len(other) > 1 else ''} in {p.name} that {'are' if len(other) > 1 else 'is'} not text: {shown}")
             candidates = found
         else:
             candidates = [p]

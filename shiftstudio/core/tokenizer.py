@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
+import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 if TYPE_CHECKING:
@@ -43,6 +44,42 @@ class TextTokenizer:
         self.eot_id = tokenizer.token_to_id(EOT)
         self.unk_id = tokenizer.token_to_id(UNK)
         self._display: dict[int, str] = {}
+        self._char_table: np.ndarray | None | bool = False  # False: not built yet
+
+    # -- the character fast path -----------------------------------------------
+    def char_table(self) -> np.ndarray | None:
+        """For a plain character tokenizer, a code point → id table (int64).
+
+        Index ``len - 1`` holds the ``<unk>`` id: code points past the table are
+        clipped onto it. ``None`` for any other tokenizer (or a char vocabulary
+        with a normalizer, or without ``<unk>``), which must go through
+        ``tokenizers``. The table reproduces ``encode`` exactly for text that
+        contains no special-token string (a test checks it).
+        """
+        if self._char_table is False:
+            self._char_table = None
+            if self.kind == "char" and self.tk.normalizer is None and self.unk_id is not None:
+                vocab = self.tk.get_vocab(with_added_tokens=False)
+                singles = {tok: i for tok, i in vocab.items() if len(tok) == 1}
+                if len(singles) == len(vocab) - sum(1 for t in vocab if t in (EOT, UNK)):
+                    top = max((ord(c) for c in singles), default=0)
+                    table = np.full(top + 2, self.unk_id, dtype=np.int64)
+                    for c, i in singles.items():
+                        table[ord(c)] = i
+                    self._char_table = table
+        return self._char_table
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Ids of ``text`` as an int64 array; vectorised for char tokenizers."""
+        table = self.char_table()
+        if table is not None and EOT not in text and UNK not in text:
+            try:
+                points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+            except UnicodeEncodeError:  # a lone surrogate: let tokenizers decide
+                pass
+            else:
+                return table[np.minimum(points, len(table) - 1)]
+        return np.asarray(self.encode(text), dtype=np.int64)
 
     # -- coding --------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -135,9 +172,16 @@ def char_tokenizer(alphabet: Iterable[str]) -> TextTokenizer:
 
 
 def corpus_alphabet(pieces: Iterable[str], cancel: Callable[[], bool] | None = None) -> set[str]:
+    """Every character in ``pieces`` (counted with numpy: ~10× a set update)."""
     alphabet: set[str] = set()
     for i, piece in enumerate(pieces):
-        alphabet.update(piece)
+        try:
+            points = np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
+        except UnicodeEncodeError:
+            alphabet.update(piece)
+        else:
+            if points.size:
+                alphabet.update(map(chr, np.flatnonzero(np.bincount(points)).tolist()))
         if cancel is not None and i % 64 == 0 and cancel():
             from shiftstudio.core.corpus import Cancelled
 

@@ -246,14 +246,17 @@ def encode_to_file(
             nonlocal count, first_doc, size
             if not batch:
                 return
-            encoded = tokenizer.tk.encode_batch_fast(batch, add_special_tokens=False)
+            if tokenizer.char_table() is not None:
+                encoded = [tokenizer.encode_array(t) for t in batch]
+            else:
+                encoded = [e.ids for e in tokenizer.tk.encode_batch_fast(batch, add_special_tokens=False)]
             parts: list[np.ndarray] = []
-            for new_doc, enc in zip(starts, encoded):
+            for new_doc, ids in zip(starts, encoded):
                 if new_doc and not first_doc and eot is not None:
                     parts.append(np.array([eot], dtype=dtype))
                 if new_doc:
                     first_doc = False
-                parts.append(np.array(enc.ids, dtype=dtype))
+                parts.append(np.asarray(ids, dtype=dtype))
             block = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
             out.write(block.tobytes())
             count += int(block.size)

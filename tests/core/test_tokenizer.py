@@ -105,3 +105,27 @@ def test_offsets_mark_token_boundaries(shakespeare_text: str) -> None:
     assert "".join(text[s:e] for _, s, e in spans) == text
     assert [i for i, _, _ in spans] == tok.encode(text)
     assert EOT not in "".join(tok.token_text(i) for i, _, _ in spans)
+
+
+def test_char_fast_path_matches_tokenizers_exactly(tmp_path: Path, shakespeare_text: str) -> None:
+    # The vectorised code-point lookup must give the ids tokenizers gives, for
+    # known characters, unknown ones (including astral code points past the
+    # table), and for a char tokenizer loaded back from its tokenizer.json.
+    from shiftstudio.core.tokenizer import corpus_alphabet
+
+    alphabet = corpus_alphabet([shakespeare_text, "é—"])
+    assert alphabet == set(shakespeare_text) | {"é", "—"}
+    tok = char_tokenizer(alphabet)
+    tok.save(tmp_path / "tokenizer.json")
+    for t in (tok, TextTokenizer.load(tmp_path / "tokenizer.json")):
+        assert t.char_table() is not None
+        for text in (shakespeare_text[:3000], ODD_TEXT, "", "\U0010ffff x 🙂 é"):
+            assert t.encode_array(text).tolist() == t.encode(text)
+        # a literal special-token string goes through tokenizers, which matches it whole
+        assert t.encode_array(f"ab{EOT}c").tolist() == t.encode(f"ab{EOT}c")
+
+
+def test_bpe_has_no_char_fast_path(shakespeare_text: str) -> None:
+    tok = train_bpe([shakespeare_text], vocab_size=300)
+    assert tok.char_table() is None
+    assert tok.encode_array(ODD_TEXT).tolist() == tok.encode(ODD_TEXT)
