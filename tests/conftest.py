@@ -30,3 +30,34 @@ def small_corpus(tmp_path: Path, shakespeare_text: str) -> Path:
     path = tmp_path / "small.txt"
     path.write_text(shakespeare_text, encoding="utf-8")
     return path
+
+
+TINY_RUN_SETTINGS = {
+    "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 2, "max_iters": 4, "eval_interval": 2,
+    "eval_iters": 1, "log_interval": 2, "warmup_iters": 0, "lr_decay_iters": 4, "device": "cpu", "compile": False,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run folder, trained for 4 steps on 20 KB of shakespeare (made once per session; treat it as read-only)."""
+    from shiftstudio.config import RunConfig
+    from shiftstudio.core.run import prepare_and_create
+    from shiftstudio.core.trainer import Trainer
+
+    base = tmp_path_factory.mktemp("tiny-run")
+    corpus = base / "corpus.txt"
+    corpus.write_text((SHARED_DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    old = os.environ.get("SHIFTSTUDIO_HOME")
+    os.environ["SHIFTSTUDIO_HOME"] = str(base / "home")
+    try:
+        config = RunConfig().updated({"corpus": [str(corpus)], **TINY_RUN_SETTINGS})
+        run_dir = prepare_and_create(config, out_dir=base / "run")
+        last = list(Trainer(run_dir).run())[-1]
+        assert type(last).__name__ == "FinishedReport", last
+    finally:
+        if old is None:
+            os.environ.pop("SHIFTSTUDIO_HOME", None)
+        else:
+            os.environ["SHIFTSTUDIO_HOME"] = old
+    return run_dir

@@ -1,0 +1,92 @@
+"""``shiftstudio generate``: stream text sampled from a trained run to stdout."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from shiftstudio.cli.options import Command, Option, UsageError, parse
+
+COMMAND = Command(
+    name="generate",
+    summary="Sample text from a run's model and stream it to stdout as it is generated.",
+    usage="generate RUN_DIR --prompt TEXT|- [--max_new_tokens N] [--temperature T] [--top_k K] [--top_p P] "
+    "[--seed S] [--checkpoint latest|best|step-N] [--ema]",
+    options=[
+        Option("prompt", "text to continue; '-' reads it from stdin; empty starts a new document", default="", metavar="TEXT"),
+        Option("max_new_tokens", "how many tokens to sample at most", kind="int", default=200, metavar="N"),
+        Option("temperature", "randomness: 0 is greedy, 1 samples the model as it is", kind="float", default=0.8, metavar="T"),
+        Option("top_k", "sample only among the K most likely tokens (0 = off)", kind="int", default=0, metavar="K"),
+        Option("top_p", "sample only among the most likely tokens covering P of the probability (1 = off)",
+               kind="float", default=1.0, metavar="P"),
+        Option("repetition_penalty", "above 1 makes tokens already present less likely", kind="float", default=1.0, metavar="R"),
+        Option("seed", "random seed: the same seed and settings give the same text (-1 = random)", kind="int", default=-1, metavar="S"),
+        Option("stop", "stop when this text appears (not printed)", default="", metavar="TEXT"),
+        Option("checkpoint", "latest, best, or step-N", default="latest", metavar="NAME"),
+        Option("ema", "use the EMA weights of the checkpoint", kind="bool", default=False),
+        Option("device", "auto, cpu, cuda or mps", default="auto", metavar="DEV"),
+        Option("stats", "print tokens/s and the finish reason to stderr at the end", kind="bool", default=False),
+    ],
+    positionals="RUN_DIR",
+    min_positionals=1,
+    max_positionals=1,
+)
+
+
+def run(name: str, argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(COMMAND.help_text())
+        return 0
+    values, positionals, _ = parse(COMMAND, argv)
+    prompt = values["prompt"]
+    if prompt == "-":
+        prompt = sys.stdin.read()
+
+    from shiftstudio.cli import error
+    from shiftstudio.config import ConfigError
+    from shiftstudio.core.checkpoint import RunError
+    from shiftstudio.core.sampler import Generation, GenerationError, SamplingSettings, load_model
+    from shiftstudio.core.tokenizer import TokenizerError
+
+    try:
+        settings = SamplingSettings(
+            max_new_tokens=values["max_new_tokens"], temperature=values["temperature"], top_k=values["top_k"],
+            top_p=values["top_p"], repetition_penalty=values["repetition_penalty"],
+            seed=None if values["seed"] < 0 else values["seed"], stop=(values["stop"],) if values["stop"] else (),
+        )
+    except GenerationError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        from shiftstudio.core.device import resolve_device
+
+        device = resolve_device(values["device"])
+        model, tokenizer, _ = load_model(positionals[0], values["checkpoint"], ema=values["ema"], device=device)
+        generation = Generation(model, tokenizer, prompt, settings)
+    except (RunError, ConfigError, TokenizerError, GenerationError, OSError) as exc:
+        return error(str(exc), 1)
+
+    out = sys.stdout
+    start = time.perf_counter()
+    first: float | None = None
+    try:
+        for token in generation:
+            if first is None:
+                first = time.perf_counter() - start
+            if token.text:
+                out.write(token.text)
+                out.flush()
+    except KeyboardInterrupt:
+        generation.finish_reason = "interrupted"
+    except BrokenPipeError:  # `| head` closed the pipe: not an error
+        return 0
+    out.write("\n")
+    out.flush()
+    if values["stats"]:
+        seconds = time.perf_counter() - start
+        n = generation.n_generated
+        print(
+            f"{n} tokens in {seconds:.2f}s ({n / max(seconds, 1e-9):.1f} tokens/s, first after {1000 * (first or 0):.0f} ms), "
+            f"finished: {generation.finish_reason}, seed {generation.seed}",
+            file=sys.stderr,
+        )
+    return 0
