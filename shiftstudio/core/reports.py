@@ -88,6 +88,7 @@ class EvalReport(_Report):
     best_val_loss: float
     is_best: bool
     val_loss_per_horizon: list[float] = field(default_factory=list)  # head k at index k-1
+    train_loss_per_horizon: list[float] = field(default_factory=list)  # head k at index k-1
     ema_train_loss: float | None = None
     ema_val_loss: float | None = None
 
