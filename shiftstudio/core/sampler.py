@@ -120,14 +120,13 @@ def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | 
 
 
 class KVCache:
-    """Keys and values of every layer, preallocated for a full window: 2 × (L, B, nh, block_size, hs)."""
+    """Keys and values of every layer, preallocated for a full window: (L, 2, B, nh, block_size, hs)."""
 
     def __init__(self, model: GPT, batch: int = 1, device: torch.device | None = None, dtype: torch.dtype | None = None):
         c = model.config
         ref = next(model.parameters())
-        shape = (c.n_layer, batch, c.n_head, c.block_size, c.n_embd // c.n_head)
-        self.keys = torch.empty(shape, device=device or ref.device, dtype=dtype or ref.dtype)
-        self.values = torch.empty_like(self.keys)
+        shape = (c.n_layer, 2, batch, c.n_head, c.block_size, c.n_embd // c.n_head)
+        self.kv = torch.empty(shape, device=device or ref.device, dtype=dtype or ref.dtype)
         self.capacity = c.block_size
         self.length = 0  # positions filled
 
@@ -135,45 +134,76 @@ class KVCache:
         self.length = 0
 
 
+def _norm_fn(norm: torch.nn.Module):
+    """The functional form of one of the model's norms (saves a module call per use)."""
+    if isinstance(norm, torch.nn.LayerNorm):
+        return lambda x: F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return lambda x: F.rms_norm(x, norm.normalized_shape, norm.weight, norm.eps)
+
+
+class Decoder:
+    """Head-1 inference through a :class:`KVCache`, with the model's weights called functionally.
+
+    A batch-1 decoding step of a small model is bound by per-operation overhead,
+    not arithmetic, so this path issues as few operations as it can: one copy
+    writes a token's keys and values for a layer, norms and linears skip the
+    module machinery. It reads the model's own parameters (no copy), so it must
+    not run while they are being trained (generate from :func:`clone_model`).
+    A test checks it against the model's ``forward``.
+    """
+
+    def __init__(self, model: GPT, cache: KVCache | None = None):
+        self.model = model
+        self.cache = cache or KVCache(model)
+        c = model.config
+        self.n_head, self.hs, self.C = c.n_head, c.n_embd // c.n_head, c.n_embd
+        self.layers = [
+            (_norm_fn(b.ln_1), b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.c_proj.weight, b.attn.c_proj.bias,
+             _norm_fn(b.ln_2), b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight, b.mlp.c_proj.bias)
+            for b in model.blocks
+        ]
+        self.ln_f = _norm_fn(model.ln_f)
+        self.unembedding = model.unembedding[: model.vocab_size]  # (V, C): padding rows never scored
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        """Head-1 logits (B, V) of the token after ``idx`` (B, T), whose tokens take positions
+        ``cache.length ..``; their keys and values are written into the cache."""
+        model, cache = self.model, self.cache
+        B, T = idx.shape
+        start, end = cache.length, cache.length + T
+        if end > cache.capacity:
+            raise ValueError(f"{end} positions do not fit a cache of {cache.capacity}")
+        nh, hs, C = self.n_head, self.hs, self.C
+        x = F.embedding(idx, model.wte.weight)  # (B, T, C)
+        rope = None
+        if model.wpe is not None:
+            x = x + model.wpe.weight[start:end]  # (T, C) broadcast over B
+        else:
+            rope = (model.rope_cos[start:end], model.rope_sin[start:end])  # (T, hs/2) each
+        mask = None
+        if start > 0 and T > 1:  # query i (position start + i) sees keys 0 .. start + i
+            mask = torch.ones(T, end, dtype=torch.bool, device=idx.device).tril(diagonal=start)
+        causal = start == 0 and T > 1
+        for layer, (ln_1, w_qkv, b_qkv, w_o, b_o, ln_2, w_fc, b_fc, w_p, b_p) in enumerate(self.layers):
+            qkv = F.linear(ln_1(x), w_qkv, b_qkv).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+            q = qkv[0]
+            if rope is not None:
+                q = apply_rope(q, *rope)
+                cache.kv[layer, 0, :, :, start:end] = apply_rope(qkv[1], *rope)
+                cache.kv[layer, 1, :, :, start:end] = qkv[2]
+            else:
+                cache.kv[layer, :, :, :, start:end] = qkv[1:]  # keys and values in one copy
+            kv = cache.kv[layer, :, :, :, :end]  # (2, B, nh, end, hs)
+            y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, is_causal=causal)  # (B, nh, T, hs)
+            x = x + F.linear(y.transpose(1, 2).reshape(B, T, C), w_o, b_o)
+            x = x + F.linear(F.gelu(F.linear(ln_2(x), w_fc, b_fc)), w_p, b_p)
+        cache.length = end
+        return F.linear(self.ln_f(x[:, -1, :]), self.unembedding)  # (B, V)
+
+
 def cached_forward(model: GPT, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """Head-1 logits (B, V) of the token after ``idx`` (B, T), whose tokens sit at positions
-    ``cache.length ..``; their keys and values are written into the cache."""
-    B, T = idx.shape
-    start = cache.length
-    end = start + T
-    if end > cache.capacity:
-        raise ValueError(f"{end} positions do not fit a cache of {cache.capacity}")
-    x = model.wte(idx)  # (B, T, C)
-    rope = None
-    if model.wpe is not None:
-        x = x + model.wpe(torch.arange(start, end, device=idx.device))  # (T, C) broadcast over B
-    else:
-        rope = (model.rope_cos[start:end], model.rope_sin[start:end])  # (T, hs/2) each
-    mask = None
-    if start > 0 and T > 1:  # query i (position start + i) sees keys 0 .. start + i
-        mask = torch.ones(T, end, dtype=torch.bool, device=idx.device).tril(diagonal=start)
-    for layer, block in enumerate(model.blocks):
-        attn = block.attn
-        h = block.ln_1(x)
-        C = h.shape[-1]
-        hs = C // attn.n_head
-        q, k, v = attn.c_attn(h).split(C, dim=2)  # 3 × (B, T, C)
-        q = q.view(B, T, attn.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, attn.n_head, hs).transpose(1, 2)
-        v = v.view(B, T, attn.n_head, hs).transpose(1, 2)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        cache.keys[layer, :, :, start:end] = k
-        cache.values[layer, :, :, start:end] = v
-        y = F.scaled_dot_product_attention(
-            q, cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end],
-            attn_mask=mask, is_causal=start == 0 and T > 1,
-        )  # (B, nh, T, hs)
-        x = x + attn.c_proj(y.transpose(1, 2).reshape(B, T, C))
-        x = x + block.mlp(block.ln_2(x))
-    cache.length = end
-    z = model.ln_f(x[:, -1, :])  # (B, C)
-    return F.linear(z, model.unembedding)[:, : model.vocab_size]  # (B, V)
+    """One :class:`Decoder` call (convenience for a single use)."""
+    return Decoder(model, cache)(idx)
 
 
 def uncached_forward(model: GPT, idx: torch.Tensor) -> torch.Tensor:
@@ -314,7 +344,8 @@ class Generation:
             ids = list(self.prompt_ids)
             seen = torch.zeros(model.vocab_size, dtype=torch.bool, device=device)
             seen[torch.tensor(ids, device=device)] = True
-            cache = KVCache(model) if self.use_cache else None
+            decoder = Decoder(model) if self.use_cache else None
+            cache = decoder.cache if decoder is not None else None
             unk_id = self.tokenizer.unk_id
             unk = torch.tensor([unk_id], device=device) if unk_id is not None and unk_id < model.vocab_size else None
             window_start = max(0, len(ids) - block)  # the window is ids[window_start:]
@@ -326,7 +357,7 @@ class Generation:
                         cache.reset()
                         fresh = ids[window_start:]
                 if cache is not None:
-                    logits = cached_forward(model, torch.tensor([fresh], device=device), cache)[0]
+                    logits = decoder(torch.tensor([fresh], device=device))[0]
                 else:
                     logits = uncached_forward(model, torch.tensor([ids[window_start:]], device=device))[0]
                 logits = logits.float()  # (V,)
