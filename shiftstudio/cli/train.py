@@ -1,0 +1,407 @@
+"""``shiftstudio train``, ``resume`` and ``info``: the training engine from a terminal.
+
+``train`` builds a config (defaults, a preset or a TOML/JSON file, then
+``--key=value`` overrides), checks the device, prepares the token data (or
+opens ``--data DIR``), creates the run folder and drives
+:class:`~shiftstudio.core.trainer.Trainer`, printing its reports: a live
+progress line on a terminal, plain lines otherwise, eval lines and a final
+summary. The first Ctrl-C (or SIGTERM) asks the trainer to stop, which saves
+a checkpoint; a second one quits at once. ``resume`` continues a run folder,
+``info`` describes one.
+
+Exit codes: 0 done, 1 the run failed (bad data, NaN loss, damaged checkpoint),
+2 bad command line or config, 130/143 stopped by Ctrl-C/SIGTERM (after a
+clean checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from shiftstudio.cli.options import Command, Option, UsageError, parse
+from shiftstudio.cli.progress import ProgressLine, human_bytes, human_duration
+from shiftstudio.config import ConfigError, RunConfig, load_preset
+
+log = logging.getLogger(__name__)
+
+TRAIN = Command(
+    name="train",
+    summary="Train a model headless: prepare the data, create a run folder and train, with checkpoints.",
+    usage="train [CONFIG.toml] [--preset NAME] [--corpus PATH ...] [--data DIR] [--key=value ...] --out RUN_DIR",
+    options=[
+        Option("out", "run folder to create (default: a new folder under the runs directory)", metavar="RUN_DIR"),
+        Option("preset", "start from a shipped or saved preset (cpu-tiny, gpu-small, gpt2-124m, …)", metavar="NAME"),
+        Option("data", "train on a folder written by 'shiftstudio prepare' instead of preparing the corpus", metavar="DIR"),
+        Option("sample", "print a sample continuing TEXT at every evaluation", metavar="TEXT"),
+        Option("errors", "invalid UTF-8 in the corpus: strict (stop) or replace (use U+FFFD)", default="strict", metavar="MODE"),
+    ],
+    positionals="CONFIG",
+    max_positionals=1,
+    config_keys=True,
+)
+
+RESUME = Command(
+    name="resume",
+    summary="Continue a run from its latest checkpoint, exactly where it stopped.",
+    usage="resume RUN_DIR [--max_iters N] [--sample TEXT]",
+    options=[
+        Option("max_iters", "train until this step (default: the run's max_iters)", kind="int", metavar="N"),
+        Option("sample", "print a sample continuing TEXT at every evaluation", metavar="TEXT"),
+    ],
+    positionals="RUN_DIR",
+    min_positionals=1,
+    max_positionals=1,
+)
+
+INFO = Command(
+    name="info",
+    summary="Show a run's config, size, progress, checkpoints and best validation loss.",
+    usage="info RUN_DIR [--json]",
+    options=[Option("json", "print the summary as JSON", kind="bool", default=False)],
+    positionals="RUN_DIR",
+    min_positionals=1,
+    max_positionals=1,
+)
+
+COMMANDS = {"train": TRAIN, "resume": RESUME, "info": INFO}
+INTERRUPT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def run(name: str, argv: list[str]) -> int:
+    command = COMMANDS[name]
+    if "-h" in argv or "--help" in argv:
+        print(command.help_text())
+        return 0
+    values, positionals, overrides = parse(command, argv)
+    if name == "train":
+        return _train(values, positionals, overrides)
+    if name == "resume":
+        return _resume(values, Path(positionals[0]))
+    return _info(values, Path(positionals[0]))
+
+
+# -- train ------------------------------------------------------------------------
+
+
+def build_config(config_file: str | None, preset: str | None, overrides: dict[str, Any]) -> RunConfig:
+    """Defaults, a preset or a file, then the command line's ``--key=value``. Raises :class:`UsageError`."""
+    if config_file and preset:
+        raise UsageError("give a config file or --preset, not both")
+    try:
+        base = load_preset(preset) if preset else RunConfig.load(config_file) if config_file else RunConfig()
+        config = base.updated(overrides)
+        # absolute corpus paths: run.json must still find the text when resumed from another folder
+        return config.updated({"corpus": [str(Path(p).expanduser().resolve()) for p in config.data.corpus]})
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_device(config: RunConfig) -> None:
+    """Fail before any work if the device or precision does not exist here (exit 2)."""
+    from shiftstudio.core.device import resolve_device, resolve_dtype
+
+    try:
+        resolve_dtype(config.train.dtype, resolve_device(config.train.device))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, Any]) -> int:
+    if values["errors"] not in ("strict", "replace"):
+        raise UsageError(f"--errors must be strict or replace, got {values['errors']!r}")
+    config = build_config(positionals[0] if positionals else None, values["preset"], overrides)
+    check_device(config)
+
+    from shiftstudio.cli import error
+    from shiftstudio.core.checkpoint import RunError
+    from shiftstudio.core.corpus import Cancelled, CorpusError
+    from shiftstudio.core.run import create_run, default_run_dir
+    from shiftstudio.core.tokenizer import TokenizerError
+    from shiftstudio.core.tokens import DataError, TokenStore, prepare
+
+    out = Path(values["out"]) if values["out"] else default_run_dir(config)
+    if (out / "run.json").exists():
+        raise UsageError(f"{out} already holds a run: continue it with 'shiftstudio resume {out}' or pick another --out")
+    line = ProgressLine()
+    try:
+        if values["data"]:
+            store = TokenStore.open(values["data"])
+        else:
+            store = prepare(config.data, progress=_prepare_progress(line), errors=values["errors"])
+    except (CorpusError, TokenizerError, DataError, OSError) as exc:
+        line.close()
+        return error(str(exc), 1)
+    except (Cancelled, KeyboardInterrupt):
+        line.close()
+        return error("interrupted while preparing the data: nothing was written", 130)
+    line.close()
+    try:
+        run_dir = create_run(config, store, out)
+    except (ConfigError, RunError) as exc:  # the config does not fit the data, or --out is taken
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        return error(str(exc), 1)
+    print(f"data: {store.summary()}")
+
+    from shiftstudio.core.trainer import Trainer
+
+    return drive(Trainer(run_dir, store, sample_prompt=values["sample"]))
+
+
+def _prepare_progress(line: ProgressLine):
+    phases = {"scanning": "reading", "tokenizer": "tokenizer", "encoding": "encoding"}
+
+    def on_progress(p) -> None:
+        line.bar(phases.get(p.phase, p.phase), p.done, p.total, f"{human_bytes(p.done)} / {human_bytes(p.total)}")
+
+    return on_progress
+
+
+# -- resume -----------------------------------------------------------------------
+
+
+def _resume(values: dict[str, Any], run_dir: Path) -> int:
+    from shiftstudio.cli import error
+    from shiftstudio.core.checkpoint import RunError, latest_checkpoint
+    from shiftstudio.core.corpus import Cancelled, CorpusError
+    from shiftstudio.core.run import load_run_config, open_run_store
+    from shiftstudio.core.tokenizer import TokenizerError
+    from shiftstudio.core.tokens import DataError
+    from shiftstudio.core.trainer import Trainer
+
+    max_iters = values["max_iters"]
+    if max_iters is not None and max_iters < 1:
+        raise UsageError(f"--max_iters must be at least 1, got {max_iters}")
+    try:
+        config = load_run_config(run_dir)
+    except RunError as exc:
+        return error(str(exc), 1)
+    check_device(config)
+    target = config.train.max_iters if max_iters is None else max_iters
+    latest = latest_checkpoint(run_dir)
+    if latest is not None and latest.step >= target:
+        print(f"{run_dir} is already at step {latest.step:,} (max_iters {target:,}): nothing to do; "
+              f"pass --max_iters=N to train further")
+        return 0
+    line = ProgressLine()
+    try:
+        store = open_run_store(run_dir, prepare_missing=True, progress=_prepare_progress(line))
+        trainer = Trainer(run_dir, store, max_iters=max_iters, sample_prompt=values["sample"])
+    except (RunError, CorpusError, TokenizerError, DataError, OSError) as exc:
+        line.close()
+        return error(str(exc), 1)
+    except (Cancelled, KeyboardInterrupt):
+        line.close()
+        return error("interrupted while preparing the data", 130)
+    line.close()
+    return drive(trainer)
+
+
+# -- the loop ---------------------------------------------------------------------
+
+
+def drive(trainer: Any, out: TextIO | None = None) -> int:
+    """Run ``trainer`` to the end, printing its reports; returns the exit code.
+
+    The first SIGINT/SIGTERM asks the trainer to stop (it saves a checkpoint
+    and finishes); a second one raises :class:`KeyboardInterrupt`.
+    """
+    printer = ReportPrinter(out or sys.stdout)
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        trainer.stop()
+        printer.note("stopping: saving a checkpoint (press Ctrl-C again to quit at once)")
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        for sig in INTERRUPT_CODES:
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        code = 0
+        for report in trainer.run():
+            code = printer.show(report)
+    except KeyboardInterrupt:
+        printer.close()
+        from shiftstudio.cli import error
+
+        return error("interrupted before a checkpoint was saved: the run keeps its previous checkpoint", 130)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code == 0 and received:
+        return INTERRUPT_CODES.get(received[0], 130)
+    return code
+
+
+class ReportPrinter:
+    """Turns reports into terminal output: a live line on a TTY, plain lines otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.line = ProgressLine(out, min_interval=0.2)
+        self.live = self.line.tty
+        self.max_iters = 0
+        self.first_step = 0
+        self.started = time.perf_counter()
+        self.ms: list[float] = []
+        self.tokens_per_s: list[float] = []
+        self.run_dir = ""
+
+    def print(self, text: str) -> None:
+        self.line.close()
+        print(text, file=self.out, flush=True)
+
+    def note(self, text: str) -> None:
+        self.print(text)
+
+    def close(self) -> None:
+        self.line.close()
+
+    def show(self, report: Any) -> int:
+        """Print one report; returns the exit code it implies (0 or 1)."""
+        handler = getattr(self, f"_on_{report.kind}", None)
+        if handler is None:  # batch views: for the GUI's inspector
+            return 0
+        return handler(report) or 0
+
+    def _eta(self, step: int) -> str:
+        done = step - self.first_step
+        if done <= 0 or step >= self.max_iters:
+            return "–"
+        return human_duration((time.perf_counter() - self.started) / done * (self.max_iters - step))
+
+    def _on_started(self, r: Any) -> None:
+        from shiftstudio.core.estimate import format_count
+
+        self.max_iters, self.first_step, self.run_dir = r.max_iters, r.step, r.run_dir
+        self.started = time.perf_counter()
+        what = f"resuming at step {r.step:,} of {r.max_iters:,}" if r.resumed else f"training for {r.max_iters:,} steps"
+        self.print(f"run {r.run_dir}: {what}")
+        self.print(f"model: {format_count(r.n_params)} parameters on {r.device}, {r.tokens_per_step:,} tokens per step")
+
+    def _on_train(self, r: Any) -> None:
+        from shiftstudio.core.estimate import format_count
+
+        self.ms.append(r.ms_per_iter)
+        self.tokens_per_s.append(r.tokens_per_s)
+        width = len(f"{self.max_iters:,}")
+        text = (
+            f"step {r.step:>{width},}/{self.max_iters:,}  loss {r.loss:.4f}  lr {r.lr:.2e}  grad {r.grad_norm:.3f}  "
+            f"{format_count(r.tokens_per_s)} tok/s  {r.ms_per_iter:.1f} ms/it  ETA {self._eta(r.step)}"
+        )
+        if self.live:
+            self.line.text(text)
+        else:
+            print(text, file=self.out, flush=True)
+
+    def _on_eval(self, r: Any) -> None:
+        best = "  (best)" if r.is_best else ""
+        text = f"eval step {r.step:,}: train loss {r.train_loss:.4f}, val loss {r.val_loss:.4f}, val ppl {r.val_ppl:.2f}{best}"
+        if len(r.val_loss_per_horizon) > 1:
+            text += "\n  val loss per horizon: " + ", ".join(
+                f"t+{k} {loss:.4f}" for k, loss in enumerate(r.val_loss_per_horizon, 1)
+            )
+        if r.ema_val_loss is not None:
+            text += f"\n  EMA weights: train loss {r.ema_train_loss:.4f}, val loss {r.ema_val_loss:.4f}"
+        self.print(text)
+
+    def _on_sample(self, r: Any) -> None:
+        self.print(f"sample at step {r.step:,}:\n{r.prompt}{r.text}\n")
+
+    def _on_checkpoint(self, r: Any) -> None:
+        self.print(f"saved checkpoint step-{r.step}{' (best)' if r.is_best else ''}")
+
+    def _on_finished(self, r: Any) -> None:
+        how = {"completed": "finished", "stopped": "stopped", "early_stop": "stopped early (no better val loss)"}
+        parts = [f"{how.get(r.reason, r.reason)} at step {r.step:,} after {human_duration(r.time_s)} of training"]
+        if self.ms:
+            from shiftstudio.core.estimate import format_count
+
+            parts.append(f"{statistics.median(self.ms):.1f} ms/iter, {format_count(statistics.median(self.tokens_per_s))} tok/s")
+        if r.best_val_loss is not None:
+            parts.append(f"best val loss {r.best_val_loss:.4f}")
+        self.print("; ".join(parts))
+        self.print(f"run saved in {r.run_dir}")
+        if r.step < self.max_iters:
+            self.print(f"continue with: shiftstudio resume {r.run_dir}")
+
+    def _on_failed(self, r: Any) -> int:
+        from shiftstudio.cli import error
+
+        self.close()
+        if r.detail:
+            log.debug("%s", r.detail)
+        message = r.message if r.expected else f"{r.message} (set SHIFTSTUDIO_LOG=debug for the traceback)"
+        if f"step {r.step}" not in message:
+            message = f"training failed at step {r.step:,}: {message}"
+        return error(message, 1)
+
+
+# -- info ----------------------------------------------------------------------------
+
+
+def _info(values: dict[str, Any], run_dir: Path) -> int:
+    from shiftstudio.cli import error
+    from shiftstudio.core.checkpoint import RunError
+    from shiftstudio.core.run import run_summary
+
+    try:
+        s = run_summary(run_dir)
+    except RunError as exc:
+        return error(str(exc), 1)
+    if values["json"]:
+        data = {k: v for k, v in s.items() if k not in ("config", "checkpoints")}
+        data["config"] = s["config"].to_dict()
+        data["checkpoints"] = [
+            {"step": c.step, "path": str(c.path), "best": c.is_best, "val_loss": c.val_loss} for c in s["checkpoints"]
+        ]
+        print(json.dumps(data, indent=2))
+        return 0
+    print(format_info(s))
+    return 0
+
+
+def format_info(s: dict[str, Any]) -> str:
+    from shiftstudio.core.estimate import format_count
+
+    c: RunConfig = s["config"]
+    m = c.model
+    versions = s["versions"]
+    data = s["data"]
+    lines = [
+        f"run          {s['name']}  ({s['run_dir']})",
+        f"created      {s['created'] or '?'} with shiftstudio {versions.get('shiftstudio', '?')}, torch {versions.get('torch', '?')}",
+        f"model        {m.n_layer} layers × {m.n_embd} wide, {m.n_head} heads, context {m.block_size}, shift {m.shift}, "
+        f"{m.pos} positions",
+        f"size         {s['n_params']:,} parameters ({format_count(s['n_params'])}; "
+        f"{format_count(s['n_params_non_embedding'])} without embeddings), {format_count(s['flops_per_token'])} FLOP/token",
+        f"data         {data.get('tokenizer_kind', '?')} tokenizer, vocab {s['vocab_size']:,}, "
+        f"{data.get('train_tokens', 0):,} train + {data.get('val_tokens', 0):,} val tokens",
+        f"progress     step {s['steps']:,} of {s['max_iters']:,}, {format_count(s['tokens'])} tokens, "
+        f"{human_duration(s['time_s'])} of training",
+    ]
+    best = s["best_val_loss"]
+    lines.append(f"best val     {best:.4f}" if best is not None else "best val     – (not evaluated yet)")
+    checkpoints = ", ".join(
+        f"step-{ck.step}" + (" (best)" if ck.is_best else "") for ck in s["checkpoints"]
+    )
+    lines.append(f"checkpoints  {checkpoints or '– (none yet)'}")
+    lines.append("config")
+    for section, values in c.to_dict().items():
+        if section == "schema_version":
+            continue
+        lines.append(f"  [{section}]")
+        lines.extend(f"    {key} = {value!r}" for key, value in values.items())
+    return "\n".join(lines)

@@ -1,0 +1,375 @@
+"""Checkpoints on disk: safetensors for tensors, JSON for everything else.
+
+A checkpoint is a folder ``RUN_DIR/checkpoints/step-N/``::
+
+    model.safetensors      the raw (uncompiled) model's state dict
+    optimizer.safetensors  AdamW's per-parameter state, keyed '<param name>::<slot>'
+    ema.safetensors        the EMA weights, when ema_decay > 0
+    state.json             step, tokens, best val loss, RNG states, sampler position, file sizes
+
+Nothing is pickled and nothing is read with pickle. Each checkpoint is
+written into a hidden temporary folder and renamed into place, so a crash
+mid-save leaves the previous checkpoints as they were; ``state.json`` is
+written last and records every file's size, so a truncated file is caught
+before any tensor is read.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SCHEMA = 1
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.json"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+EMA_FILE = "ema.safetensors"
+
+
+class RunError(ValueError):
+    """A run folder or checkpoint cannot be used: corrupt, truncated, newer schema, mismatched shapes."""
+
+
+class CorruptCheckpoint(RunError):
+    """A checkpoint's files are missing, truncated or unreadable (an earlier checkpoint may still be fine)."""
+
+
+@dataclass
+class CheckpointInfo:
+    step: int
+    path: Path
+    is_best: bool = False
+    val_loss: float | None = None
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back from disk (tensors on the CPU)."""
+
+    path: Path
+    state: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] | None
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+
+# -- listing -------------------------------------------------------------------
+
+
+def checkpoints_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINTS
+
+
+def _step_of(path: Path) -> int | None:
+    name = path.name
+    if not name.startswith("step-") or not path.is_dir():
+        return None
+    digits = name[len("step-") :]
+    return int(digits) if digits.isdigit() else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path} is corrupt: {exc}") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} is corrupt: not a JSON object")
+    return data
+
+
+def list_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
+    """Every finished checkpoint of a run, oldest first (unreadable ones are listed without details)."""
+    folder = checkpoints_dir(run_dir)
+    found: list[CheckpointInfo] = []
+    if not folder.is_dir():
+        return found
+    for path in folder.iterdir():
+        step = _step_of(path)
+        if step is None:
+            continue
+        info = CheckpointInfo(step=step, path=path)
+        try:
+            state = _read_json(path / STATE_FILE)
+            info.is_best = bool(state.get("best", False))
+            val = state.get("val_loss")
+            info.val_loss = float(val) if isinstance(val, (int, float)) else None
+        except RunError:
+            pass
+        found.append(info)
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest_checkpoint(run_dir: str | Path) -> CheckpointInfo | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+# -- writing -------------------------------------------------------------------
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    state: dict[str, Any],
+    model: dict[str, torch.Tensor],
+    optimizer: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``checkpoints/step-N`` atomically; returns its path."""
+    folder = checkpoints_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step}"
+    tmp = folder / f".tmp-step-{step}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    files = {MODEL_FILE: model, OPTIMIZER_FILE: optimizer}
+    if ema is not None:
+        files[EMA_FILE] = ema
+    sizes: dict[str, int] = {}
+    try:
+        for name, tensors in files.items():
+            save_file(_cpu(tensors), str(tmp / name), metadata={"format": "pt", "shiftstudio_step": str(step)})
+            _fsync(tmp / name)  # on disk before the rename makes the folder count
+            sizes[name] = (tmp / name).stat().st_size
+        _write_json(tmp / STATE_FILE, {**state, "schema_version": CHECKPOINT_SCHEMA, "step": step, "files": sizes})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():  # the same step saved again (e.g. stop right after an eval): swap, then drop the old one
+        old = folder / f".old-step-{step}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(folder)
+    return final
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def set_best(run_dir: str | Path, step: int) -> None:
+    """Mark ``step`` as the best checkpoint in its state.json, and unmark every other one."""
+    for info in list_checkpoints(run_dir):
+        want = info.step == step
+        if info.is_best == want:
+            continue
+        path = info.path / STATE_FILE
+        try:
+            state = _read_json(path)
+        except RunError:
+            continue
+        state["best"] = want
+        _write_json(path, state)
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> list[int]:
+    """Delete all but the ``keep`` newest checkpoints, never the best one; returns the deleted steps."""
+    found = list_checkpoints(run_dir)
+    keep_steps = {c.step for c in found[-keep:]} | {c.step for c in found if c.is_best}
+    deleted = []
+    for info in found:
+        if info.step not in keep_steps:
+            shutil.rmtree(info.path, ignore_errors=True)
+            deleted.append(info.step)
+    for stale in checkpoints_dir(run_dir).glob(".tmp-step-*"):  # left by a crash mid-save
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in checkpoints_dir(run_dir).glob(".old-step-*"):  # a crash mid-swap: put the old one back if it is alone
+        final = old.with_name("step-" + old.name.split("-")[2])
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, final)
+    return deleted
+
+
+# -- reading -------------------------------------------------------------------
+
+
+def _load_tensors(path: Path, expected_size: int | None) -> dict[str, torch.Tensor]:
+    where = f"checkpoint {path.parent.name}: {path.name}"
+    if not path.is_file():
+        raise CorruptCheckpoint(f"{where} is missing")
+    size = path.stat().st_size
+    if expected_size is not None and size != expected_size:
+        raise CorruptCheckpoint(f"{where} is truncated or corrupt ({size:,} bytes, expected {expected_size:,})")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CorruptCheckpoint(f"{where} is corrupt ({exc})") from None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint folder; raises :class:`RunError` if anything is missing, truncated or too new
+    (:class:`CorruptCheckpoint` for damaged files)."""
+    path = Path(path)
+    try:
+        state = _read_json(path / STATE_FILE)
+    except RunError as exc:
+        raise CorruptCheckpoint(f"checkpoint {path.name}: {str(exc).replace(str(path / STATE_FILE), STATE_FILE)}") from None
+    version = state.get("schema_version")
+    if not isinstance(version, int) or not isinstance(state.get("step"), int):
+        raise CorruptCheckpoint(f"checkpoint {path.name}: {STATE_FILE} is corrupt (no schema_version or step)")
+    if version > CHECKPOINT_SCHEMA:
+        raise RunError(
+            f"checkpoint {path.name} has schema version {version}; this ShiftStudio reads up to {CHECKPOINT_SCHEMA} — update ShiftStudio"
+        )
+    sizes = state.get("files") or {}
+    model = _load_tensors(path / MODEL_FILE, sizes.get(MODEL_FILE))
+    optimizer = _load_tensors(path / OPTIMIZER_FILE, sizes.get(OPTIMIZER_FILE))
+    ema = _load_tensors(path / EMA_FILE, sizes.get(EMA_FILE)) if EMA_FILE in sizes else None
+    return Checkpoint(path=path, state=state, model=model, optimizer=optimizer, ema=ema)
+
+
+def check_shapes(what: str, saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`RunError` naming the first tensor that is missing, extra or of another shape."""
+    missing = sorted(set(expected) - set(saved))
+    extra = sorted(set(saved) - set(expected))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
+        if extra:
+            parts.append(f"unexpected {', '.join(extra[:3])}{' …' if len(extra) > 3 else ''}")
+        raise RunError(f"{what} does not match the run's config: {'; '.join(parts)}")
+    for name, tensor in expected.items():
+        if tuple(saved[name].shape) != tuple(tensor.shape):
+            raise RunError(
+                f"{what} does not match the run's config: {name} has shape {tuple(saved[name].shape)}, "
+                f"the model needs {tuple(tensor.shape)}"
+            )
+
+
+# -- optimizer state -------------------------------------------------------------
+
+
+def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Parameter names in the order the optimizer numbers them."""
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    return [by_id[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """AdamW's state flattened to ``{'<param>::exp_avg': tensor, ...}`` (``step`` is a 0-d tensor too)."""
+    names = _param_names(model, optimizer)
+    out: dict[str, torch.Tensor] = {}
+    for index, slots in optimizer.state_dict()["state"].items():
+        for slot, value in slots.items():
+            out[f"{names[index]}::{slot}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return out
+
+
+def load_optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`optimizer_tensors`; hyperparameters stay those of the current optimizer."""
+    names = _param_names(model, optimizer)
+    index = {n: i for i, n in enumerate(names)}
+    params = {n: p for n, p in model.named_parameters()}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        name, _, slot = key.rpartition("::")
+        if name not in index:
+            raise RunError(f"optimizer state does not match the run's config: unknown parameter {name}")
+        if slot != "step" and tuple(value.shape) != tuple(params[name].shape):
+            raise RunError(
+                f"optimizer state does not match the run's config: {key} has shape {tuple(value.shape)}, "
+                f"the model needs {tuple(params[name].shape)}"
+            )
+        state.setdefault(index[name], {})[slot] = value
+    current = optimizer.state_dict()
+    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
+
+
+# -- random number generators ---------------------------------------------------------
+
+
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _unb64(s: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy (legacy global), torch and CUDA generator states as JSON."""
+    py = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    out: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": _b64(torch.get_rng_state()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    try:
+        py = state["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(_unb64(state["torch"]))
+        if "cuda" in state and torch.cuda.is_available():
+            saved = [_unb64(s) for s in state["cuda"]]
+            if len(saved) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CorruptCheckpoint(f"checkpoint RNG state is corrupt: {exc}") from None

@@ -1,0 +1,118 @@
+"""Size, compute and memory of a model before it exists.
+
+Pure Python on purpose: the GUI calls these on every keystroke of the model
+form, before torch is imported. :func:`count_params` mirrors
+:class:`shiftstudio.core.model.GPT` exactly (a test holds them together);
+FLOPs and memory are the usual back-of-the-envelope estimates.
+"""
+
+from __future__ import annotations
+
+from shiftstudio.config import ModelConfig, TrainConfig
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 4}
+
+
+def padded_vocab(n: int, multiple: int = 64) -> int:
+    """The vocabulary rounded up to a multiple of ``multiple`` (aligned matmuls)."""
+    if n < 1 or multiple < 1:
+        raise ValueError(f"vocabulary size and multiple must be positive, got {n} and {multiple}")
+    return -(-n // multiple) * multiple
+
+
+def _norm_params(model: ModelConfig) -> int:
+    C = model.n_embd
+    if model.norm == "rmsnorm":
+        return C  # weight only
+    return 2 * C if model.bias else C
+
+
+def _linear(n_in: int, n_out: int, bias: bool) -> int:
+    return n_in * n_out + (n_out if bias else 0)
+
+
+def _parts(model: ModelConfig, vocab_size: int) -> dict[str, int]:
+    C, b = model.n_embd, model.bias
+    V = padded_vocab(vocab_size)
+    block = (
+        2 * _norm_params(model)
+        + _linear(C, 3 * C, b)  # q, k, v
+        + _linear(C, C, b)  # attention output
+        + _linear(C, 4 * C, b)  # MLP up
+        + _linear(4 * C, C, b)  # MLP down
+    )
+    return {
+        "wte": V * C,
+        "wpe": model.block_size * C if model.pos == "learned" else 0,
+        "blocks": model.n_layer * block,
+        "ln_f": _norm_params(model),
+        "shift_heads": (model.shift - 1) * (_norm_params(model) + _linear(C, C, b)),
+        "lm_head": 0 if model.tie_weights else V * C,
+    }
+
+
+def count_params(model: ModelConfig, vocab_size: int, non_embedding: bool = False) -> int:
+    """Trainable parameters; ``non_embedding`` leaves out token/position embeddings and an untied unembedding."""
+    parts = _parts(model, vocab_size)
+    if non_embedding:
+        parts["wte"] = parts["wpe"] = parts["lm_head"] = 0
+    return sum(parts.values())
+
+
+def flops_per_token(model: ModelConfig, vocab_size: int) -> float:
+    """Training FLOPs per token: 6 per matmul weight (forward + backward) plus causal attention.
+
+    The matmul weights are the non-embedding parameters plus the unembedding,
+    applied once per head; the attention term is PaLM's ``12·L·H·Q·T``.
+    """
+    V = padded_vocab(vocab_size)
+    matmul_params = count_params(model, vocab_size, non_embedding=True) + model.shift * V * model.n_embd
+    attention = 12 * model.n_layer * model.n_head * model.head_size * model.block_size
+    return float(6 * matmul_params + attention)
+
+
+def estimate_memory(model: ModelConfig, train: TrainConfig, vocab_size: int, dtype: str = "float32") -> dict[str, int]:
+    """Bytes needed to train at ``train.batch_size`` with activations in ``dtype``.
+
+    Weights, gradients and AdamW's two moments stay float32 (mixed precision
+    keeps float32 master weights); an EMA copy adds one more set. Activations
+    count what autograd keeps per token and layer with fused attention (no
+    T×T score matrix): about 16·C values, plus dropout masks, plus the
+    float32 log-softmax over the vocabulary for each head. Allocator slack
+    and the framework's own workspace come on top.
+    """
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_BYTES)}, got {dtype!r}")
+    d = DTYPE_BYTES[dtype]
+    n = count_params(model, vocab_size)
+    C, L, K, V = model.n_embd, model.n_layer, model.shift, padded_vocab(vocab_size)
+    tokens = train.batch_size * model.block_size
+    per_layer = 16 * C * d + (3 * C if model.dropout > 0 else 0)  # saved activations + 1-byte dropout masks
+    head = K * V * (d + 4) + (K - 1) * 4 * C * d  # logits + float32 log-softmax; extra heads' states
+    trunk_io = 2 * C * 4  # embeddings and the final hidden state (float32 residual stream)
+    out = {
+        "params": 4 * n,
+        "grads": 4 * n,
+        "optimizer": 8 * n,
+        "ema": 4 * n if train.ema_decay > 0 else 0,
+        "activations": tokens * (L * per_layer + head + trunk_io),
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def format_count(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}"

@@ -1,0 +1,99 @@
+"""``RUN_DIR/metrics.jsonl``: every report of a run, one JSON object a line.
+
+CLI runs and GUI runs leave the same history, and the GUI rebuilds a run's
+curves from it. Train records carry ``kind step time_s tokens loss lr
+grad_norm tokens_per_s``; eval records ``kind step time_s tokens train_loss
+val_loss val_ppl`` (and per-horizon losses). Batch views are not logged:
+they are large and only matter live.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from shiftstudio.core.reports import BatchViewReport, _Report
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsLog:
+    """Appends reports to ``metrics.jsonl``; flushed after each line so a crash loses nothing written."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / METRICS_FILE
+        self._file = None
+
+    def open(self) -> "MetricsLog":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def append(self, report: _Report, **extra: Any) -> None:
+        """Write ``report`` (plus ``extra`` fields it lacks, e.g. time_s and tokens); batch views are skipped."""
+        if isinstance(report, BatchViewReport):
+            return
+        record = report.to_json()
+        for key, value in extra.items():
+            record.setdefault(key, value)
+        if self._file is None:
+            self.open()
+        assert self._file is not None
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def truncate_after(self, step: int) -> int:
+        """Drop train/eval records past ``step`` (logged after the checkpoint a resumed run starts from).
+
+        Returns how many lines were dropped. The file is rewritten atomically.
+        """
+        if not self.path.is_file():
+            return 0
+        kept: list[str] = []
+        dropped = 0
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a crash
+                    dropped += 1
+                    continue
+                if rec.get("kind") in ("train", "eval", "sample", "checkpoint") and int(rec.get("step", 0)) > step:
+                    dropped += 1
+                    continue
+                kept.append(line if line.endswith("\n") else line + "\n")
+        if dropped:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, self.path)
+        return dropped
+
+
+def read_metrics(run_dir: str | Path, kinds: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """All records of a run (optionally only some kinds), skipping lines that do not parse."""
+    return list(iter_metrics(run_dir, kinds))
+
+
+def iter_metrics(run_dir: str | Path, kinds: tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s:%d: skipping a line that is not JSON", path, n)
+                continue
+            if isinstance(rec, dict) and (kinds is None or rec.get("kind") in kinds):
+                yield rec

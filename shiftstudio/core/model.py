@@ -1,0 +1,274 @@
+"""A GPT-style decoder with K prediction heads (the shifted objective).
+
+The trunk is the usual pre-norm transformer: token embedding (+ learned
+absolute positions, or rotary positions inside attention), ``n_layer`` blocks
+of causal self-attention and a GELU MLP, each wrapped as ``x + f(norm(x))``.
+Its last hidden state feeds ``K = shift`` heads: head ``k`` predicts token
+``t + k`` from the reading of tokens ``0..t``. Head 1 is the plain next-token
+head and the only one generation uses; heads 2..K are light — one residual
+projection each — and all heads share the final norm and the unembedding.
+The training loss is the mean over heads of the (masked) cross-entropy.
+
+Shapes in comments: B batch, T time, C width (n_embd), nh heads, hs head size,
+K horizons, V vocabulary. The unembedding has Vp = V rounded up to a multiple
+of 64 rows, so that GPU matmuls stay aligned; the padded ids are never targets
+and never sampled (see :meth:`GPT._logits`).
+
+Attention takes optional past keys/values and returns its own, so a KV cache
+for generation is a matter of threading them through (see
+:meth:`GPT.next_token_logits`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shiftstudio.config import ModelConfig
+from shiftstudio.core.estimate import padded_vocab
+
+KV = tuple[torch.Tensor, torch.Tensor]  # (keys, values), each (B, nh, T_total, hs)
+
+
+class ModelOutput(NamedTuple):
+    loss: torch.Tensor | None  # () mean over heads of the masked mean cross-entropy
+    head_losses: torch.Tensor | None  # (K,) one masked mean cross-entropy per head
+    logits: torch.Tensor | None  # (B, K, T, V) over the real vocabulary, only when asked for
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=1e-5)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+def rope_tables(head_size: int, length: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, each (length, hs/2), float32."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size))  # (hs/2,)
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)  # (length, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[i], x[i + hs/2]) of ``x`` (B, nh, T, hs) by the angles of its positions (T, hs/2)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # residual projection
+        self.resid_drop = nn.Dropout(config.dropout)
+
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None, past: KV | None = None
+    ) -> tuple[torch.Tensor, KV]:
+        B, T, C = x.shape
+        hs = C // self.n_head
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 × (B, T, C)
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if rope is not None:  # the tables are already cut to this chunk's positions
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        mask = None
+        if past is not None:
+            past_len = past[0].shape[2]
+            k = torch.cat((past[0], k), dim=2)  # (B, nh, past + T, hs)
+            v = torch.cat((past[1], v), dim=2)
+            if T > 1:  # query i sits at position past_len + i: it sees keys 0..past_len + i
+                mask = torch.ones(T, past_len + T, dtype=torch.bool, device=x.device).tril(diagonal=past_len)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=past is None and T > 1
+        )  # (B, nh, T, hs); flash / memory-efficient kernels where the device has them
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        return self.resid_drop(self.c_proj(y)), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)  # residual projection
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None, past: KV | None = None
+    ) -> tuple[torch.Tensor, KV]:
+        a, kv = self.attn(self.ln_1(x), rope, past)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, kv
+
+
+class ShiftHead(nn.Module):
+    """The light extra head for horizon k >= 2: h + W·norm(h), before the shared final norm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.norm = make_norm(config)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.proj(self.norm(h))  # (B, T, C)
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        if vocab_size < 1:
+            raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+        self.config = config
+        self.vocab_size = vocab_size
+        self.padded_vocab_size = padded_vocab(vocab_size)
+        C = config.n_embd
+        self.wte = nn.Embedding(self.padded_vocab_size, C)
+        self.wpe = nn.Embedding(config.block_size, C) if config.pos == "learned" else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = make_norm(config)
+        self.shift_heads = nn.ModuleList(ShiftHead(config) for _ in range(config.shift - 1))
+        # Tied: the unembedding *is* wte.weight (no separate module, so no duplicate in the state dict).
+        self.lm_head = None if config.tie_weights else nn.Linear(C, self.padded_vocab_size, bias=False)
+        if config.pos == "rope":
+            cos, sin = rope_tables(config.head_size, config.block_size)
+            self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, hs/2)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    # -- set-up --------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """GPT-2 init: N(0, 0.02) everywhere, residual projections scaled by 1/sqrt(2·n_layer)."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                std = residual_std if name.endswith("c_proj") or name.endswith(".proj") else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+                nn.init.ones_(module.weight)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters; ``non_embedding`` leaves out the token/position embeddings and an untied unembedding."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel()
+            if self.wpe is not None:
+                n -= self.wpe.weight.numel()
+            if self.lm_head is not None:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    @property
+    def unembedding(self) -> torch.Tensor:
+        return self.wte.weight if self.lm_head is None else self.lm_head.weight  # (V, C)
+
+    # -- the trunk -----------------------------------------------------------
+    def trunk(self, idx: torch.Tensor, past: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
+        """Last hidden state (B, T, C) of tokens ``idx`` (B, T), and every block's keys/values."""
+        B, T = idx.shape
+        start = past[0][0].shape[2] if past else 0  # position of idx[:, 0]
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
+        x = self.wte(idx)  # (B, T, C)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))  # (T, C) broadcast over B
+        else:
+            rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])  # (T, hs/2) each
+        x = self.drop(x)
+        presents: list[KV] = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, rope, past[i] if past else None)
+            presents.append(kv)
+        return x, presents
+
+    def head_states(self, h: torch.Tensor, horizons: int | None = None) -> torch.Tensor:
+        """Normalised inputs of the first ``horizons`` heads (all K by default): (B, T, C) -> (B, K, T, C)."""
+        K = self.config.shift if horizons is None else horizons
+        if K == 1:
+            return self.ln_f(h).unsqueeze(1)  # (B, 1, T, C), no copy
+        states = [h] + [head(h) for head in self.shift_heads[: K - 1]]
+        return self.ln_f(torch.stack(states, dim=1))  # (B, K, T, C)
+
+    # -- training and evaluation ---------------------------------------------
+    def _logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Unembedding of head states (..., C).
+
+        On CUDA the matmul keeps the padded, aligned width (much faster there) and the
+        padding ids get -inf: they are never targets and receive no probability. Elsewhere
+        the padding buys nothing, so only the real vocabulary is computed. Same loss either way.
+        """
+        if z.is_cuda and self.padded_vocab_size > self.vocab_size:
+            logits = F.linear(z, self.unembedding)  # (..., Vp)
+            logits[..., self.vocab_size :] = float("-inf")
+            return logits
+        return F.linear(z, self.unembedding[: self.vocab_size])  # (..., V)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        *,
+        return_logits: bool = False,
+    ) -> ModelOutput:
+        """Inputs ``idx`` (B, T); ``targets`` and ``mask`` (B, K, T) with targets[:, k-1, t] = token t + k.
+
+        Without targets, returns the logits of every head over the real vocabulary.
+        """
+        h, _ = self.trunk(idx)  # (B, T, C)
+        z = self.head_states(h)  # (B, K, T, C)
+        logits = self._logits(z)  # (B, K, T, Vp) or (B, K, T, V)
+        if targets is None:
+            return ModelOutput(None, None, logits[..., : self.vocab_size])
+        B, K, T, Vl = logits.shape
+        # One cross-entropy over all heads and positions: (B·K·T, Vl) against (B·K·T,).
+        ce = F.cross_entropy(logits.view(-1, Vl).float(), targets.reshape(-1), reduction="none").view(B, K, T)
+        if mask is None:
+            head_losses = ce.mean(dim=(0, 2))  # (K,)
+        else:
+            mask = mask.to(ce.dtype)
+            head_losses = (ce * mask).sum(dim=(0, 2)) / mask.sum(dim=(0, 2)).clamp_min(1.0)  # (K,)
+        loss = head_losses.mean()
+        return ModelOutput(loss, head_losses, logits[..., : self.vocab_size] if return_logits else None)
+
+    # -- generation ----------------------------------------------------------
+    @torch.no_grad()
+    def next_token_logits(self, idx: torch.Tensor, past: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
+        """Head-1 logits (B, V) of the token after ``idx`` (B, T), plus keys/values to pass back as ``past``."""
+        h, presents = self.trunk(idx, past)  # (B, T, C)
+        z = self.ln_f(h[:, -1, :])  # (B, C): only the last position is needed
+        logits = F.linear(z, self.unembedding)[:, : self.vocab_size]  # (B, V)
+        return logits, presents

@@ -1,0 +1,275 @@
+"""Tokenizer pane: char / byte-level BPE / a tokenizer.json; stats and a live token view."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QRadioButton,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from shiftstudio.config import help_text
+from shiftstudio.gui import style
+from shiftstudio.gui.panes import PaneContext
+from shiftstudio.gui.session import TokenizerInfo
+from shiftstudio.gui.widgets.config_form import ConfigForm
+from shiftstudio.gui.widgets.message_bar import MessageBar
+from shiftstudio.gui.widgets.progress_panel import ProgressPanel
+
+LIGHT_COLOURS = ("#cfe2ff", "#ffe0b3", "#d3f0d3", "#f6d0e8", "#e2d9f7", "#fff3b0")
+DARK_COLOURS = ("#274a7a", "#6b4a1d", "#2c5a35", "#66304f", "#463a6e", "#5e5620")
+MAX_TRY_CHARS = 4000
+DEFAULT_TRY_TEXT = "To be, or not to be, that is the question."
+
+
+def render_tokens(pieces: list[tuple[int, str]], dark: bool = False) -> str:
+    """HTML: each token on its own tint with its id in small print after it."""
+    colours = DARK_COLOURS if dark else LIGHT_COLOURS
+    out = []
+    for i, (token_id, text) in enumerate(pieces):
+        shown = html.escape(text).replace(" ", "·").replace("\t", "→").replace("\n", "↵<br>")
+        out.append(
+            f"<span style='background:{colours[i % len(colours)]}'>{shown or '∅'}</span>"
+            f"<sub style='color:gray'>{token_id}</sub> "
+        )
+    return "<div style='line-height:160%'>" + "".join(out) + "</div>"
+
+
+class TokenizerPane(QWidget):
+    title = "Tokenizer"
+
+    def __init__(self, ctx: PaneContext, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.session = ctx.session
+        self.config = ctx.config
+        tip = help_text("tokenizer")
+
+        kind_box = QGroupBox("Kind", self)
+        self.char_radio = QRadioButton("Character (one token per character)", kind_box)
+        self.char_radio.setObjectName("tokenizer_char_radio")
+        self.bpe_radio = QRadioButton("Byte-level BPE, trained on the corpus", kind_box)
+        self.bpe_radio.setObjectName("tokenizer_bpe_radio")
+        self.file_radio = QRadioButton("A tokenizer.json file", kind_box)
+        self.file_radio.setObjectName("tokenizer_file_radio")
+        for r in (self.char_radio, self.bpe_radio, self.file_radio):
+            r.setToolTip(tip)
+        self.kind_group = QButtonGroup(self)
+        for r in (self.char_radio, self.bpe_radio, self.file_radio):
+            self.kind_group.addButton(r)
+        self.file_edit = QLineEdit(kind_box)
+        self.file_edit.setObjectName("tokenizer_file_edit")
+        self.file_edit.setPlaceholderText("path/to/tokenizer.json")
+        self.file_edit.setToolTip("Path to a Hugging Face tokenizers file (tokenizer.json)")
+        self.browse_button = QPushButton("Browse…", kind_box)
+        self.browse_button.setObjectName("tokenizer_browse_button")
+        self.browse_button.setToolTip("Pick a tokenizer.json file")
+        self.bpe_form = ConfigForm(self.config, keys=["vocab_size", "min_frequency"], parent=kind_box)
+        file_row = QHBoxLayout()
+        file_row.addWidget(self.file_edit, 1)
+        file_row.addWidget(self.browse_button)
+        kind_layout = QVBoxLayout(kind_box)
+        kind_layout.addWidget(self.char_radio)
+        kind_layout.addWidget(self.bpe_radio)
+        kind_layout.addWidget(self.bpe_form)
+        kind_layout.addWidget(self.file_radio)
+        kind_layout.addLayout(file_row)
+
+        self.train_button = QPushButton("Build tokenizer", self)
+        self.train_button.setObjectName("tokenizer_train_button")
+        self.train_button.setToolTip("Build (char) or train (BPE) the tokenizer on the corpus's training split, or load the file")
+        self.progress = ProgressPanel(self, "tokenizer")
+        self.messages = MessageBar(self, "tokenizer_message_bar")
+
+        stats = QGroupBox("Result", self)
+        grid = QGridLayout(stats)
+        self.vocab_label = QLabel("–", stats)
+        self.vocab_label.setObjectName("tokenizer_vocab_label")
+        self.ratio_label = QLabel("–", stats)
+        self.ratio_label.setObjectName("tokenizer_ratio_label")
+        self.ratio_label.setToolTip("Compression: characters of validation text per token (higher = shorter sequences)")
+        self.longest_label = QLabel("–", stats)
+        self.longest_label.setObjectName("tokenizer_longest_label")
+        self.longest_label.setWordWrap(True)
+        self.longest_label.setToolTip("The longest tokens in the vocabulary")
+        grid.addWidget(QLabel("Vocabulary", stats), 0, 0)
+        grid.addWidget(self.vocab_label, 0, 1)
+        grid.addWidget(QLabel("Characters per token (val)", stats), 1, 0)
+        grid.addWidget(self.ratio_label, 1, 1)
+        grid.addWidget(QLabel("Longest tokens", stats), 2, 0)
+        grid.addWidget(self.longest_label, 2, 1)
+        grid.setColumnStretch(1, 1)
+
+        try_box = QGroupBox("Try it", self)
+        self.try_edit = QPlainTextEdit(try_box)
+        self.try_edit.setObjectName("tokenizer_try_edit")
+        self.try_edit.setToolTip("Type text to see how the tokenizer cuts it")
+        self.try_edit.setPlainText(DEFAULT_TRY_TEXT)
+        self.try_edit.setMaximumHeight(80)
+        self.tokens_view = QTextBrowser(try_box)
+        self.tokens_view.setObjectName("tokenizer_tokens_view")
+        self.tokens_view.setToolTip("Each token on its own tint, followed by its id")
+        self.tokens_view.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self.count_label = QLabel("", try_box)
+        self.count_label.setObjectName("tokenizer_count_label")
+        try_layout = QVBoxLayout(try_box)
+        try_layout.addWidget(self.try_edit)
+        try_layout.addWidget(self.tokens_view, 1)
+        try_layout.addWidget(self.count_label)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(kind_box)
+        row = QHBoxLayout()
+        row.addWidget(self.train_button)
+        row.addWidget(self.progress, 1)
+        layout.addLayout(row)
+        layout.addWidget(self.messages)
+        layout.addWidget(stats)
+        layout.addWidget(try_box, 1)
+
+        self._try_timer = QTimer(self)
+        self._try_timer.setSingleShot(True)
+        self._try_timer.setInterval(120)
+        self._try_timer.timeout.connect(self._on_try_timer_timeout)
+
+        self._show_spec(self.config.value("tokenizer"))
+        self.kind_group.buttonClicked.connect(self._on_kind_group_clicked)
+        self.file_edit.editingFinished.connect(self._on_file_edit_finished)
+        self.browse_button.clicked.connect(self._on_browse_clicked)
+        self.train_button.clicked.connect(self._on_train_clicked)
+        self.progress.cancel_requested.connect(self._on_progress_cancel_requested)
+        self.try_edit.textChanged.connect(self._on_try_edit_text_changed)
+        self.config.values_changed.connect(self._on_config_values_changed)
+        self.session.tokenizer_loading.connect(self._on_session_tokenizer_loading)
+        self.session.tokenizer_progressed.connect(self._on_session_tokenizer_progressed)
+        self.session.tokenizer_changed.connect(self._on_session_tokenizer_changed)
+        self.session.tokenizer_failed.connect(self._on_session_tokenizer_failed)
+        self.session.tokenizer_cancelled.connect(self._on_session_tokenizer_cancelled)
+        self._on_session_tokenizer_changed(self.session.tokenizer)
+
+    # -- the kind ------------------------------------------------------------
+    def _show_spec(self, spec: str) -> None:
+        if spec == "char":
+            self.char_radio.setChecked(True)
+        elif spec == "bpe":
+            self.bpe_radio.setChecked(True)
+        else:
+            self.file_radio.setChecked(True)
+            self.file_edit.setText(spec)
+        self.bpe_form.setEnabled(spec == "bpe")
+        self.file_edit.setEnabled(spec not in ("char", "bpe"))
+        self.train_button.setText({"char": "Build tokenizer", "bpe": "Train tokenizer"}.get(spec, "Load tokenizer"))
+
+    def _on_kind_group_clicked(self, button: QRadioButton) -> None:
+        if button is self.char_radio:
+            self.config.set_value("tokenizer", "char")
+        elif button is self.bpe_radio:
+            self.config.set_value("tokenizer", "bpe")
+        else:
+            self.file_edit.setEnabled(True)
+            self.bpe_form.setEnabled(False)
+            if self.file_edit.text().strip():
+                self.config.set_value("tokenizer", self.file_edit.text().strip())
+
+    def _on_file_edit_finished(self) -> None:
+        text = self.file_edit.text().strip()
+        if self.file_radio.isChecked() and text:
+            self.config.set_value("tokenizer", text)
+
+    def _on_browse_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open tokenizer", "", "Tokenizer (tokenizer.json *.json);;All files (*)")
+        if path:
+            self.load_file(path)
+
+    def load_file(self, path: str | Path) -> None:
+        self.config.set_value("tokenizer", str(path))
+        self.session.train_tokenizer()
+
+    def _on_config_values_changed(self, keys: set[str]) -> None:
+        if "tokenizer" in keys:
+            self._show_spec(self.config.value("tokenizer"))
+
+    # -- building ------------------------------------------------------------
+    def _on_train_clicked(self) -> None:
+        self.session.train_tokenizer()
+
+    def _on_progress_cancel_requested(self) -> None:
+        self.session.cancel_tokenizer()
+
+    def _on_session_tokenizer_loading(self, spec: str) -> None:
+        self.messages.clear()
+        self.train_button.setEnabled(False)
+        self.progress.start("Building tokenizer…")
+
+    def _on_session_tokenizer_progressed(self, phase: str, done: int, total: int) -> None:
+        self.progress.set_progress(phase, done, total)
+
+    def _on_session_tokenizer_changed(self, info: TokenizerInfo | None) -> None:
+        self.progress.finish()
+        self.train_button.setEnabled(True)
+        if info is None:
+            self.vocab_label.setText("– (not built yet)")
+            self.ratio_label.setText("–")
+            self.longest_label.setText("–")
+            self.tokens_view.clear()
+            self.count_label.clear()
+            return
+        self.vocab_label.setText(f"{info.vocab_size:,} tokens ({info.tokenizer.kind})")
+        self.ratio_label.setText(f"{info.chars_per_token:.2f}")
+        shown = [repr(t)[1:-1] for t in info.longest[:16]]
+        self.longest_label.setText("  ".join(f"[{html.escape(t)}]" for t in shown) or "–")
+        self._on_try_timer_timeout()
+
+    def _on_session_tokenizer_failed(self, message: str, detail: str, expected: bool) -> None:
+        self.progress.finish()
+        self.train_button.setEnabled(True)
+        self.messages.show_message(message, "error", detail)
+
+    def _on_session_tokenizer_cancelled(self) -> None:
+        self.progress.finish()
+        self.train_button.setEnabled(True)
+        self.messages.show_message("Tokenizer training was cancelled.", "info")
+
+    # -- try it --------------------------------------------------------------
+    def _on_try_edit_text_changed(self) -> None:
+        self._try_timer.start()
+
+    def _on_try_timer_timeout(self) -> None:
+        info = self.session.tokenizer
+        if info is None:
+            return
+        text = self.try_edit.toPlainText()[:MAX_TRY_CHARS]
+        tok = info.tokenizer
+        pieces = [(token_id, text[start:end] if end > start else tok.token_text(token_id)) for token_id, start, end in tok.encode_with_offsets(text)]
+        self.tokens_view.setHtml(render_tokens(pieces, style.is_dark(self.palette())))
+        ratio = f" · {len(text) / len(pieces):.2f} chars per token" if pieces else ""
+        self.count_label.setText(f"{len(text):,} characters → {len(pieces):,} tokens{ratio}")
+
+    def token_pieces(self) -> list[tuple[int, str]]:
+        """(id, text) of each token of the try-it box (for tests)."""
+        info = self.session.tokenizer
+        if info is None:
+            return []
+        text = self.try_edit.toPlainText()[:MAX_TRY_CHARS]
+        return [(i, text[s:e]) for i, s, e in info.tokenizer.encode_with_offsets(text)]
+
+
+if __name__ == "__main__":
+    from shiftstudio.gui.panes import preview
+
+    raise SystemExit(preview(TokenizerPane))

@@ -1,0 +1,204 @@
+"""Train pane: Start / Pause / Stop / Save checkpoint, progress with ETA, live curves, samples."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QSplitter,
+    QStyle,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from shiftstudio.gui.format import human_duration
+from shiftstudio.gui.panes import PaneContext
+from shiftstudio.gui.plots import CurvesView
+from shiftstudio.gui.run_controller import FAILED, PREPARING, STATE_TEXT
+from shiftstudio.gui.widgets.message_bar import MessageBar
+
+MAX_SAMPLE_CHARS = 20_000
+
+
+class TrainPane(QWidget):
+    title = "Train"
+
+    def __init__(self, ctx: PaneContext, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.runs = ctx.runs
+        runs = self.runs
+        icons = self.style()
+        runs.start_action.setIcon(icons.standardIcon(QStyle.SP_MediaPlay))
+        runs.pause_action.setIcon(icons.standardIcon(QStyle.SP_MediaPause))
+        runs.stop_action.setIcon(icons.standardIcon(QStyle.SP_MediaStop))
+        runs.checkpoint_action.setIcon(icons.standardIcon(QStyle.SP_DialogSaveButton))
+        self.start_button = self._tool_button(runs.start_action, "train_start_button")
+        self.pause_button = self._tool_button(runs.pause_action, "train_pause_button")
+        self.stop_button = self._tool_button(runs.stop_action, "train_stop_button")
+        self.checkpoint_button = self._tool_button(runs.checkpoint_action, "train_checkpoint_button")
+        self.reason_label = QLabel("", self)
+        self.reason_label.setObjectName("train_reason_label")
+        self.reason_label.setWordWrap(True)
+        self.reason_label.setProperty("role", "hint")
+        self.run_label = QLabel("", self)
+        self.run_label.setObjectName("train_run_label")
+        self.run_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.progress_bar = QProgressBar(self)
+        self.progress_bar.setObjectName("train_progress_bar")
+        self.progress_bar.setToolTip("Steps done of max_iters, and the estimated time left")
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("No run yet")
+        self.messages = MessageBar(self, "train_message_bar")
+        self.curves = CurvesView(runs.metrics, self)
+        self.sample_text = QPlainTextEdit(self)
+        self.sample_text.setObjectName("train_sample_text")
+        self.sample_text.setToolTip("Text the model wrote at each evaluation")
+        self.sample_text.setReadOnly(True)
+        self.sample_text.setPlaceholderText("Samples from the model appear here at each evaluation.")
+        self.sample_text.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self.sample_text.setMaximumBlockCount(2000)
+
+        controls = QHBoxLayout()
+        for b in (self.start_button, self.pause_button, self.stop_button, self.checkpoint_button):
+            controls.addWidget(b)
+        controls.addSpacing(8)
+        controls.addWidget(self.reason_label, 1)
+        controls.addWidget(self.run_label)
+        splitter = QSplitter(Qt.Vertical, self)
+        splitter.setObjectName("train_splitter")
+        splitter.addWidget(self.curves)
+        splitter.addWidget(self.sample_text)
+        splitter.setStretchFactor(0, 5)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([600, 110])
+        layout = QVBoxLayout(self)
+        layout.addLayout(controls)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.messages)
+        layout.addWidget(splitter, 1)
+
+        runs.availability_changed.connect(self._on_runs_availability_changed)
+        runs.state_changed.connect(self._on_runs_state_changed)
+        runs.progress_changed.connect(self._on_runs_progress_changed)
+        runs.prepare_progressed.connect(self._on_runs_prepare_progressed)
+        runs.run_started.connect(self._on_runs_run_started)
+        runs.sampled.connect(self._on_runs_sampled)
+        runs.checkpoint_saved.connect(self._on_runs_checkpoint_saved)
+        runs.run_finished.connect(self._on_runs_run_finished)
+        runs.run_failed.connect(self._on_runs_run_failed)
+        runs.run_cancelled.connect(self._on_runs_run_cancelled)
+        runs.run_opened.connect(self._on_runs_run_opened)
+        runs.open_failed.connect(self._on_runs_open_failed)
+        self.curves.export_png_requested.connect(self._on_curves_export_png_requested)
+        self.curves.export_csv_requested.connect(self._on_curves_export_csv_requested)
+        ok, _, why = runs.plan()
+        self._on_runs_availability_changed(ok, why)
+
+    def _tool_button(self, action: Any, name: str) -> QToolButton:
+        button = QToolButton(self)
+        button.setDefaultAction(action)
+        button.setObjectName(name)
+        button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        return button
+
+    # -- controller signals --------------------------------------------------
+    def _on_runs_availability_changed(self, ok: bool, why: str) -> None:
+        self.reason_label.setText("" if ok else why)
+        self.start_button.setToolTip(why)
+
+    def _on_runs_state_changed(self, state: str) -> None:
+        if state == PREPARING:
+            self.messages.clear()
+            self.progress_bar.setRange(0, 0)
+            self.progress_bar.setFormat("Preparing data…")
+
+    def _on_runs_prepare_progressed(self, phase: str, done: int, total: int) -> None:
+        if total:
+            self.progress_bar.setRange(0, 1000)
+            self.progress_bar.setValue(int(1000 * min(done, total) / total))
+        self.progress_bar.setFormat(f"Preparing data: {phase} %p%")
+
+    def _on_runs_progress_changed(self, step: int, max_iters: int, eta: float) -> None:
+        self.progress_bar.setRange(0, max(1, max_iters))
+        self.progress_bar.setValue(min(step, max_iters))
+        state = STATE_TEXT.get(self.runs.state, "")
+        eta_text = f" · ETA {human_duration(eta)}" if not math.isnan(eta) and eta > 0 else ""
+        self.progress_bar.setFormat(f"{state} · step {step:,} / {max_iters:,}{eta_text}")
+
+    def _on_runs_run_started(self, report: Any) -> None:
+        self.run_label.setText(f"Run: {report.run_dir.rsplit('/', 1)[-1]}")
+        self.run_label.setToolTip(f"{report.run_dir}\n{report.device} · {report.n_params:,} parameters · {report.tokens_per_step:,} tokens per step")
+        what = "Resumed" if report.resumed else "Started"
+        self.messages.show_message(f"{what} on {report.device}: {report.n_params:,} parameters.", "info")
+        if not report.resumed:
+            self.sample_text.clear()
+
+    def _on_runs_sampled(self, report: Any) -> None:
+        self.sample_text.appendPlainText(f"── step {report.step:,} ──\n{report.prompt}{report.text[:MAX_SAMPLE_CHARS]}\n")
+
+    def _on_runs_checkpoint_saved(self, report: Any) -> None:
+        best = " (best so far)" if report.is_best else ""
+        self.messages.show_message(f"Checkpoint saved at step {report.step:,}{best}.", "info")
+
+    def _on_runs_run_finished(self, report: Any) -> None:
+        text = {"completed": "Training finished", "stopped": "Training stopped", "early_stop": "Stopped early (no better validation loss)"}.get(report.reason, "Training ended")
+        best = f"; best val loss {report.best_val_loss:.4f}" if report.best_val_loss is not None else ""
+        self.messages.show_message(f"{text} at step {report.step:,}{best}. The run is saved in {report.run_dir}.", "info")
+        self._on_runs_progress_changed(report.step, self.runs.max_iters, float("nan"))
+
+    def _on_runs_run_failed(self, report: Any) -> None:
+        self.messages.show_message(f"Training stopped: {report.message}", "error", "" if report.expected else report.detail)
+        self.progress_bar.setRange(0, max(1, self.runs.max_iters))
+        self.progress_bar.setFormat(f"{STATE_TEXT[FAILED]} at step {report.step:,}")
+
+    def _on_runs_run_cancelled(self) -> None:
+        self.messages.show_message("Cancelled before training began.", "info")
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("No run yet")
+
+    def _on_runs_run_opened(self, run_dir: Any, records: list) -> None:
+        self.run_label.setText(f"Run: {run_dir.name}")
+        self.run_label.setToolTip(str(run_dir))
+        self.sample_text.clear()
+        for rec in records:
+            if rec.get("kind") == "sample":
+                self.sample_text.appendPlainText(f"── step {rec.get('step', 0):,} ──\n{rec.get('prompt', '')}{rec.get('text', '')}\n")
+        self.messages.show_message(f"Opened run {run_dir.name} at step {self.runs.step:,}.", "info")
+
+    def _on_runs_open_failed(self, message: str, detail: str, expected: bool) -> None:
+        self.messages.show_message(f"Could not open the run: {message}", "error", detail)
+
+    # -- export --------------------------------------------------------------
+    def _on_curves_export_png_requested(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export plots", "curves.png", "PNG image (*.png)")
+        if path:
+            ok = self.curves.export_png(path)
+            self.messages.show_message(f"Saved {path}." if ok else f"Could not write {path}.", "info" if ok else "error")
+
+    def _on_curves_export_csv_requested(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV table (*.csv)")
+        if path:
+            try:
+                self.curves.export_csv(path)
+            except OSError as exc:
+                self.messages.show_message(f"Could not write {path}: {exc}", "error")
+            else:
+                self.messages.show_message(f"Saved {path}.", "info")
+
+
+if __name__ == "__main__":
+    from shiftstudio.gui.panes import preview
+
+    raise SystemExit(preview(TrainPane))

@@ -1,0 +1,205 @@
+"""A form generated from the config dataclasses: one editor per field.
+
+Editors come from each field's type and metadata (``minimum``, ``maximum``,
+``step``, ``decimals``, ``choices``); tooltips come from its help text. There
+is no hand-written list of fields: a new config field shows up by itself.
+The form edits a :class:`~shiftstudio.gui.config_model.ConfigModel` and marks
+the fields that the model's current error names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QLineEdit,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from shiftstudio.config import field_index, field_type
+from shiftstudio.gui.config_model import ConfigModel
+
+INT32_MAX = 2**31 - 1
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def field_tooltip(key: str) -> str:
+    section, f = field_index()[key]
+    meta = f.metadata
+    parts = [f"<b>{key}</b> <i>[{section}]</i><br>{meta['help']}"]
+    if "minimum" in meta and "maximum" in meta:
+        parts.append(f"Range: {meta['minimum']:g} … {meta['maximum']:g}")
+    if "choices" in meta:
+        parts.append("Choices: " + ", ".join(meta["choices"]))
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    parts.append(f"Default: {default!r}")
+    return "<br>".join(parts)
+
+
+def format_float(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-3 or abs(value) >= 1e6:
+        return f"{value:.6g}"
+    return f"{value:.8g}"
+
+
+class FloatEdit(QLineEdit):
+    """A number field that accepts 3e-4 as well as 0.0003."""
+
+    def set_number(self, value: float) -> None:
+        if self.text().strip():
+            try:
+                if math.isclose(float(self.text()), value, rel_tol=1e-12, abs_tol=0.0):
+                    return
+            except ValueError:
+                pass
+        self.setText(format_float(value))
+
+
+class ConfigForm(QWidget):
+    """Editors for ``keys``, optionally in titled groups: ``[(title, keys), ...]``."""
+
+    def __init__(
+        self,
+        model: ConfigModel,
+        keys: Sequence[str] | None = None,
+        groups: Sequence[tuple[str, Sequence[str]]] | None = None,
+        parent: QWidget | None = None,
+    ):
+        super().__init__(parent)
+        self.model = model
+        self.editors: dict[str, QWidget] = {}
+        self.labels: dict[str, QLabel] = {}
+        self._tooltips: dict[str, str] = {}
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        if groups:
+            for title, group_keys in groups:
+                box = QGroupBox(title, self)
+                box.setObjectName("group_" + "".join(c if c.isalnum() else "_" for c in title.lower()))
+                box.setLayout(self._make_form(group_keys))
+                layout.addWidget(box)
+        else:
+            layout.addLayout(self._make_form(list(keys or [])))
+        layout.addStretch(1)
+        model.values_changed.connect(self._on_model_values_changed)
+        model.validity_changed.connect(self._on_model_validity_changed)
+        self._on_model_validity_changed(model.error)
+
+    # -- building ------------------------------------------------------------
+    def _make_form(self, keys: Sequence[str]) -> QFormLayout:
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.setLabelAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        for key in keys:
+            editor = self._make_editor(key)
+            tip = field_tooltip(key)
+            self._tooltips[key] = tip
+            editor.setObjectName(f"cfg_{key}")
+            editor.setToolTip(tip)
+            label = QLabel(key, self)
+            label.setToolTip(tip)
+            label.setBuddy(editor)
+            self.editors[key] = editor
+            self.labels[key] = label
+            form.addRow(label, editor)
+        return form
+
+    def _make_editor(self, key: str) -> QWidget:
+        _, f = field_index()[key]
+        meta = f.metadata
+        kind = field_type(f)
+        value = self.model.value(key)
+        if kind is bool:
+            box = QCheckBox(self)
+            box.setChecked(bool(value))
+            box.toggled.connect(lambda checked, k=key: self.model.set_value(k, checked))
+            return box
+        if "choices" in meta or key == "device":
+            combo = QComboBox(self)
+            combo.addItems(list(meta.get("choices", DEVICE_CHOICES)))
+            if "choices" not in meta:
+                combo.setEditable(True)  # device also takes cuda:N
+            combo.setCurrentText(str(value))
+            combo.currentTextChanged.connect(lambda text, k=key: self.model.set_value(k, text))
+            return combo
+        if kind is int:
+            spin = QSpinBox(self)
+            spin.setRange(int(max(meta.get("minimum", -INT32_MAX), -INT32_MAX)), int(min(meta.get("maximum", INT32_MAX), INT32_MAX)))
+            spin.setGroupSeparatorShown(True)
+            spin.setValue(int(value))
+            spin.setMinimumWidth(110)
+            spin.valueChanged.connect(lambda v, k=key: self.model.set_value(k, v))
+            return spin
+        if kind is float and "step" in meta:
+            spin = QDoubleSpinBox(self)
+            spin.setDecimals(max(2, len(str(meta["step"]).split(".")[-1])))
+            spin.setRange(float(meta.get("minimum", 0.0)), float(meta.get("maximum", 1e9)))
+            spin.setSingleStep(float(meta["step"]))
+            spin.setValue(float(value))
+            spin.valueChanged.connect(lambda v, k=key: self.model.set_value(k, v))
+            return spin
+        if kind is float:
+            edit = FloatEdit(self)
+            edit.set_number(float(value))
+            edit.textEdited.connect(lambda text, k=key: self._on_float_edited(k, text))
+            return edit
+        edit = QLineEdit(self)
+        edit.setText(", ".join(value) if isinstance(value, list) else str(value))
+        edit.textEdited.connect(lambda text, k=key: self.model.set_value(k, text))
+        return edit
+
+    # -- editing -------------------------------------------------------------
+    def _on_float_edited(self, key: str, text: str) -> None:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            self.model.set_field_error(key, f"{key} must be a number, got {text.strip()!r}" if text.strip() else f"{key} is empty")
+            return
+        self.model.set_value(key, value)
+
+    def _on_model_values_changed(self, keys: set[str]) -> None:
+        for key in keys:
+            editor = self.editors.get(key)
+            if editor is not None:
+                self._show_value(editor, self.model.value(key))
+
+    def _show_value(self, editor: QWidget, value: Any) -> None:
+        editor.blockSignals(True)
+        try:
+            if isinstance(editor, QCheckBox):
+                editor.setChecked(bool(value))
+            elif isinstance(editor, QComboBox):
+                editor.setCurrentText(str(value))
+            elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+                editor.setValue(value)
+            elif isinstance(editor, FloatEdit):
+                editor.set_number(float(value))
+            elif isinstance(editor, QLineEdit):
+                editor.setText(", ".join(value) if isinstance(value, list) else str(value))
+        finally:
+            editor.blockSignals(False)
+
+    def _on_model_validity_changed(self, error: str) -> None:
+        for key, editor in self.editors.items():
+            bad = key in self.model.error_keys
+            if bool(editor.property("invalid")) != bad:
+                editor.setProperty("invalid", bad)
+                editor.style().unpolish(editor)
+                editor.style().polish(editor)
+            editor.setToolTip(f"<span style='color:#d64545'><b>{error}</b></span><br>{self._tooltips[key]}" if bad else self._tooltips[key])
+
+    def invalid_keys(self) -> set[str]:
+        return {k for k, e in self.editors.items() if e.property("invalid")}

@@ -1,0 +1,357 @@
+"""Long work off the GUI thread; its results come back as signals of plain data.
+
+Two kinds of worker, each a ``QObject`` moved to its own ``QThread``:
+
+* :class:`Task` runs one function (open a corpus, train a tokenizer, probe the
+  device) with a throttled progress callback and a cancel flag, and ends with
+  ``succeeded``, ``failed`` or ``cancelled``.
+* :class:`TrainingWorker` drives the engine's report iterator. Step reports are
+  batched so the GUI gets at most ~20 ``steps_logged`` emissions a second;
+  every other report flushes the batch first, so order holds. Pause, resume,
+  stop and "checkpoint now" are cooperative flags; nothing is ever terminated.
+
+Signals are connected to bound methods of objects that live in the GUI thread,
+which makes their delivery queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from typing import Any, Callable, Protocol
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[..., None]
+CancelFn = Callable[[], bool]
+
+STEP_EMIT_INTERVAL_S = 0.05  # at most ~20 steps_logged emissions a second
+PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress emissions a second
+
+
+# -- errors ------------------------------------------------------------------
+
+
+def is_cancelled(exc: BaseException) -> bool:
+    """The core's ``Cancelled`` (corpus, tokenizer and token store share the idea)."""
+    return type(exc).__name__ == "Cancelled"
+
+
+def describe_error(exc: BaseException) -> tuple[str, str, bool]:
+    """(one readable line, traceback detail, expected?) for an exception from the core.
+
+    Expected errors (bad input, a missing file, no memory) get no traceback:
+    the core's errors are ``ValueError`` subclasses with a message for people.
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return "Out of memory: try a smaller batch_size, block_size or model.", "", True
+    if "out of memory" in text.lower():
+        return f"Out of memory: {text}", "", True
+    if isinstance(exc, (ValueError, OSError)):
+        return text, "", True
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return f"Unexpected error: {type(exc).__name__}: {text}", detail, False
+
+
+# -- throttled progress ------------------------------------------------------
+
+
+class ThrottledProgress:
+    """A progress callback for the core that calls ``emit(phase, done, total)``
+    only when the shown value changes, at most every ``interval`` seconds
+    (and always for the last step). Accepts ``(done, total)``, ``(phase, done,
+    total)`` or one object with ``phase``/``done``/``total`` attributes."""
+
+    def __init__(self, emit: Callable[[str, int, int], None], phase: str = "", interval: float = PROGRESS_INTERVAL_S):
+        self._emit = emit
+        self._phase = phase
+        self._interval = interval
+        self._last_time = 0.0
+        self._last_key: tuple[str, int] | None = None
+
+    def __call__(self, *args: Any) -> None:
+        if len(args) == 1:
+            p = args[0]
+            phase, done, total = getattr(p, "phase", self._phase), int(p.done), int(p.total)
+        elif len(args) == 2:
+            phase, done, total = self._phase, int(args[0]), int(args[1])
+        else:
+            phase, done, total = str(args[0]), int(args[1]), int(args[2])
+        permille = int(1000 * done / total) if total > 0 else -1
+        key = (phase, permille)
+        finished = total > 0 and done >= total
+        now = time.monotonic()
+        if key == self._last_key:
+            return
+        if not finished and phase == (self._last_key or ("",))[0] and now - self._last_time < self._interval:
+            return
+        self._last_key, self._last_time = key, now
+        self._emit(phase, done, total)
+
+
+# -- one-shot tasks ----------------------------------------------------------
+
+
+class _TaskWorker(QObject):
+    progressed = Signal(str, object, object)
+    succeeded = Signal(object)
+    failed = Signal(str, str, bool)
+    cancelled = Signal()
+    done = Signal()
+
+    def __init__(self, fn: Callable[[ProgressFn, CancelFn], Any], phase: str):
+        super().__init__()
+        self._fn = fn
+        self._phase = phase
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @Slot()
+    def run(self) -> None:
+        progress = ThrottledProgress(self.progressed.emit, self._phase)
+        try:
+            result = self._fn(progress, self._cancel.is_set)
+        except BaseException as exc:  # noqa: BLE001 - everything becomes a signal
+            if is_cancelled(exc) or self._cancel.is_set():
+                self.cancelled.emit()
+            else:
+                message, detail, expected = describe_error(exc)
+                if not expected:
+                    log.error("task failed\n%s", detail)
+                self.failed.emit(message, detail, expected)
+        else:
+            if self._cancel.is_set():
+                self.cancelled.emit()
+            else:
+                self.succeeded.emit(result)
+        finally:
+            self.done.emit()
+
+
+class Task(QObject):
+    """Runs ``fn(progress, cancel)`` on a new QThread; lives in the GUI thread.
+
+    ``progressed(phase, done, total)``, then exactly one of ``succeeded(result)``,
+    ``failed(message, detail, expected)`` or ``cancelled()``, then ``finished()``.
+    """
+
+    progressed = Signal(str, object, object)
+    succeeded = Signal(object)
+    failed = Signal(str, str, bool)
+    cancelled = Signal()
+    finished = Signal()
+
+    _live: set["Task"] = set()  # running tasks stay alive even when their owner lets go
+
+    def __init__(self, fn: Callable[[ProgressFn, CancelFn], Any], phase: str = "", parent: QObject | None = None):
+        super().__init__(parent)
+        self._thread = QThread()
+        self._thread.setObjectName(f"task:{phase or 'work'}")
+        self._worker = _TaskWorker(fn, phase)
+        self._worker.moveToThread(self._thread)
+        self._thread.started.connect(self._worker.run)
+        self._worker.progressed.connect(self._on_worker_progressed)
+        self._worker.succeeded.connect(self._on_worker_succeeded)
+        self._worker.failed.connect(self._on_worker_failed)
+        self._worker.cancelled.connect(self._on_worker_cancelled)
+        # Direct: quit() from the worker thread itself. A queued quit would wait for the GUI
+        # thread's event loop, which never runs while the GUI thread blocks in wait().
+        self._worker.done.connect(self._thread.quit, Qt.DirectConnection)
+        self._thread.finished.connect(self._on_thread_finished)
+        self._running = False
+
+    def start(self) -> "Task":
+        self._running = True
+        Task._live.add(self)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._worker.cancel()
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def wait(self, ms: int | None = None) -> bool:
+        """Cancel, then block until the thread ends (only at shutdown; ``None`` = no limit)."""
+        self.cancel()
+        if not self._running:
+            return True
+        return self._thread.wait() if ms is None else self._thread.wait(ms)
+
+    def _on_worker_progressed(self, phase: str, done: object, total: object) -> None:
+        self.progressed.emit(phase, done, total)
+
+    def _on_worker_succeeded(self, result: object) -> None:
+        self.succeeded.emit(result)
+
+    def _on_worker_failed(self, message: str, detail: str, expected: bool) -> None:
+        self.failed.emit(message, detail, expected)
+
+    def _on_worker_cancelled(self) -> None:
+        self.cancelled.emit()
+
+    def _on_thread_finished(self) -> None:
+        self._thread.wait()  # 'finished' comes just before the thread ends: let it end
+        self._running = False
+        self.finished.emit()
+        Task._live.discard(self)
+
+
+# -- training ----------------------------------------------------------------
+
+
+class TrainerLike(Protocol):
+    def run(self): ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def stop(self) -> None: ...
+    def request_checkpoint(self) -> None: ...
+
+
+class StepBatcher:
+    """Collects step reports and hands them on in batches, at most one batch per
+    ``interval`` seconds. A held batch is flushed by a short timer thread, so a
+    lone step never waits for the next report. Thread-safe."""
+
+    def __init__(self, emit: Callable[[list], None], interval: float = STEP_EMIT_INTERVAL_S):
+        self._emit = emit
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._pending: list = []
+        self._last = -1e9
+        self._timer: threading.Timer | None = None
+
+    def add(self, report: Any) -> None:
+        with self._lock:
+            self._pending.append(report)
+            wait = self._interval - (time.monotonic() - self._last)
+            if wait <= 0:
+                self._flush_locked()
+            elif self._timer is None:
+                self._timer = threading.Timer(wait, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def run_locked(self, fn: Callable[[], None]) -> None:
+        """Flush, then call ``fn`` under the same lock (keeps order with other signals)."""
+        with self._lock:
+            self._flush_locked()
+            fn()
+
+    def _flush_locked(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._last = time.monotonic()
+            self._emit(batch)
+
+
+class TrainingWorker(QObject):
+    """Runs ``open_trainer(progress, cancel)`` and then the trainer's report iterator.
+
+    ``open_trainer`` does the set-up work (prepare the token store, create the
+    run folder) and returns the engine's trainer; cancelling it raises the
+    core's ``Cancelled``.
+    """
+
+    prepare_progressed = Signal(str, object, object)
+    run_started = Signal(object)  # StartedReport
+    steps_logged = Signal(object)  # list[StepReport], oldest first
+    evaluated = Signal(object)  # EvalReport
+    batch_viewed = Signal(object)  # BatchViewReport
+    sampled = Signal(object)  # SampleReport
+    checkpoint_saved = Signal(object)  # CheckpointReport
+    run_finished = Signal(object)  # FinishedReport
+    run_failed = Signal(object)  # FailedReport
+    cancelled = Signal()  # stopped before the first step (during set-up)
+    done = Signal()  # always last
+
+    def __init__(self, open_trainer: Callable[[ProgressFn, CancelFn], TrainerLike], step_interval: float = STEP_EMIT_INTERVAL_S):
+        super().__init__()
+        self._open_trainer = open_trainer
+        self._lock = threading.Lock()
+        self._trainer: TrainerLike | None = None
+        self._stop = threading.Event()
+        self._batcher = StepBatcher(self.steps_logged.emit, step_interval)
+        self._signals = {
+            "started": self.run_started,
+            "eval": self.evaluated,
+            "batch": self.batch_viewed,
+            "sample": self.sampled,
+            "checkpoint": self.checkpoint_saved,
+            "finished": self.run_finished,
+            "failed": self.run_failed,
+        }
+
+    # -- controls (called from the GUI thread; they only set flags) ----------
+    def pause(self) -> None:
+        with self._lock:
+            if self._trainer is not None:
+                self._trainer.pause()
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._trainer is not None:
+                self._trainer.resume()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop.set()
+            if self._trainer is not None:
+                self._trainer.resume()
+                self._trainer.stop()
+
+    def request_checkpoint(self) -> None:
+        with self._lock:
+            if self._trainer is not None:
+                self._trainer.request_checkpoint()
+
+    # -- the loop (worker thread) --------------------------------------------
+    @Slot()
+    def run(self) -> None:
+        last_step = 0
+        try:
+            progress = ThrottledProgress(self.prepare_progressed.emit, "Preparing")
+            trainer = self._open_trainer(progress, self._stop.is_set)
+            with self._lock:
+                self._trainer = trainer
+                if self._stop.is_set():
+                    trainer.stop()
+            for report in trainer.run():
+                last_step = getattr(report, "step", last_step)
+                if report.kind == "train":
+                    self._batcher.add(report)
+                else:
+                    signal = self._signals.get(report.kind)
+                    if signal is not None:
+                        self._batcher.run_locked(lambda s=signal, r=report: s.emit(r))
+        except BaseException as exc:  # noqa: BLE001 - everything becomes a signal
+            if is_cancelled(exc) or (self._trainer is None and self._stop.is_set()):
+                self._batcher.run_locked(self.cancelled.emit)
+            else:
+                from shiftstudio.core.reports import FailedReport
+
+                message, detail, expected = describe_error(exc)
+                if not expected:
+                    log.error("training failed\n%s", detail)
+                failed = FailedReport(step=last_step, message=message, detail=detail, expected=expected)
+                self._batcher.run_locked(lambda: self.run_failed.emit(failed))
+        finally:
+            self._batcher.flush()
+            with self._lock:
+                self._trainer = None
+            self.done.emit()

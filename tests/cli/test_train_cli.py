@@ -1,0 +1,192 @@
+"""``shiftstudio train / resume / info`` end to end: real runs, one-line errors with the right exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from shiftstudio.cli import main
+from shiftstudio.core.checkpoint import list_checkpoints
+from shiftstudio.core.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4", "--max_iters=12",
+    "--warmup_iters=2", "--eval_interval=6", "--eval_iters=2", "--log_interval=3", "--device=cpu", "--num_threads=1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("shiftstudio: error: ")
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in err
+
+
+def test_train_info_resume(tmp_path: Path, small_corpus: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--corpus", small_corpus, *TINY, "--shift=2", "--out", run_dir, "--sample", "KING")
+    assert code == 0, err
+    assert "training for 12 steps" in out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("step ")] == ["3/12", "6/12", "9/12", "12/12"]
+    assert "eval step 6:" in out and "eval step 12:" in out and "t+2" in out  # per-horizon losses for shift 2
+    assert "sample at step 12:\nKING" in out
+    assert "finished at step 12" in out and "best val loss" in out
+    assert [c.step for c in list_checkpoints(run_dir)] == [6, 12]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["config"]["model"]["shift"] == 2
+    assert record["config"]["data"]["corpus"] == [str(small_corpus.resolve())]
+
+    code, out, _ = run_cli(capsys, "info", run_dir)
+    assert code == 0
+    assert "step 12 of 12" in out and "step-12" in out and "best val" in out and "shift = 2" in out
+    code, out, _ = run_cli(capsys, "info", run_dir, "--json")
+    info = json.loads(out)
+    best = min(r["val_loss"] for r in read_metrics(run_dir, ("eval",)))
+    assert info["steps"] == 12 and info["best_val_loss"] == pytest.approx(best)
+    assert info["n_params"] > 20_000 and [c["step"] for c in info["checkpoints"]] == [6, 12]
+
+    code, out, _ = run_cli(capsys, "resume", run_dir)
+    assert code == 0 and "nothing to do" in out
+    code, out, err = run_cli(capsys, "resume", run_dir, "--max_iters=18")
+    assert code == 0, err
+    assert "resuming at step 12 of 18" in out and "finished at step 18" in out
+    assert [r["step"] for r in read_metrics(run_dir, ("train",))] == [3, 6, 9, 12, 15, 18]
+
+
+def test_train_from_a_config_file_and_prepared_data(tmp_path: Path, small_corpus: Path, capsys) -> None:
+    store = tmp_path / "store"
+    assert run_cli(capsys, "prepare", small_corpus, "--out", store)[0] == 0
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        "schema_version = 1\n[model]\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 8\n"
+        "[train]\nmax_iters = 4\neval_interval = 4\neval_iters = 1\nbatch_size = 2\ndevice = 'cpu'\nnum_threads = 1\n"
+    )
+    code, out, err = run_cli(capsys, "train", config, "--data", store, "--max_iters=6", "--out", tmp_path / "run")
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["config"]["model"]["n_embd"] == 16 and record["config"]["train"]["max_iters"] == 6
+    assert record["data"]["store"] == str(store.resolve())
+    assert "finished at step 6" in out
+
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--n_embd=30", "--n_head=4"], ["divisible by n_head"]),
+        (["--block_size=4096"], ["block_size", "validation split"]),
+        (["--learning_rate=-1"], ["learning_rate"]),
+        (["--n_layers=3"], ["unknown option --n_layers"]),
+        (["--n_layer=three"], ["n_layer must be an integer"]),
+        (["--dropout=2"], ["dropout"]),
+        (["--preset", "no-such-preset"], ["unknown preset"]),
+        (["--errors=ignore"], ["--errors"]),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, small_corpus: Path, capsys, args, needles) -> None:
+    out_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--corpus", small_corpus, *TINY, *args, "--out", out_dir)
+    assert code == 2
+    assert_one_line_error(err, *needles)
+    assert not (out_dir / "run.json").exists()
+
+
+def test_missing_config_file_and_preset_with_file(tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(capsys, "train", tmp_path / "nope.toml", "--out", tmp_path / "run")
+    assert code == 2
+    assert_one_line_error(err, "not found")
+    code, _, err = run_cli(capsys, "train", tmp_path / "nope.toml", "--preset", "cpu-tiny")
+    assert code == 2
+    assert_one_line_error(err, "not both")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_clear_error(tmp_path: Path, small_corpus: Path, capsys) -> None:
+    code, _, err = run_cli(capsys, "train", "--corpus", small_corpus, *TINY, "--device=cuda", "--out", tmp_path / "run")
+    assert code == 2
+    assert_one_line_error(err, "cuda", "--device=cpu")
+    assert not (tmp_path / "run").exists()
+
+
+def test_runtime_failures_exit_1(tmp_path: Path, small_corpus: Path, capsys) -> None:
+    code, _, err = run_cli(capsys, "info", tmp_path)
+    assert code == 1
+    assert_one_line_error(err, "not a run folder")
+    code, _, err = run_cli(capsys, "train", "--corpus", tmp_path / "missing.txt", *TINY, "--out", tmp_path / "r0")
+    assert code == 1
+    assert_one_line_error(err, "missing.txt")
+    # a diverging run: the failure names the step, the last good checkpoint stays
+    run_dir = tmp_path / "nan"
+    code, out, err = run_cli(
+        capsys, "train", "--corpus", small_corpus, *TINY, "--learning_rate=1e30", "--min_lr=0", "--warmup_iters=0",
+        "--log_interval=1", "--checkpoint_interval=1", "--out", run_dir,
+    )
+    assert code == 1
+    assert_one_line_error(err, "step 2", "nan", "checkpoint is step 1")
+    assert [c.step for c in list_checkpoints(run_dir)] == [1]
+    # the same folder again: refused, nothing touched
+    code, _, err = run_cli(capsys, "train", "--corpus", small_corpus, *TINY, "--out", run_dir)
+    assert code == 2
+    assert_one_line_error(err, "already holds a run", "resume")
+    record = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**record, "schema_version": 99}))
+    code, _, err = run_cli(capsys, "resume", run_dir)
+    assert code == 1
+    assert_one_line_error(err, "newer ShiftStudio")
+
+
+def test_help_lists_every_setting(capsys) -> None:
+    code, out, _ = run_cli(capsys, "train", "--help")
+    assert code == 0 and "--early_stop_patience" in out and "--out RUN_DIR" in out
+    code, out, _ = run_cli(capsys, "resume", "--help")
+    assert code == 0 and "--max_iters" in out
+
+
+def test_real_process_exit_codes_and_ctrl_c(tmp_path: Path, small_corpus: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    bad = subprocess.run(
+        [sys.executable, "-m", "shiftstudio", "train", "--corpus", str(small_corpus), "--n_embd=30", "--n_head=4"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("shiftstudio: error: ") and "Traceback" not in bad.stderr
+
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "shiftstudio", "train", "--corpus", str(small_corpus), *TINY, "--max_iters=1000000",
+            "--log_interval=1", "--eval_interval=1000000", "--out", str(run_dir)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:  # plain lines: stdout is a pipe
+            if line.startswith("step "):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "stopping: saving a checkpoint" in out and "stopped at step" in out
+    saved = list_checkpoints(run_dir)
+    assert len(saved) == 1 and saved[0].step > 0
+    assert read_metrics(run_dir)[-1]["kind"] == "finished" and read_metrics(run_dir)[-1]["reason"] == "stopped"

@@ -1,0 +1,276 @@
+"""The training loop end to end on a tiny model: reports, metrics, exact resume, control, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from shiftstudio.config import RunConfig
+from shiftstudio.core.checkpoint import list_checkpoints
+from shiftstudio.core.estimate import count_params
+from shiftstudio.core.metrics import read_metrics
+from shiftstudio.core.run import create_run, run_summary
+from shiftstudio.core.tokens import TokenStore, prepare
+from shiftstudio.core.trainer import Trainer
+
+TINY = {
+    "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 4,
+    "max_iters": 20, "warmup_iters": 5, "lr_decay_iters": 100, "learning_rate": 3e-3, "min_lr": 3e-4,
+    "eval_interval": 10, "eval_iters": 2, "log_interval": 5, "device": "cpu", "num_threads": 1,
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The trainer sets the process's thread count from its config: put it back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def store(tmp_path: Path, small_corpus: Path) -> TokenStore:
+    return prepare(RunConfig().updated({"corpus": [str(small_corpus)]}).data, out_dir=tmp_path / "store")
+
+
+def make_run(store: TokenStore, folder: Path, **overrides) -> Path:
+    config = RunConfig().updated({"corpus": [str(store.meta["sources"][0])], **TINY, **overrides})
+    return create_run(config, store, folder)
+
+
+def run_all(trainer: Trainer) -> list:
+    return list(trainer.run())
+
+
+def kinds(reports: list) -> list[str]:
+    return [r.kind for r in reports]
+
+
+def losses_by_step(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir, ("train",))}
+
+
+def test_a_run_yields_reports_and_logs_metrics(store: TokenStore, tmp_path: Path) -> None:
+    run_dir = make_run(store, tmp_path / "run")
+    reports = run_all(Trainer(run_dir, store))
+    assert reports[0].kind == "started" and not reports[0].resumed
+    assert reports[0].n_params == count_params(RunConfig().updated(TINY).model, store.vocab_size)
+    assert reports[0].tokens_per_step == 4 * 16
+    assert reports[-1].kind == "finished" and reports[-1].reason == "completed" and reports[-1].step == 20
+    steps = [r for r in reports if r.kind == "train"]
+    assert [r.step for r in steps] == [5, 10, 15, 20]
+    assert all(r.tokens == r.step * 64 and r.tokens_per_s > 0 and r.grad_norm > 0 for r in steps)
+    assert steps[0].lr == pytest.approx(3e-3)  # warmup over 5 steps ends at the peak
+    evals = [r for r in reports if r.kind == "eval"]
+    assert [r.step for r in evals] == [10, 20]
+    assert evals[-1].val_loss < math.log(store.vocab_size) - 0.3  # it learned something
+    assert evals[-1].val_ppl == pytest.approx(math.exp(evals[-1].val_loss))
+    assert evals[-1].ema_val_loss is None and evals[-1].val_loss_per_horizon == [pytest.approx(evals[-1].val_loss)]
+    views = [r for r in reports if r.kind == "batch"]
+    assert len(views) == 4
+    v = views[-1]
+    assert v.input_ids.shape == (16,) and v.target_ids.shape == (1, 16) and v.loss.shape == (1, 16)
+    assert v.top_ids.shape == (1, 16, 5) and v.top_probs.shape == (1, 16, 5) and v.mask.shape == (1, 16)
+    assert (v.top_probs[..., :-1] >= v.top_probs[..., 1:]).all() and (v.top_probs.sum(-1) <= 1.0 + 1e-5).all()
+    assert v.target_ids[0, :-1].tolist() == v.input_ids[1:].tolist()  # targets are the inputs shifted by one
+
+    records = read_metrics(run_dir)
+    assert {r["kind"] for r in records} == {"started", "train", "eval", "checkpoint", "finished"}  # no batch views
+    for r in records:
+        assert {"kind", "step", "time_s", "tokens"} <= r.keys()
+    train = [r for r in records if r["kind"] == "train"]
+    assert all({"loss", "lr", "grad_norm", "tokens_per_s"} <= r.keys() for r in train)
+    assert [r["step"] for r in train] == [5, 10, 15, 20]
+    ev = [r for r in records if r["kind"] == "eval"]
+    assert all({"train_loss", "val_loss", "val_ppl"} <= r.keys() for r in ev)
+    assert ev[-1]["val_loss"] == pytest.approx(evals[-1].val_loss)
+    times = [r["time_s"] for r in records]
+    assert times == sorted(times)
+    assert [c.step for c in list_checkpoints(run_dir)] == [10, 20]
+    summary = run_summary(run_dir)
+    assert summary["steps"] == 20 and summary["best_val_loss"] == pytest.approx(min(e.val_loss for e in evals))
+
+
+def test_resume_is_exact(store: TokenStore, tmp_path: Path) -> None:
+    """2·M steps straight == M steps, stop, resume, M more: bit-identical losses and weights."""
+    settings = dict(max_iters=12, log_interval=1, eval_interval=4, dropout=0.1, shift=2, ema_decay=0.9)
+    straight = make_run(store, tmp_path / "straight", **settings)
+    split = make_run(store, tmp_path / "split", **settings)
+    run_all(Trainer(straight, store))
+    first = run_all(Trainer(split, store, max_iters=6))
+    assert first[-1].kind == "finished" and first[-1].step == 6
+    second = run_all(Trainer(split, store))
+    assert second[0].kind == "started" and second[0].resumed and second[0].step == 6
+    assert second[-1].kind == "finished" and second[-1].step == 12
+
+    a, b = losses_by_step(straight), losses_by_step(split)
+    assert sorted(a) == list(range(1, 13)) and sorted(b) == list(range(1, 13))  # every step once
+    assert a == b  # exact equality, not approx
+    eval_a = {r["step"]: (r["val_loss"], r["ema_val_loss"]) for r in read_metrics(straight, ("eval",))}
+    eval_b = {r["step"]: (r["val_loss"], r["ema_val_loss"]) for r in read_metrics(split, ("eval",))}
+    assert eval_a[8] == eval_b[8] and eval_a[12] == eval_b[12]
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        wa = load_file(straight / "checkpoints" / "step-12" / name)
+        wb = load_file(split / "checkpoints" / "step-12" / name)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(store: TokenStore, tmp_path: Path) -> None:
+    """A crash after logging step 12 but before a checkpoint: the resumed run logs 11.. again, once."""
+    run_dir = make_run(store, tmp_path / "run", max_iters=10, log_interval=1)
+    run_all(Trainer(run_dir, store))
+    with open(run_dir / "metrics.jsonl", "a") as f:  # what a crash at step 12 leaves behind
+        for step in (11, 12):
+            f.write(json.dumps({"kind": "train", "step": step, "loss": 99.0, "time_s": 1.0, "tokens": 0}) + "\n")
+        f.write('{"kind": "train", "st')  # a line cut short
+    run_all(Trainer(run_dir, store, max_iters=14))
+    steps = [r["step"] for r in read_metrics(run_dir, ("train",))]
+    assert steps == list(range(1, 15))
+    assert all(r["loss"] != 99.0 for r in read_metrics(run_dir, ("train",)))
+
+
+def test_pause_resume_and_stop_from_another_thread(store: TokenStore, tmp_path: Path) -> None:
+    run_dir = make_run(store, tmp_path / "run", max_iters=100_000, log_interval=1, eval_interval=100_000)
+    trainer = Trainer(run_dir, store)
+    reports: queue.Queue = queue.Queue()
+    thread = threading.Thread(target=lambda: [reports.put(r) for r in trainer.run()], daemon=True)
+    thread.start()
+
+    def wait_for_step(timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = reports.get(timeout=timeout)
+            if r.kind == "train":
+                return r
+            assert r.kind in ("started", "batch"), r
+        raise AssertionError("no step report")
+
+    wait_for_step()
+    trainer.pause()
+    assert trainer.paused
+    time.sleep(0.3)  # the step in flight finishes
+    while not reports.empty():
+        reports.get()
+    time.sleep(0.5)
+    assert reports.empty(), "steps went on while paused"
+    trainer.request_checkpoint()  # served while paused
+    saved = reports.get(timeout=10)
+    assert saved.kind == "checkpoint"
+    paused_at = saved.step
+    trainer.resume()
+    assert not trainer.paused
+    assert wait_for_step().step > paused_at
+    trainer.stop()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    rest = []
+    while not reports.empty():
+        rest.append(reports.get())
+    assert rest[-1].kind == "finished" and rest[-1].reason == "stopped"
+    assert rest[-2].kind == "checkpoint" and rest[-2].step == rest[-1].step  # stop saves first
+    assert list_checkpoints(run_dir)[-1].step == rest[-1].step < 100_000
+
+
+def test_ema_evaluation_reports_raw_and_averaged_weights(store: TokenStore, tmp_path: Path) -> None:
+    run_dir = make_run(store, tmp_path / "run", ema_decay=0.9, max_iters=10)
+    reports = run_all(Trainer(run_dir, store))
+    ev = [r for r in reports if r.kind == "eval"][-1]
+    assert ev.ema_val_loss is not None and ev.ema_train_loss is not None
+    assert ev.ema_val_loss != ev.val_loss
+    assert abs(ev.ema_val_loss - ev.val_loss) < 1.0
+    assert (run_dir / "checkpoints" / "step-10" / "ema.safetensors").is_file()
+    record = read_metrics(run_dir, ("eval",))[-1]
+    assert record["ema_val_loss"] == pytest.approx(ev.ema_val_loss)
+
+
+def test_shift_two_reports_each_horizon(store: TokenStore, tmp_path: Path) -> None:
+    run_dir = make_run(store, tmp_path / "run", shift=2, max_iters=10)
+    reports = run_all(Trainer(run_dir, store, sample_prompt="ROMEO:"))
+    ev = [r for r in reports if r.kind == "eval"][-1]
+    assert len(ev.val_loss_per_horizon) == 2 and len(ev.train_loss_per_horizon) == 2
+    assert ev.val_loss == pytest.approx(sum(ev.val_loss_per_horizon) / 2)
+    view = [r for r in reports if r.kind == "batch"][-1]
+    assert view.target_ids.shape == (2, 16)
+    assert view.target_ids[1, :-2].tolist() == view.input_ids[2:].tolist()  # head 2 is scored on t + 2
+    sample = [r for r in reports if r.kind == "sample"][-1]
+    assert sample.prompt == "ROMEO:" and len(sample.text) > 20
+
+
+def test_early_stopping_keeps_and_marks_the_best_checkpoint(store: TokenStore, tmp_path: Path) -> None:
+    # a learning rate too small to move float32 weights: the val loss never improves after the first eval
+    run_dir = make_run(
+        store, tmp_path / "run", learning_rate=1e-12, min_lr=0.0, warmup_iters=0, eval_interval=1,
+        early_stop_patience=2, keep_checkpoints=1, max_iters=50,
+    )
+    reports = run_all(Trainer(run_dir, store))
+    assert reports[-1].kind == "finished" and reports[-1].reason == "early_stop" and reports[-1].step == 3
+    found = list_checkpoints(run_dir)
+    assert [c.step for c in found] == [1, 3]  # keep 1, plus the best
+    states = {c.step: json.loads((c.path / "state.json").read_text()) for c in found}
+    assert states[1]["best"] is True and states[3]["best"] is False
+    assert [c.step for c in found if c.is_best] == [1]
+
+
+def test_keeps_the_last_n_checkpoints_and_the_best(store: TokenStore, tmp_path: Path) -> None:
+    run_dir = make_run(store, tmp_path / "run", eval_interval=2, keep_checkpoints=2, max_iters=16)
+    reports = run_all(Trainer(run_dir, store))
+    evals = [r for r in reports if r.kind == "eval"]
+    best_step = min(evals, key=lambda r: r.val_loss).step
+    found = list_checkpoints(run_dir)
+    assert {c.step for c in found} == {14, 16} | {best_step}
+    assert [c.step for c in found if c.is_best] == [best_step]
+    assert not list((run_dir / "checkpoints").glob(".*"))  # no temporary folders left
+
+
+def test_nan_loss_fails_naming_the_step_and_keeps_the_last_good_checkpoint(store: TokenStore, tmp_path: Path) -> None:
+    # absurd learning rate: step 1 is computed with sane weights, its update blows them up
+    run_dir = make_run(
+        store, tmp_path / "run", learning_rate=1e30, min_lr=0.0, warmup_iters=0, log_interval=1, checkpoint_interval=1,
+        max_iters=20,
+    )
+    reports = run_all(Trainer(run_dir, store))
+    failed = reports[-1]
+    assert failed.kind == "failed" and failed.expected
+    assert failed.step == 2 and "step 2" in failed.message and "nan" in failed.message.lower()
+    assert "checkpoint is step 1" in failed.message
+    assert [c.step for c in list_checkpoints(run_dir)] == [1]
+    assert "finished" not in kinds(reports)
+    assert read_metrics(run_dir)[-1]["kind"] == "failed"
+
+
+def test_cuda_without_cuda_is_a_clear_failure(store: TokenStore, tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run_dir = make_run(store, tmp_path / "run", device="cuda")
+    reports = run_all(Trainer(run_dir, store))
+    assert kinds(reports) == ["failed"]
+    assert "cuda" in reports[0].message.lower() and reports[0].expected
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_gradient_accumulation_counts_tokens_per_optimizer_step(store: TokenStore, tmp_path: Path) -> None:
+    run_dir = make_run(store, tmp_path / "run", gradient_accumulation_steps=3, max_iters=10)
+    reports = run_all(Trainer(run_dir, store))
+    assert reports[0].tokens_per_step == 3 * 4 * 16
+    assert reports[-1].kind == "finished"
+    assert [r.tokens for r in reports if r.kind == "train"][-1] == 10 * 3 * 4 * 16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_bf16_autocast_and_compile(store: TokenStore, tmp_path: Path) -> None:
+    run_dir = make_run(store, tmp_path / "run", device="cuda", dtype="bfloat16", compile=True, max_iters=30, eval_interval=15)
+    reports = run_all(Trainer(run_dir, store))
+    assert reports[0].dtype == "bfloat16" and "CUDA" in reports[0].device
+    assert reports[-1].kind == "finished", reports[-1]
+    evals = [r for r in reports if r.kind == "eval"]
+    assert math.isfinite(evals[-1].val_loss) and evals[-1].val_loss < math.log(store.vocab_size)
+    resumed = run_all(Trainer(run_dir, store, max_iters=40))  # resume onto the GPU from safetensors
+    assert resumed[0].resumed and resumed[-1].kind == "finished" and resumed[-1].step == 40

@@ -1,0 +1,47 @@
+"""GUI test helpers: a real main window on a tiny corpus, tiny settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+# A model that trains in well under a second per dozen steps on a CPU.
+TINY = {
+    "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 4,
+    "max_iters": 40, "warmup_iters": 5, "lr_decay_iters": 40, "eval_interval": 10, "eval_iters": 2,
+    "log_interval": 2, "device": "cpu", "dtype": "float32", "compile": False, "num_threads": 1,
+}
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path, shakespeare_text: str) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(shakespeare_text[:6000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def window(qtbot, tiny_corpus: Path):
+    """The real main window, built, with the tiny corpus open and tiny settings."""
+    from shiftstudio.gui.main_window import MainWindow
+    from shiftstudio.gui.settings import Settings
+
+    win = MainWindow(Settings())
+    qtbot.addWidget(win)
+    win.confirm_stop_on_close = lambda: True
+    win.show()
+    win.build()
+    with qtbot.waitSignal(win.ctx.session.corpus_opened, timeout=20_000):
+        win.open_corpus([str(tiny_corpus)])
+    win.ctx.config.load_flat(TINY)
+    assert win.ctx.config.is_valid, win.ctx.config.error
+    yield win
+    runs = win.ctx.runs
+    if runs.is_active:
+        runs.stop()
+    runs.wait(30_000)
+    win.ctx.session.shutdown()
