@@ -1,0 +1,219 @@
+"""What the GUI costs: training inside the real window vs headless, GUI-thread gaps, and plots at scale.
+
+    python benchmarks/bench_gui.py [--steps 300] [--quick]
+
+1. **GUI tax**: the ``cpu-tiny`` preset on tiny shakespeare trained headless
+   (``Trainer.run()`` in a plain loop) and then inside the real main window
+   (Qt offscreen, live curves, batch inspector and playground built and
+   visible), alternating; median tokens/s of the logged steps after warm-up.
+   The ratio GUI / headless should be at least 0.97.
+2. **GUI responsiveness**: during the window run, a 10 ms ``QTimer`` in the
+   GUI thread records the gaps between its ticks: p50 / p99 / max (target p99 <
+   50 ms on 2 cores).
+3. **Metrics at scale**: 200,000 logged steps fed to the Train pane's curves
+   in chunks of 2,000 (as a long run's log would arrive): the redraw time per
+   frame (target < 16 ms) and the process RSS growth (target < 50 MB).
+
+Results go to ``benchmarks/results/gui.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def settings(steps: int) -> dict:
+    # Evaluations, samples and checkpoints happen once at the end only: what is measured is the steady loop.
+    return {"max_iters": steps, "lr_decay_iters": steps, "eval_interval": 100_000, "log_interval": 10,
+            "device": "cpu", "compile": False}
+
+
+def headless(steps: int, warmup: int) -> float:
+    from shiftstudio.config import load_preset
+    from shiftstudio.core.run import prepare_and_create
+    from shiftstudio.core.trainer import Trainer
+
+    from shiftstudio.gui.session import default_cpu_threads
+
+    # The window trains with every core but one (the GUI keeps one); give headless the same, so the
+    # ratio is the cost of the GUI and not of a thread policy.
+    config = load_preset("cpu-tiny").updated({**settings(steps), "num_threads": default_cpu_threads()})
+    run_dir = prepare_and_create(config, out_dir=Path(tempfile.mkdtemp(prefix="bench-headless-")) / "run")
+    rates = [r.tokens_per_s for r in Trainer(run_dir).run() if r.kind == "train" and r.step > warmup]
+    return statistics.median(rates)
+
+
+def in_window(app, steps: int, warmup: int) -> tuple[float, list[float]]:
+    from PySide6.QtCore import QElapsedTimer, QTimer
+
+    from shiftstudio.config import load_preset
+    from shiftstudio.gui.main_window import MainWindow
+    from shiftstudio.gui.settings import Settings
+
+    window = MainWindow(Settings())
+    window.confirm_stop_on_close = lambda: True
+    window.resize(1600, 1000)
+    window.show()
+    window.build()
+    for key in ("inspector", "generate"):  # make the later panes visible too, if the window has them
+        dock = getattr(window, "docks", {}).get(key)
+        if dock is not None:
+            dock.show()
+            dock.raise_()
+    runs = window.ctx.runs
+    done = {"corpus": False, "finished": False}
+    window.ctx.session.corpus_opened.connect(lambda *a: done.__setitem__("corpus", True))
+    window.open_corpus([])  # the sample corpus
+    while not done["corpus"]:
+        app.processEvents()
+        time.sleep(0.01)
+    window.ctx.config.load_flat({**load_preset("cpu-tiny").to_flat(), **settings(steps)})
+    rates: list[float] = []
+    gaps: list[float] = []
+    runs.steps_logged.connect(lambda batch: rates.extend(r.tokens_per_s for r in batch if r.step > warmup))
+    runs.run_finished.connect(lambda *a: done.__setitem__("finished", True))
+    runs.run_failed.connect(lambda report: (print("run failed:", report.message), done.__setitem__("finished", True)))
+    clock = QElapsedTimer()
+    ticker = QTimer()
+    ticker.setInterval(10)
+    last = [0]
+
+    def tick() -> None:
+        now = clock.elapsed()
+        if runs.step > warmup:
+            gaps.append(now - last[0])
+        last[0] = now
+
+    ticker.timeout.connect(tick)
+    clock.start()
+    ticker.start()
+    runs.start()
+    while not done["finished"]:
+        app.processEvents()
+        time.sleep(0.001)
+    ticker.stop()
+    runs.wait(60_000)
+    window.ctx.runs.shutdown()
+    window.ctx.session.shutdown()
+    window.close()
+    window.deleteLater()
+    app.processEvents()
+    return statistics.median(rates), gaps
+
+
+def metrics_at_scale(app, total: int = 200_000, chunk: int = 2_000) -> dict:
+    import numpy as np
+
+    from shiftstudio.gui.metrics_store import MetricsStore
+    from shiftstudio.gui.plots import CurvesView
+
+    store = MetricsStore()
+    view = CurvesView(store)
+    view.resize(1400, 800)
+    view.show()
+    app.processEvents()
+    before = rss_mb()
+    frames: list[float] = []
+    rng = np.random.default_rng(0)
+    step = 0
+    while step < total:
+        steps = np.arange(step + 1, step + chunk + 1)
+        loss = 4.0 * np.exp(-steps / 40_000) + 1.0 + 0.05 * rng.standard_normal(chunk)
+        records = [
+            {"kind": "train", "step": int(s), "time_s": float(s) * 0.05, "tokens": int(s) * 768, "loss": float(v),
+             "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 15_000.0}
+            for s, v in zip(steps, loss)
+        ]
+        if step % 10_000 == 0:
+            records.append({"kind": "eval", "step": int(steps[-1]), "time_s": 0.0, "tokens": 0,
+                            "train_loss": float(loss[-1]), "val_loss": float(loss[-1]) + 0.1, "val_ppl": 3.0})
+        store.load_records(records)
+        step += chunk
+        start = time.perf_counter()
+        view.refresh()
+        view.repaint()
+        app.processEvents()
+        frames.append((time.perf_counter() - start) * 1000)
+    after = rss_mb()
+    view.close()
+    return {"points": total, "frame_ms_median": statistics.median(frames), "frame_ms_p99": _pct(frames, 99),
+            "frame_ms_last": frames[-1], "rss_growth_mb": after - before}
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="120 steps, one round, 50k points")
+    args = ap.parse_args()
+    steps, rounds, points = (120, 1, 50_000) if args.quick else (args.steps, args.rounds, 200_000)
+    warmup = min(50, steps // 3)
+    os.environ["SHIFTSTUDIO_HOME"] = tempfile.mkdtemp(prefix="bench-gui-home-")
+
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    import torch  # noqa: F401 - imported up front so neither side pays for it
+
+    base, gui, gaps = [], [], []
+    for _ in range(rounds):
+        base.append(headless(steps, warmup))
+        rate, g = in_window(app, steps, warmup)
+        gui.append(rate)
+        gaps += g
+    tax = statistics.median(gui) / statistics.median(base)
+    scale = metrics_at_scale(app, total=points)
+    result = {
+        "headless_tokens_per_s": statistics.median(base), "window_tokens_per_s": statistics.median(gui), "ratio": tax,
+        "gap_ms_p50": statistics.median(gaps) if gaps else None, "gap_ms_p99": _pct(gaps, 99) if gaps else None,
+        "gap_ms_max": max(gaps) if gaps else None, "timer_ticks": len(gaps), **scale,
+    }
+    from shiftstudio.gui.session import default_cpu_threads
+
+    print(f"cpu-tiny, {steps} steps, {rounds} round(s); {default_cpu_threads()} torch thread(s) on both sides\n")
+    print(f"{'figure':<44}{'baseline':>12}{'ours':>12}{'ratio':>8}  bar")
+    print(f"{'GUI tax: tokens/s headless -> in the window':<44}{result['headless_tokens_per_s']:>12.0f}"
+          f"{result['window_tokens_per_s']:>12.0f}{tax:>8.3f}  >= 0.97")
+    if gaps:
+        print(f"{'GUI thread 10 ms timer gaps p50/p99/max':<44}{'':>12}"
+              f"{result['gap_ms_p50']:>4.0f}/{result['gap_ms_p99']:.0f}/{result['gap_ms_max']:.0f} ms   p99 < 50 ms")
+    print(f"{f'curves with {points:,} steps: redraw median/p99':<44}{'':>12}"
+          f"{scale['frame_ms_median']:>5.1f}/{scale['frame_ms_p99']:.1f} ms   < 16 ms")
+    print(f"{'curves: RSS growth':<44}{'':>12}{scale['rss_growth_mb']:>9.1f} MB   < 50 MB")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gui.json").write_text(json.dumps({"benchmark": "gui", "machine": platform.platform(), "steps": steps,
+                                              "rounds": rounds, "results": result}, indent=2))
+    if args.quick and tax < 0.8:
+        print("regression: the GUI costs more than 20% of training speed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
