@@ -36,7 +36,8 @@ def mean_loss(
     model: torch.nn.Module, ids: np.ndarray, config_batch: tuple[int, int, int], iters: int, seed: int,
     device: torch.device, autocast: ContextManager | None = None, split: str = "val",
 ) -> list[float]:
-    """Mean loss per head over ``iters`` batches drawn with a fixed ``seed`` (the same batches every time).
+    """Mean loss per head over ``iters`` batches drawn with a fixed ``seed`` (the same batches every time,
+    so successive evaluations differ only by the model).
 
     ``config_batch`` is (batch_size, block_size, shift). One device sync, at the end.
     """

@@ -99,6 +99,8 @@ class MainWindow(QMainWindow):
         self.step_label = QLabel("", self)
         self.step_label.setObjectName("status_step_label")
         self.step_label.setToolTip("Optimizer step and estimated time left")
+        self.step_label.setMinimumWidth(self.step_label.fontMetrics().horizontalAdvance("Step 100,000 / 100,000 · ETA 0:00:00"))
+        self.memory_label.setMinimumWidth(self.memory_label.fontMetrics().horizontalAdvance("Memory: 000.0 MB · GPU 00.0 GB"))
         for w in (self.state_label, self.step_label, self.memory_label, self.device_label):
             bar.addPermanentWidget(w)
         self._memory_timer = QTimer(self)
@@ -190,7 +192,7 @@ class MainWindow(QMainWindow):
             if spec.area == "center":
                 self.center.addTab(pane, spec.title)
                 continue
-            dock = QDockWidget(spec.title, self)
+            dock = QDockWidget(spec.title.replace("&", "&&"), self)  # '&' would be read as a shortcut mark
             dock.setObjectName(f"{spec.key}_dock")
             dock.setWidget(pane)
             dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable | QDockWidget.DockWidgetClosable)
@@ -410,7 +412,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         runs = self.ctx.runs
-        if runs.is_active or runs._thread is not None:
+        if runs.is_active:
             event.ignore()
             if self._close_after_stop:
                 return
@@ -420,6 +422,7 @@ class MainWindow(QMainWindow):
             runs.stop()
             self.statusBar().showMessage("Stopping: saving a checkpoint before quitting…")
             return
+        runs.wait(30_000)  # a run that just ended: its thread is on its last lines
         self.save_settings()
         self.ctx.session.shutdown()
         runs.shutdown()

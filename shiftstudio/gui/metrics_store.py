@@ -61,12 +61,14 @@ class MetricsStore:
     def __init__(self) -> None:
         self.steps = Series(STEP_COLUMNS)
         self.evals = Series(EVAL_COLUMNS)
-        self.version = 0
+        self.version = 0  # moves with any change
+        self.eval_version = 0  # moves when the evals change
 
     def clear(self) -> None:
         self.steps.clear()
         self.evals.clear()
         self.version += 1
+        self.eval_version += 1
 
     def add_steps(self, reports: Iterable[Any]) -> None:
         rows = [tuple(_number(getattr(r, c, None)) for c in STEP_COLUMNS) for r in reports]
@@ -79,6 +81,7 @@ class MetricsStore:
         self._drop_after(row[0], self.evals)
         self.evals.append([row])
         self.version += 1
+        self.eval_version += 1
 
     @staticmethod
     def _drop_after(step: float | None, series: Series) -> None:
@@ -108,6 +111,7 @@ class MetricsStore:
         self.evals.append(evals)
         self._dedupe()
         self.version += 1
+        self.eval_version += 1
         return count
 
     def _dedupe(self) -> None:

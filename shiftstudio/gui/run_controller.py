@@ -19,7 +19,7 @@ from PySide6.QtGui import QAction, QKeySequence
 
 from shiftstudio.config import RunConfig
 from shiftstudio.gui.config_model import ConfigModel
-from shiftstudio.gui.workers import Task, TrainingWorker
+from shiftstudio.gui.workers import Task, TrainingWorker, keep_gui_responsive
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,21 @@ STATE_TEXT = {
 }
 
 
+def _limit_cpu_threads(config: RunConfig) -> None:
+    """In the training thread, before the engine sets up: 'automatic' threads leave a core to the window."""
+    if config.train.num_threads == 0:
+        import torch
+
+        from shiftstudio.gui.session import default_cpu_threads
+
+        wanted = default_cpu_threads()
+        if torch.get_num_threads() > wanted:
+            torch.set_num_threads(wanted)
+
+
 def _new_run(config: RunConfig) -> Callable:
     def open_trainer(progress, cancel):
+        _limit_cpu_threads(config)
         from shiftstudio.core.run import create_run
         from shiftstudio.core.tokens import prepare
         from shiftstudio.core.trainer import Trainer
@@ -55,7 +68,9 @@ def _resume_run(run_dir: Path, max_iters: int) -> Callable:
     def open_trainer(progress, cancel):
         from shiftstudio.core.trainer import Trainer
 
-        return Trainer(run_dir, max_iters=max_iters, sample_prompt=SAMPLE_PROMPT)
+        trainer = Trainer(run_dir, max_iters=max_iters, sample_prompt=SAMPLE_PROMPT)
+        _limit_cpu_threads(trainer.config)
+        return trainer
 
     return open_trainer
 
@@ -167,7 +182,8 @@ class RunController(QObject):
         self.pause_action.setEnabled(running)
         self.pause_action.setText("Resume" if self.state == PAUSED else "Pause")
         self.stop_action.setEnabled(self.state in (PREPARING, RUNNING, PAUSED))
-        self.checkpoint_action.setEnabled(running)
+        # while paused the engine sits in its pause wait and only looks at the request after resuming
+        self.checkpoint_action.setEnabled(self.state == RUNNING)
         self.availability_changed.emit(ok, why)
 
     def _on_config_validity_changed(self, error: str) -> None:
@@ -193,6 +209,7 @@ class RunController(QObject):
         return True
 
     def _launch(self, opener: Callable) -> None:
+        keep_gui_responsive()
         thread = QThread()
         thread.setObjectName("training")
         worker = TrainingWorker(opener)
@@ -235,7 +252,7 @@ class RunController(QObject):
             self._set_state(STOPPING)
 
     def save_checkpoint(self) -> None:
-        if self._worker is not None and self.state in (RUNNING, PAUSED):
+        if self._worker is not None and self.state == RUNNING:
             self._worker.request_checkpoint()
 
     def wait(self, ms: int = 60_000) -> bool:

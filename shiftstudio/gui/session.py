@@ -10,6 +10,7 @@ task functions, so creating a session imports nothing heavy.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -98,13 +99,28 @@ def _build_tokenizer(data: DataConfig, split: Any) -> Callable:
     return work
 
 
+def default_cpu_threads() -> int:
+    """PyTorch CPU threads when the config says 0 (automatic): every core but one, which the window keeps.
+
+    PyTorch's own default takes every core; with the GUI thread wanting one
+    too, its OpenMP workers wait on each other and training on a 2-core
+    machine gets many times slower, and the window stutters.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 def _probe_device(progress, cancel) -> DeviceSummary:
     import torch
 
     from shiftstudio.core.device import DeviceInfo, resolve_device, resolve_dtype
 
     device = resolve_device("auto")
-    info = DeviceInfo(device, resolve_dtype("auto", device), torch.get_num_threads())
+    threads = min(torch.get_num_threads(), default_cpu_threads())
+    info = DeviceInfo(device, resolve_dtype("auto", device), threads)
     return DeviceSummary(info.describe(), device.type, info.threads)
 
 

@@ -224,10 +224,13 @@ class CorpusPane(QWidget):
         if split is None:
             self.split_label.setText("–")
             return
+        def docs(n: int) -> str:
+            return f"{n:,} document" + ("" if n == 1 else "s")
+
         self.split_label.setText(
-            f"Train: {split.train_documents:,} documents, {human_count(split.train_chars)} characters · "
-            f"Validation: {split.val_documents:,} documents, {human_count(split.val_chars)} characters"
-            + (" (one document cut in two)" if getattr(split, "mode", "") == "cut" else "")
+            f"Train: {docs(split.train_documents)}, {human_count(split.train_chars)} characters · "
+            f"Validation: {docs(split.val_documents)}, {human_count(split.val_chars)} characters"
+            + (" (the document is cut in two)" if getattr(split, "mode", "") == "cut" else "")
         )
 
     # -- for the window (and tests) -----------------------------------------

@@ -88,6 +88,7 @@ class ModelPane(QWidget):
         self.preset_label.setWordWrap(True)
         self.preset_label.setProperty("role", "hint")
         self.messages = MessageBar(self, "model_message_bar")
+        self._preset_cache: dict[str, dict] = {}
 
         figures = QGroupBox("Live figures", self)
         grid = QGridLayout(figures)
@@ -168,7 +169,36 @@ class ModelPane(QWidget):
     def _on_config_preset_changed(self, name: str) -> None:
         index = self.preset_combo.findData(name)
         self.preset_combo.setCurrentIndex(index)
-        self.preset_label.setText(preset_description(name) if name else "Custom settings.")
+        self._show_preset_description()
+
+    def _preset_values(self, name: str) -> dict:
+        if name not in self._preset_cache:
+            try:
+                self._preset_cache[name] = load_preset(name).to_flat()
+            except ConfigError:
+                self._preset_cache[name] = {}
+        return self._preset_cache[name]
+
+    def changed_from_preset(self) -> list[str]:
+        """The model and training settings that differ from the preset last loaded."""
+        name = self.config.preset
+        if not name:
+            return []
+        preset = self._preset_values(name)
+        keys = [*SECTIONS["model"].__dataclass_fields__, *SECTIONS["train"].__dataclass_fields__]
+        return [k for k in keys if k in preset and preset[k] != self.config.value(k)]
+
+    def _show_preset_description(self) -> None:
+        name = self.config.preset
+        if not name:
+            self.preset_label.setText("Custom settings.")
+            return
+        text = preset_description(name)
+        changed = self.changed_from_preset()
+        if changed:
+            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+            text += f"\nChanged from the preset: {shown}."
+        self.preset_label.setText(text)
 
     def ask_preset_name(self) -> str:
         """Modal prompt (tests replace this method)."""
@@ -190,6 +220,7 @@ class ModelPane(QWidget):
         except (ValueError, OSError) as exc:
             self.messages.show_message(f"Could not save the preset: {exc}", "error")
             return ""
+        self._preset_cache.pop(name, None)
         self.config.set_preset_name(name)
         self.reload_presets()
         self.messages.show_message(f"Saved preset '{name}' ({path}).", "info")
@@ -205,6 +236,7 @@ class ModelPane(QWidget):
 
     def _on_config_values_changed(self, keys: set[str]) -> None:
         self.update_figures()
+        self._show_preset_description()
 
     def _on_session_tokenizer_changed(self, info: object) -> None:
         self.update_figures()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -40,13 +40,16 @@ DEFAULT_TRY_TEXT = "To be, or not to be, that is the question."
 def render_tokens(pieces: list[tuple[int, str]], dark: bool = False) -> str:
     """HTML: each token on its own tint with its id in small print after it."""
     colours = DARK_COLOURS if dark else LIGHT_COLOURS
+    text_colour = "#f0f0f0" if dark else "#111111"
     out = []
     for i, (token_id, text) in enumerate(pieces):
-        shown = html.escape(text).replace(" ", "·").replace("\t", "→").replace("\n", "↵<br>")
+        shown = html.escape(text).replace(" ", "·").replace("\t", "→").replace("\n", "↵")
         out.append(
-            f"<span style='background:{colours[i % len(colours)]}'>{shown or '∅'}</span>"
+            f"<span style='background:{colours[i % len(colours)]}; color:{text_colour}'>{shown or '∅'}</span>"
             f"<sub style='color:gray'>{token_id}</sub> "
         )
+        if text.endswith("\n"):  # the text goes on on a new line, after the token's id
+            out.append("<br>")
     return "<div style='line-height:160%'>" + "".join(out) + "</div>"
 
 
@@ -106,6 +109,7 @@ class TokenizerPane(QWidget):
         self.longest_label = QLabel("–", stats)
         self.longest_label.setObjectName("tokenizer_longest_label")
         self.longest_label.setWordWrap(True)
+        self.longest_label.setTextFormat(Qt.PlainText)
         self.longest_label.setToolTip("The longest tokens in the vocabulary")
         grid.addWidget(QLabel("Vocabulary", stats), 0, 0)
         grid.addWidget(self.vocab_label, 0, 1)
@@ -231,8 +235,11 @@ class TokenizerPane(QWidget):
             return
         self.vocab_label.setText(f"{info.vocab_size:,} tokens ({info.tokenizer.kind})")
         self.ratio_label.setText(f"{info.chars_per_token:.2f}")
-        shown = [repr(t)[1:-1] for t in info.longest[:16]]
-        self.longest_label.setText("  ".join(f"[{html.escape(t)}]" for t in shown) or "–")
+        if info.tokenizer.kind == "char":
+            self.longest_label.setText("– (every token is one character)")
+        else:
+            shown = [repr(t)[1:-1] for t in info.longest[:16]]
+            self.longest_label.setText("  ".join(f"[{t}]" for t in shown) or "–")
         self._on_try_timer_timeout()
 
     def _on_session_tokenizer_failed(self, message: str, detail: str, expected: bool) -> None:
@@ -244,6 +251,11 @@ class TokenizerPane(QWidget):
         self.progress.finish()
         self.train_button.setEnabled(True)
         self.messages.show_message("Tokenizer training was cancelled.", "info")
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.PaletteChange and hasattr(self, "tokens_view"):  # light <-> dark: tints follow
+            self._on_try_timer_timeout()
+        super().changeEvent(event)
 
     # -- try it --------------------------------------------------------------
     def _on_try_edit_text_changed(self) -> None:

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QProgressBar,
+    QSizePolicy,
     QSplitter,
     QStyle,
     QToolButton,
@@ -50,9 +51,18 @@ class TrainPane(QWidget):
         self.reason_label.setObjectName("train_reason_label")
         self.reason_label.setWordWrap(True)
         self.reason_label.setProperty("role", "hint")
+        self.checkpoint_label = QLabel("", self)
+        self.checkpoint_label.setObjectName("train_checkpoint_label")
+        self.checkpoint_label.setProperty("role", "hint")
+        self.checkpoint_label.setToolTip("The last checkpoint saved in the run folder (checkpoints/step-N)")
         self.run_label = QLabel("", self)
         self.run_label.setObjectName("train_run_label")
         self.run_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        # Labels whose text changes during a run must not change the pane's minimum size: that would
+        # resize the window and re-lay out (and repaint) every plot. A fixed minimum width does it.
+        self.reason_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        for label in (self.run_label, self.checkpoint_label):
+            label.setMinimumWidth(40)
         self.progress_bar = QProgressBar(self)
         self.progress_bar.setObjectName("train_progress_bar")
         self.progress_bar.setToolTip("Steps done of max_iters, and the estimated time left")
@@ -74,6 +84,8 @@ class TrainPane(QWidget):
             controls.addWidget(b)
         controls.addSpacing(8)
         controls.addWidget(self.reason_label, 1)
+        controls.addWidget(self.checkpoint_label)
+        controls.addSpacing(8)
         controls.addWidget(self.run_label)
         splitter = QSplitter(Qt.Vertical, self)
         splitter.setObjectName("train_splitter")
@@ -112,6 +124,9 @@ class TrainPane(QWidget):
         button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
         return button
 
+    def _show_run_name(self, name: str) -> None:
+        self.run_label.setText(f"Run: {name}" if name else "")
+
     # -- controller signals --------------------------------------------------
     def _on_runs_availability_changed(self, ok: bool, why: str) -> None:
         self.reason_label.setText("" if ok else why)
@@ -137,19 +152,24 @@ class TrainPane(QWidget):
         self.progress_bar.setFormat(f"{state} · step {step:,} / {max_iters:,}{eta_text}")
 
     def _on_runs_run_started(self, report: Any) -> None:
-        self.run_label.setText(f"Run: {report.run_dir.rsplit('/', 1)[-1]}")
+        self._show_run_name(report.run_dir.rsplit("/", 1)[-1])
         self.run_label.setToolTip(f"{report.run_dir}\n{report.device} · {report.n_params:,} parameters · {report.tokens_per_step:,} tokens per step")
-        what = "Resumed" if report.resumed else "Started"
-        self.messages.show_message(f"{what} on {report.device}: {report.n_params:,} parameters.", "info")
+        config = self.runs.run_config
+        peak = config.train.learning_rate if config is not None else None
+        self.curves.set_x_extent(report.max_iters, report.max_iters * report.tokens_per_step, peak)
+        # No message here: a message bar appearing now would re-lay out the plots as training starts.
+        # The status bar and the run label say where it runs.
         if not report.resumed:
             self.sample_text.clear()
+            self.checkpoint_label.clear()
 
     def _on_runs_sampled(self, report: Any) -> None:
         self.sample_text.appendPlainText(f"── step {report.step:,} ──\n{report.prompt}{report.text[:MAX_SAMPLE_CHARS]}\n")
 
     def _on_runs_checkpoint_saved(self, report: Any) -> None:
-        best = " (best so far)" if report.is_best else ""
-        self.messages.show_message(f"Checkpoint saved at step {report.step:,}{best}.", "info")
+        # a label, not the message bar: a message bar that changes height re-lays out the plots mid-run
+        best = " (best)" if report.is_best else ""
+        self.checkpoint_label.setText(f"Checkpoint: step {report.step:,}{best}")
 
     def _on_runs_run_finished(self, report: Any) -> None:
         text = {"completed": "Training finished", "stopped": "Training stopped", "early_stop": "Stopped early (no better validation loss)"}.get(report.reason, "Training ended")
@@ -169,7 +189,11 @@ class TrainPane(QWidget):
         self.progress_bar.setFormat("No run yet")
 
     def _on_runs_run_opened(self, run_dir: Any, records: list) -> None:
-        self.run_label.setText(f"Run: {run_dir.name}")
+        config = self.runs.run_config
+        if config is not None:
+            per_step = config.train.tokens_per_step_factor * config.model.block_size
+            self.curves.set_x_extent(self.runs.max_iters, self.runs.max_iters * per_step, config.train.learning_rate)
+        self._show_run_name(run_dir.name)
         self.run_label.setToolTip(str(run_dir))
         self.sample_text.clear()
         for rec in records:

@@ -31,6 +31,7 @@ from shiftstudio.config import field_index, field_type
 from shiftstudio.gui.config_model import ConfigModel
 
 INT32_MAX = 2**31 - 1
+EDITOR_MAX_WIDTH = 280
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -94,6 +95,10 @@ class ConfigForm(QWidget):
         else:
             layout.addLayout(self._make_form(list(keys or [])))
         layout.addStretch(1)
+        # one label column for all groups, so the editors line up from group to group
+        width = max((label.sizeHint().width() for label in self.labels.values()), default=0)
+        for label in self.labels.values():
+            label.setMinimumWidth(width)
         model.values_changed.connect(self._on_model_values_changed)
         model.validity_changed.connect(self._on_model_validity_changed)
         self._on_model_validity_changed(model.error)
@@ -109,9 +114,11 @@ class ConfigForm(QWidget):
             self._tooltips[key] = tip
             editor.setObjectName(f"cfg_{key}")
             editor.setToolTip(tip)
+            editor.setMaximumWidth(EDITOR_MAX_WIDTH)
             label = QLabel(key, self)
             label.setToolTip(tip)
             label.setBuddy(editor)
+            label.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
             self.editors[key] = editor
             self.labels[key] = label
             form.addRow(label, editor)

@@ -66,17 +66,19 @@ class MessageBar(QFrame):
 
     # -- API -----------------------------------------------------------------
     def show_message(self, text: str, level: str = "info", detail: str = "") -> None:
-        self._level = level if level in LEVELS else "info"
-        self.setProperty("level", self._level)
-        size = self.style().pixelMetric(QStyle.PM_SmallIconSize)
-        self._icon.setPixmap(self.style().standardIcon(_ICONS[self._level]).pixmap(size, size))
+        level = level if level in LEVELS else "info"
+        if level != self.property("level"):  # re-polishing under a style sheet is costly: only on a change
+            self._level = level
+            self.setProperty("level", level)
+            size = self.style().pixelMetric(QStyle.PM_SmallIconSize)
+            self._icon.setPixmap(self.style().standardIcon(_ICONS[level]).pixmap(size, size))
+            self.style().unpolish(self)
+            self.style().polish(self)
         self._text.setText(text)
         self._details.setPlainText(detail)
         self._details_button.setVisible(bool(detail))
         self._details_button.setChecked(False)
         self._details.hide()
-        self.style().unpolish(self)
-        self.style().polish(self)
         self.show()
 
     def clear(self) -> None:
