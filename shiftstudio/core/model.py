@@ -54,7 +54,8 @@ def rope_tables(head_size: int, length: int, base: float = 10000.0) -> tuple[tor
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[i], x[i + hs/2]) of ``x`` (B, nh, T, hs) by the angles of its positions (T, hs/2)."""
+    """Rotate pairs (x[..., i], x[..., i + hs/2]) of ``x`` by the angles in ``cos``/``sin``, which broadcast
+    against ``x[..., :hs/2]`` (e.g. x (B, nh, T, hs) with tables (T, hs/2))."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -76,12 +77,14 @@ class CausalSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, KV]:
         B, T, C = x.shape
         hs = C // self.n_head
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 × (B, T, C)
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        if rope is not None:  # the tables are already cut to this chunk's positions
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, hs)  # q, k, v side by side: (B, T, 3, nh, hs)
+        if rope is None:
+            q, k, v = qkv.unbind(dim=2)  # 3 × (B, T, nh, hs)
+        else:  # rotate q and k in one go (half the small ops of rotating each); tables (T, hs/2) -> (T, 1, 1, hs/2)
+            cos, sin = rope
+            q, k = apply_rope(qkv[:, :, :2], cos[:, None, None, :], sin[:, None, None, :]).unbind(dim=2)
+            v = qkv[:, :, 2]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # 3 × (B, nh, T, hs)
         mask = None
         if past is not None:
             past_len = past[0].shape[2]

@@ -23,6 +23,8 @@ from shiftstudio.gui.settings import Settings
 
 log = logging.getLogger(__name__)
 
+FIRST_PAINT_TIMEOUT_MS = 1500
+
 
 def seconds_since_process_start() -> float | None:
     """Wall time since this process started (Linux), for the startup log line."""
@@ -48,7 +50,13 @@ def application() -> QApplication:
 
 
 def create_window(run_dir: str | None = None, corpus: list[str] | None = None, settings: Settings | None = None) -> MainWindow:
-    """Show the window now; build the panes and open things on the next event-loop turn."""
+    """Show the window now; build the panes and open things once it has been painted.
+
+    Waiting for the first paint (not just the next event-loop turn) matters:
+    the window system's expose event comes after timers that are already due,
+    so a zero-delay timer would build the panes (pyqtgraph, ~0.5 s) and start
+    the device probe (torch) before anything is on screen.
+    """
     app = application()
     settings = settings or Settings()
     style.apply_theme(app, settings.get("theme", "system"))
@@ -60,12 +68,18 @@ def create_window(run_dir: str | None = None, corpus: list[str] | None = None, s
         log.info("window shown %.0f ms after the process started", elapsed * 1000)
 
     def finish() -> None:
+        if window.panes:
+            return
+        elapsed = seconds_since_process_start()
+        if elapsed is not None:
+            log.info("window painted %.0f ms after the process started", elapsed * 1000)
         t0 = time.perf_counter()
         window.build()
         window.start(run_dir=run_dir, corpus=corpus)
         log.info("panes built in %.0f ms", (time.perf_counter() - t0) * 1000)
 
-    QTimer.singleShot(0, finish)
+    window.painted.connect(finish)
+    QTimer.singleShot(FIRST_PAINT_TIMEOUT_MS, window, finish)  # a window never painted (minimised) still loads
     return window
 
 

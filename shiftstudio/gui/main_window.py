@@ -50,6 +50,7 @@ def process_memory() -> int:
 
 class MainWindow(QMainWindow):
     built = Signal()  # the panes exist (after the first show)
+    painted = Signal()  # the window has been painted once (emitted once, on the next event-loop turn)
 
     def __init__(self, settings: Settings | None = None, ctx: PaneContext | None = None):
         super().__init__()
@@ -59,6 +60,7 @@ class MainWindow(QMainWindow):
         self.docks: dict[str, QDockWidget] = {}
         self._default_config = True  # nothing chose the settings yet (GPU preset may replace them)
         self._close_after_stop = False
+        self._painted = False
         self.setObjectName("main_window")
         self.setWindowTitle("ShiftStudio")
         self.setWindowIcon(style.app_icon())
@@ -400,6 +402,14 @@ class MainWindow(QMainWindow):
                 text += f" · GPU {human_bytes(torch.cuda.memory_allocated())}"
         self.memory_label.setText(text)
 
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().paintEvent(event)
+        if not self._painted:
+            self._painted = True
+            # after the children have painted and the frame is out; the context object (self) cancels the
+            # timer if the window is deleted first
+            QTimer.singleShot(0, self, self.painted.emit)
+
     # -- closing -------------------------------------------------------------
     def confirm_stop_on_close(self) -> bool:
         """Ask whether to stop the run (tests replace this method)."""
@@ -430,7 +440,7 @@ class MainWindow(QMainWindow):
 
     def _on_runs_thread_finished(self) -> None:
         if self._close_after_stop:
-            QTimer.singleShot(0, self.close)
+            QTimer.singleShot(0, self, self.close)
 
     def save_settings(self) -> None:
         s = self.settings

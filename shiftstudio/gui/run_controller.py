@@ -81,7 +81,7 @@ def _read_run(run_dir: Path) -> Callable:
         from shiftstudio.core.run import load_run_config
 
         config = load_run_config(run_dir)
-        return run_dir, config, read_metrics(run_dir, ("train", "eval"))
+        return run_dir, config, read_metrics(run_dir, ("train", "eval", "sample"))
 
     return work
 
@@ -282,7 +282,7 @@ class RunController(QObject):
     def _on_open_task_succeeded(self, result: tuple) -> None:
         run_dir, config, records = result
         self.run_dir, self.run_config = run_dir, config
-        steps = [int(r.get("step", 0)) for r in records]
+        steps = [int(r.get("step", 0)) for r in records if r.get("kind") in ("train", "eval")]
         self.step = max(steps, default=0)
         self.max_iters = config.train.max_iters
         self.config.load(config)

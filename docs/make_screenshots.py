@@ -1,0 +1,111 @@
+"""Screenshots of every pane, from the real app after a short real training run.
+
+Run under Xvfb (Debian's ``xvfb``)::
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py
+
+It opens the sample corpus with the ``cpu-tiny`` preset (fewer steps, so it
+takes about a minute on a laptop CPU), presses Start, waits for the run to
+finish and saves ``docs/screenshots/<pane>-<theme>.png`` for each pane, in the
+light theme and then, switched live, the dark one. Settings and runs go to a
+temporary ``SHIFTSTUDIO_HOME``, never the real profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "screenshots"
+RUN = {
+    "max_iters": 500, "lr_decay_iters": 500, "warmup_iters": 40, "eval_interval": 100, "eval_iters": 10,
+    "log_interval": 5, "learning_rate": 2e-3, "min_lr": 2e-4, "device": "cpu", "dtype": "float32",
+}
+
+
+def wait_until(app, condition, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise SystemExit(f"timed out waiting for {what}")
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def settle(app, seconds: float = 0.4) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--themes", default="light,dark", help="comma-separated: light, dark")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--size", default="1480x900", help="window size, WxH")
+    args = parser.parse_args()
+    os.environ.setdefault("SHIFTSTUDIO_HOME", tempfile.mkdtemp(prefix="shiftstudio-shots-"))
+    sys.path.insert(0, str(ROOT))
+
+    from shiftstudio.gui import style
+    from shiftstudio.gui.app import application, create_window
+    from shiftstudio.gui.settings import Settings
+
+    themes = [t.strip() for t in args.themes.split(",") if t.strip()]
+    app = application()
+    settings = Settings()
+    settings.set("theme", themes[0])
+    window = create_window(settings=settings)
+    width, height = (int(v) for v in args.size.split("x"))
+    window.resize(width, height)
+    window.move(20, 20)
+    ctx = window.ctx
+    wait_until(app, lambda: bool(window.panes), 30, "the panes")
+    wait_until(app, lambda: ctx.session.corpus is not None, 120, "the sample corpus")
+    wait_until(app, lambda: ctx.session.tokenizer is not None, 120, "the tokenizer")
+    wait_until(app, lambda: ctx.session.device is not None, 120, "the device probe")
+    ctx.config.load_flat(RUN)
+    assert ctx.config.is_valid, ctx.config.error
+    assert ctx.runs.start(), "Start is disabled"
+    wait_until(app, lambda: ctx.runs.state in ("finished", "stopped", "failed"), 900, "the run")
+    if ctx.runs.state == "failed":
+        raise SystemExit("the run failed: " + window.panes["train"].messages.text())
+    train = window.panes["train"]
+    curves = train.curves
+    curves.refresh()
+    settle(app)
+    # hover read-out in the middle of the run, as a user would see it
+    curves.show_readout_at(float(ctx.runs.metrics.steps["step"][len(ctx.runs.metrics.steps) * 2 // 3]))
+    tok = window.panes["tokenizer"]
+    tok.try_edit.setPlainText("ROMEO:\nBut, soft! what light through yonder window breaks?")
+    args.out.mkdir(parents=True, exist_ok=True)
+    # (left pane raised, bottom pane raised, file name)
+    shots = [("corpus", "inspector", "corpus"), ("tokenizer", "inspector", "tokenizer"), ("model", "generate", "model")]
+    for theme in themes:
+        style.apply_theme(app, theme)
+        settle(app, 0.5)
+        for left, bottom, name in shots:
+            window.docks[left].show()
+            window.docks[left].raise_()
+            window.docks[bottom].raise_()
+            settle(app, 0.6)
+            path = args.out / f"{name}-{theme}.png"
+            window.grab().save(str(path), "PNG")
+            print("saved", path)
+        path = args.out / f"train-{theme}.png"
+        curves.export_png(str(path))
+        print("saved", path)
+    window.close()
+    ctx.runs.shutdown()
+    ctx.session.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
