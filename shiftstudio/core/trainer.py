@@ -84,6 +84,10 @@ class Trainer:
         self._unpaused.set()
         self._checkpoint_flag = threading.Event()
         self._metrics = MetricsLog(self.run_dir)
+        self.view_row: int | None = None  # the batch row the inspector shows; None = a different one each time
+        self._snapshot_lock = threading.Lock()
+        self._snapshot_waiters: list[tuple[threading.Event, list]] = []
+        self._running = False
 
     # -- control (any thread) ------------------------------------------------------
     def pause(self) -> None:
@@ -104,6 +108,51 @@ class Trainer:
     def paused(self) -> bool:
         return not self._unpaused.is_set()
 
+    def set_view_row(self, row: int | None) -> None:
+        """Which row of the batch the batch views show (taken modulo the batch size); None cycles through them."""
+        self.view_row = None if row is None else max(0, int(row))
+
+    def snapshot(self, timeout: float = 60.0) -> tuple[Any, Any, int]:
+        """From another thread: ``(model, tokenizer, step)``, an independent float32 CPU copy of the weights taken
+        at the next step boundary (served while paused too), for sampling from a run that is still training.
+
+        Raises :class:`~shiftstudio.core.checkpoint.RunError` when the run is not training or does not reach a
+        step boundary within ``timeout`` seconds.
+        """
+        done, box = threading.Event(), []
+        with self._snapshot_lock:
+            if not self._running:
+                raise ckpt.RunError("the run is not training: pick one of its checkpoints instead of the live weights")
+            self._snapshot_waiters.append((done, box))
+        if not done.wait(timeout):
+            with self._snapshot_lock:
+                if (done, box) in self._snapshot_waiters:
+                    self._snapshot_waiters.remove((done, box))
+            raise ckpt.RunError(f"training did not reach a step boundary within {timeout:g} s to copy its weights")
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def _serve_snapshots(self, error: BaseException | None = None) -> None:
+        with self._snapshot_lock:
+            waiters, self._snapshot_waiters = self._snapshot_waiters, []
+            if error is not None:
+                self._running = False
+        if not waiters:
+            return
+        if error is None:
+            from shiftstudio.core.sampler import clone_model
+
+            try:
+                result: Any = (clone_model(self.model), self.store.tokenizer, self.step)
+            except (RuntimeError, MemoryError) as exc:  # out of memory: the sampler fails, training goes on
+                result = ckpt.RunError(f"could not copy the weights: {str(exc).splitlines()[0]}")
+        else:
+            result = error
+        for done, box in waiters:
+            box.append(result)
+            done.set()
+
     # -- the loop --------------------------------------------------------------------
     def run(self) -> Iterator[Report]:
         self._session_start = time.perf_counter()
@@ -111,12 +160,15 @@ class Trainer:
         self._paused_s = 0.0
         try:
             self._setup()
+            with self._snapshot_lock:
+                self._running = True
             yield from self._loop()
         except _Stop as stop:
             yield self._emit(stop.report)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a report
             yield self._emit(self._failure(exc))
         finally:
+            self._serve_snapshots(ckpt.RunError("the run ended before its weights could be copied: pick a checkpoint"))
             self._teardown()
 
     def _failure(self, exc: Exception) -> FailedReport:
@@ -270,6 +322,8 @@ class Trainer:
                     self._checkpoint_flag.clear()
                     if self.last_saved != self.step:
                         yield from self._save()
+                if self._snapshot_waiters:  # served while paused too
+                    self._serve_snapshots()
                 if self._unpaused.is_set():
                     break
                 waited = time.perf_counter()
@@ -297,7 +351,7 @@ class Trainer:
                 ))
                 clock, interval_steps, excluded = time.perf_counter(), 0, 0.0
                 b = self._last_batch  # the raw model: a compiled one would recompile for a single row
-                yield batch_view(self.model, b.x, b.y, b.mask, (self.step // tc.log_interval) % b.x.shape[0], self.step, self.autocast)
+                yield batch_view(self.model, b.x, b.y, b.mask, self._view_row(b.x.shape[0]), self.step, self.autocast)
             # -- evaluation and checkpoints -----------------------------------------------------
             t = time.perf_counter()
             early_stop = False
@@ -310,6 +364,10 @@ class Trainer:
                 yield from self._finish("early_stop")
                 return
         yield from self._finish("completed")
+
+    def _view_row(self, rows: int) -> int:
+        row = self.view_row
+        return (self.step // self.config.train.log_interval) % rows if row is None else row % rows
 
     def _check_finite(self) -> list[float]:
         """Fetch the pending losses (one sync); end the run if one is NaN or infinite."""

@@ -433,6 +433,10 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Stopping: saving a checkpoint before quitting…")
             return
         runs.wait(30_000)  # a run that just ended: its thread is on its last lines
+        for pane in self.panes.values():  # panes with threads of their own (the playground's sampler)
+            shutdown = getattr(pane, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
         self.save_settings()
         self.ctx.session.shutdown()
         runs.shutdown()

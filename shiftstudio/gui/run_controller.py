@@ -122,6 +122,7 @@ class RunController(QObject):
         self._thread: QThread | None = None
         self._worker: TrainingWorker | None = None
         self._open_task: Task | None = None
+        self._view_row: int | None = None
         self.start_action = self._action("Start training", "train_start_action", "F5", self.start)
         self.pause_action = self._action("Pause", "train_pause_action", "F6", self.toggle_pause)
         self.stop_action = self._action("Stop", "train_stop_action", "Shift+F5", self.stop)
@@ -213,6 +214,7 @@ class RunController(QObject):
         thread = QThread()
         thread.setObjectName("training")
         worker = TrainingWorker(opener)
+        worker.set_view_row(self._view_row)
         worker.moveToThread(thread)
         worker.prepare_progressed.connect(self._on_worker_prepare_progressed)
         worker.run_started.connect(self._on_worker_run_started)
@@ -254,6 +256,18 @@ class RunController(QObject):
     def save_checkpoint(self) -> None:
         if self._worker is not None and self.state == RUNNING:
             self._worker.request_checkpoint()
+
+    def set_view_row(self, row: int | None) -> None:
+        """The batch row the inspector follows (None: a different row at each log point); kept across runs."""
+        self._view_row = row
+        if self._worker is not None:
+            self._worker.set_view_row(row)
+
+    @property
+    def snapshot_provider(self) -> Callable[[], Any] | None:
+        """While a run is active: a callable (for another thread) returning ``(model, tokenizer, step)``, a copy
+        of the live weights taken between two steps. None when nothing trains."""
+        return self._worker.snapshot if self._worker is not None else None
 
     def wait(self, ms: int = 60_000) -> bool:
         """Block until the training thread has ended (only when the app quits)."""

@@ -310,6 +310,7 @@ class TrainingWorker(QObject):
         self._open_trainer = open_trainer
         self._lock = threading.Lock()
         self._trainer: TrainerLike | None = None
+        self._view_row: int | None = None
         self._stop = threading.Event()
         self._batcher = StepBatcher(self.steps_logged.emit, step_interval)
         self._signals = {
@@ -345,6 +346,22 @@ class TrainingWorker(QObject):
             if self._trainer is not None:
                 self._trainer.request_checkpoint()
 
+    def set_view_row(self, row: int | None) -> None:
+        with self._lock:
+            self._view_row = row
+            if self._trainer is not None and hasattr(self._trainer, "set_view_row"):
+                self._trainer.set_view_row(row)
+
+    def snapshot(self, timeout: float = 60.0) -> Any:
+        """From a thread other than this worker's: ``(model, tokenizer, step)`` copied at the next step boundary."""
+        with self._lock:
+            trainer = self._trainer
+        if trainer is None or not hasattr(trainer, "snapshot"):
+            from shiftstudio.core.checkpoint import RunError
+
+            raise RunError("training has not started yet: try again in a moment, or pick a checkpoint")
+        return trainer.snapshot(timeout)  # blocks the caller's thread, never this lock
+
     # -- the loop (worker thread) --------------------------------------------
     @Slot()
     def run(self) -> None:
@@ -354,6 +371,8 @@ class TrainingWorker(QObject):
             trainer = self._open_trainer(progress, self._stop.is_set)
             with self._lock:
                 self._trainer = trainer
+                if self._view_row is not None and hasattr(trainer, "set_view_row"):
+                    trainer.set_view_row(self._view_row)
                 if self._stop.is_set():
                     trainer.stop()
             for report in trainer.run():

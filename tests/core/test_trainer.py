@@ -274,3 +274,53 @@ def test_gpu_bf16_autocast_and_compile(store: TokenStore, tmp_path: Path) -> Non
     assert math.isfinite(evals[-1].val_loss) and evals[-1].val_loss < math.log(store.vocab_size)
     resumed = run_all(Trainer(run_dir, store, max_iters=40))  # resume onto the GPU from safetensors
     assert resumed[0].resumed and resumed[-1].kind == "finished" and resumed[-1].step == 40
+
+
+def test_view_row_follows_the_request_and_cycles_without_one(store: TokenStore, tmp_path: Path) -> None:
+    run_dir = make_run(store, tmp_path / "run", max_iters=20, log_interval=1, eval_interval=1000)
+    trainer = Trainer(run_dir, store)
+    rows = []
+    for r in trainer.run():
+        if r.kind == "batch":
+            rows.append(r.row)
+            if r.step == 8:
+                trainer.set_view_row(6)  # beyond the batch of 4: taken modulo
+            if r.step == 14:
+                trainer.set_view_row(None)
+    assert len(set(rows[:8])) == 4  # cycles through all four rows of the batch
+    assert rows[8:14] == [2] * 6
+    assert len(set(rows[14:])) > 1
+
+
+def test_snapshot_copies_the_live_weights_between_steps(store: TokenStore, tmp_path: Path) -> None:
+    from shiftstudio.core.checkpoint import RunError
+    from shiftstudio.core.sampler import Generation, SamplingSettings
+
+    run_dir = make_run(store, tmp_path / "run", max_iters=100_000, log_interval=1, eval_interval=100_000)
+    trainer = Trainer(run_dir, store)
+    with pytest.raises(RunError, match="not training"):
+        trainer.snapshot(timeout=1)
+    reports: queue.Queue = queue.Queue()
+    thread = threading.Thread(target=lambda: [reports.put(r) for r in trainer.run()], daemon=True)
+    thread.start()
+    while reports.get(timeout=30).kind != "train":
+        pass
+    model, tokenizer, step = trainer.snapshot(timeout=30)
+    assert step >= 1 and tokenizer.vocab_size == store.vocab_size
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert all(v.device.type == "cpu" and v.dtype == torch.float32 for v in before.values())
+    while reports.get(timeout=30).step < step + 3:  # training goes on: the copy does not move with it
+        pass
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    live = trainer.model.state_dict()
+    assert any(not torch.equal(before[k], live[k].float()) for k in before)
+    text = "".join(t.text for t in Generation(model, tokenizer, "a", SamplingSettings(max_new_tokens=8, seed=1)))
+    assert len(text) > 0
+    trainer.pause()  # served while paused as well
+    time.sleep(0.2)
+    assert trainer.snapshot(timeout=10)[2] >= step + 3
+    trainer.stop()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    with pytest.raises(RunError, match="not training"):
+        trainer.snapshot(timeout=1)

@@ -34,9 +34,8 @@ PANES: list[PaneSpec] = [
     PaneSpec("tokenizer", "Tokenizer", "shiftstudio.gui.panes.tokenizer:TokenizerPane", "left", "Ctrl+2"),
     PaneSpec("model", "Model & training", "shiftstudio.gui.panes.model:ModelPane", "left", "Ctrl+3"),
     PaneSpec("train", "Train", "shiftstudio.gui.panes.train:TrainPane", "center", "Ctrl+4"),
-    # Room for later issues: swap the placeholder for the real pane (same key, same place).
-    PaneSpec("inspector", "Batch inspector", "shiftstudio.gui.panes.placeholder:InspectorPlaceholder", "bottom", "Ctrl+5"),
-    PaneSpec("generate", "Generate", "shiftstudio.gui.panes.placeholder:GeneratePlaceholder", "bottom", "Ctrl+6"),
+    PaneSpec("inspector", "Batch inspector", "shiftstudio.gui.panes.inspector:InspectorPane", "bottom", "Ctrl+5"),
+    PaneSpec("generate", "Generate", "shiftstudio.gui.panes.generate:GeneratePane", "bottom", "Ctrl+6"),
 ]
 
 

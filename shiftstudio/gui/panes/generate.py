@@ -93,13 +93,13 @@ class GenerationWorker(QObject):
             self.done.emit()
 
     def _load(self, source: Source):
-        from shiftstudio.core.sampler import clone_model, load_model
+        from shiftstudio.core.sampler import load_model
 
         if source.checkpoint == LIVE:
             if self.snapshot is None:
                 raise ValueError("no training is running: pick a checkpoint instead of the live weights")
-            model, tokenizer, step = self.snapshot()
-            return clone_model(model), tokenizer, f"live weights at step {step}"
+            model, tokenizer, step = self.snapshot()  # already an independent CPU copy
+            return model, tokenizer, f"live weights at step {step}"
         model, tokenizer, meta = load_model(source.run_dir, source.checkpoint, ema=source.ema)
         return model, tokenizer, f"step {meta['step']}" + (" (EMA)" if source.ema else "")
 
