@@ -9,9 +9,13 @@ median over windows. Ours is the full engine (``Trainer.run()`` with its
 reports, batch views and metrics log at ``log_interval=10``); evaluation is
 kept out of the timed windows, as the reference has none there either.
 
-    python benchmarks/bench_train.py [--steps 600] [--window 50] [--threads N] [--quick]
+    python benchmarks/bench_train.py [--steps 600] [--window 50] [--threads N] [--pos rope] [--views] [--quick]
 
-Prints ms/iter and tokens/s of both and their ratio, and writes the numbers
+With ``--views`` a third contender joins the turns: our engine with its batch
+views (the inspector's per-row loss and top-5 at every log point) switched
+off, to show what they cost.
+
+Prints ms/iter and tokens/s of each and the ratios, and writes the numbers
 to ``benchmarks/results/train-<time>.json``.
 """
 
@@ -46,7 +50,7 @@ LOG_INTERVAL = BABY["log_interval"]
 class Ours:
     """Our engine, driven one window at a time; only the time spent inside the engine is counted."""
 
-    def __init__(self, workdir: Path, max_iters: int, threads: int, pos: str = "learned") -> None:
+    def __init__(self, workdir: Path, max_iters: int, threads: int, pos: str = "learned", batch_views: bool = True) -> None:
         from shiftstudio.config import RunConfig
         from shiftstudio.core.run import create_run
         from shiftstudio.core.tokens import prepare
@@ -59,7 +63,7 @@ class Ours:
         })
         store = prepare(config.data, out_dir=workdir / "store")
         self.run_dir = create_run(config, store, workdir / "run")
-        self.reports = Trainer(self.run_dir, store).run()
+        self.reports = Trainer(self.run_dir, store, batch_views=batch_views).run()
         self.tokens_per_step = BABY["batch_size"] * BABY["block_size"]
         self.losses: list[float] = []
 
@@ -103,6 +107,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for both (0 = torch's default)")
     ap.add_argument("--pos", choices=["learned", "rope"], default="learned",
                     help="our positions (the reference always uses learned ones, as nanoGPT)")
+    ap.add_argument("--views", action="store_true",
+                    help="also time our engine without batch views, to measure what the inspector's data costs")
     ap.add_argument("--quick", action="store_true", help="200 steps in windows of 20: a fast sanity check")
     ap.add_argument("--out", type=Path, default=None, help="where to write the JSON (default benchmarks/results/)")
     args = ap.parse_args()
@@ -117,18 +123,23 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         os.environ.setdefault("SHIFTSTUDIO_HOME", str(Path(tmp) / "home"))
-        ours = Ours(Path(tmp), args.warmup + windows * args.window + LOG_INTERVAL, threads, args.pos)
+        iters = args.warmup + windows * args.window + LOG_INTERVAL
+        ours = Ours(Path(tmp) / "a", iters, threads, args.pos)
+        bare = Ours(Path(tmp) / "b", iters, threads, args.pos, batch_views=False) if args.views else None
         ref = Reference()
-        ref.window(args.warmup)
-        ours.window(args.warmup)
-        ref_ms, our_ms = [], []
+        contenders = [("reference", ref, []), ("ours", ours, [])] + ([("no views", bare, [])] if bare else [])
+        for _, trainer, _ in contenders:
+            trainer.window(args.warmup)
         for i in range(windows):
-            # alternate who goes first, so neither always follows the other's cache state
-            order = ((ref, ref_ms), (ours, our_ms)) if i % 2 == 0 else ((ours, our_ms), (ref, ref_ms))
-            for trainer, sink in order:
+            # rotate who goes first, so none always follows another's cache state
+            k = i % len(contenders)
+            for _, trainer, sink in contenders[k:] + contenders[:k]:
                 sink.append(1000 * trainer.window(args.window) / args.window)
-            print(f"window {i + 1:>3}/{windows}: reference {ref_ms[-1]:6.1f} ms/iter   ours {our_ms[-1]:6.1f} ms/iter", flush=True)
-        ours.close()
+            line = "   ".join(f"{name} {sink[-1]:6.1f}" for name, _, sink in contenders)
+            print(f"window {i + 1:>3}/{windows} (ms/iter): {line}", flush=True)
+        for _, trainer, _ in contenders[1:]:
+            trainer.close()
+        ref_ms, our_ms = contenders[0][2], contenders[1][2]
 
     tokens = BABY["batch_size"] * BABY["block_size"]
     ref_med, our_med = statistics.median(ref_ms), statistics.median(our_ms)
@@ -146,13 +157,26 @@ def main() -> int:
         "speedup_best_window": ref_best / our_best,
     }
     result["reference"]["best_ms_per_iter"], result["ours"]["best_ms_per_iter"] = ref_best, our_best
+    names = ["reference", "ours"]
+    if bare is not None:
+        bare_ms = contenders[2][2]
+        bare_med = statistics.median(bare_ms)
+        result["ours_without_batch_views"] = {
+            "ms_per_iter": bare_med, "tokens_per_s": 1000 * tokens / bare_med, "windows_ms": bare_ms,
+            "best_ms_per_iter": min(bare_ms), "last_loss": bare.losses[-1],
+        }
+        result["batch_views_cost"] = our_med / bare_med - 1  # share of step time the views add
+        names.append("ours_without_batch_views")
     print()
-    print(f"{'':12} {'ms/iter':>9} {'tokens/s':>10} {'best ms/iter':>13} {'loss@end':>9}")
-    for name in ("reference", "ours"):
+    print(f"{'':25} {'ms/iter':>9} {'tokens/s':>10} {'best ms/iter':>13} {'loss@end':>9}")
+    for name in names:
         r = result[name]
-        print(f"{name:12} {r['ms_per_iter']:9.1f} {r['tokens_per_s']:10,.0f} {r['best_ms_per_iter']:13.1f} {r['last_loss']:9.4f}")
+        print(f"{name:25} {r['ms_per_iter']:9.1f} {r['tokens_per_s']:10,.0f} {r['best_ms_per_iter']:13.1f} {r['last_loss']:9.4f}")
     print(f"ours / reference speed: {result['speedup']:.3f}x median, {result['speedup_best_window']:.3f}x best window "
           f"({threads} thread(s), {windows} windows of {args.window} steps each)")
+    if bare is not None:
+        print(f"batch views cost {100 * result['batch_views_cost']:+.1f}% of step time "
+              f"(with {result['ours']['tokens_per_s']:,.0f} vs without {result['ours_without_batch_views']['tokens_per_s']:,.0f} tokens/s)")
     out = args.out or ROOT / "benchmarks" / "results" / f"train-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

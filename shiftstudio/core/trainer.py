@@ -67,7 +67,8 @@ class Trainer:
     """
 
     def __init__(
-        self, run_dir: str | Path, store: Any | None = None, *, max_iters: int | None = None, sample_prompt: str | None = None
+        self, run_dir: str | Path, store: Any | None = None, *, max_iters: int | None = None, sample_prompt: str | None = None,
+        batch_views: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.record = load_run(self.run_dir)
@@ -77,6 +78,7 @@ class Trainer:
         if self.max_iters < 1:
             raise ConfigError(f"max_iters must be at least 1, got {self.max_iters}")
         self.sample_prompt = sample_prompt
+        self.batch_views = batch_views  # a BatchViewReport at every log point (for the inspector)
         self.step = 0
         self.tokens = 0
         self._stop_flag = threading.Event()
@@ -351,7 +353,8 @@ class Trainer:
                 ))
                 clock, interval_steps, excluded = time.perf_counter(), 0, 0.0
                 b = self._last_batch  # the raw model: a compiled one would recompile for a single row
-                yield batch_view(self.model, b.x, b.y, b.mask, self._view_row(b.x.shape[0]), self.step, self.autocast)
+                if self.batch_views:
+                    yield batch_view(self.model, b.x, b.y, b.mask, self._view_row(b.x.shape[0]), self.step, self.autocast)
             # -- evaluation and checkpoints -----------------------------------------------------
             t = time.perf_counter()
             early_stop = False

@@ -324,3 +324,15 @@ def test_snapshot_copies_the_live_weights_between_steps(store: TokenStore, tmp_p
     assert not thread.is_alive()
     with pytest.raises(RunError, match="not training"):
         trainer.snapshot(timeout=1)
+
+
+def test_samples_and_batch_views_do_not_change_the_training(store: TokenStore, tmp_path: Path) -> None:
+    """The inspector's data and the eval samples run on the side: same seed, same losses to the last bit."""
+    plain = make_run(store, tmp_path / "plain", dropout=0.1)
+    watched = make_run(store, tmp_path / "watched", dropout=0.1)
+    bare = run_all(Trainer(plain, store, batch_views=False))
+    full = run_all(Trainer(watched, store, sample_prompt="ROMEO:"))
+    assert "batch" not in kinds(bare) and "sample" not in kinds(bare)
+    assert kinds(full).count("batch") == 4 and kinds(full).count("sample") == 2
+    assert losses_by_step(plain) == losses_by_step(watched)
+    assert [r.val_loss for r in bare if r.kind == "eval"] == [r.val_loss for r in full if r.kind == "eval"]
