@@ -405,10 +405,17 @@ def clone_model(model: GPT, device: str | torch.device = "cpu") -> GPT:
     """An independent copy of ``model``'s weights (call it between training steps):
     generation on the copy never reads tensors the training thread is changing."""
     model = getattr(model, "_orig_mod", model)
-    copy = GPT(model.config, model.vocab_size)
-    state = {k: v.detach().to(device=device, dtype=torch.float32, copy=True) for k, v in model.state_dict().items()}
-    copy.load_state_dict(state)
-    return copy.to(device).eval()
+    # built on the meta device: no random initialisation, so the training's RNG stream is left exactly as it was
+    # (a snapshot must not change the run) and a big model is not initialised only to be overwritten
+    with torch.device("meta"):
+        copy = GPT(model.config, model.vocab_size)
+    copy = copy.to_empty(device=device)
+    with torch.no_grad():
+        source = dict(model.named_buffers())
+        for name, buffer in copy.named_buffers():  # derived tables (rotary angles), not in the state dict
+            buffer.copy_(source[name])
+        copy.load_state_dict({k: v.detach().float() for k, v in model.state_dict().items()})
+    return copy.eval()
 
 
 def load_model(

@@ -336,3 +336,33 @@ def test_samples_and_batch_views_do_not_change_the_training(store: TokenStore, t
     assert kinds(full).count("batch") == 4 and kinds(full).count("sample") == 2
     assert losses_by_step(plain) == losses_by_step(watched)
     assert [r.val_loss for r in bare if r.kind == "eval"] == [r.val_loss for r in full if r.kind == "eval"]
+
+
+def test_sampling_from_live_snapshots_leaves_the_run_unchanged(store: TokenStore, tmp_path: Path) -> None:
+    """Generating while training (the playground's live weights): same seed, same losses as a run left alone."""
+    from shiftstudio.core.sampler import Generation, SamplingSettings
+
+    alone = make_run(store, tmp_path / "alone", dropout=0.1, log_interval=1, max_iters=30)
+    watched = make_run(store, tmp_path / "watched", dropout=0.1, log_interval=1, max_iters=30)
+    run_all(Trainer(alone, store))
+    trainer = Trainer(watched, store)
+    results: list = []
+
+    def sample_live() -> None:  # the playground's worker thread: copy the weights, then sample beside training
+        model, tokenizer, step = trainer.snapshot(timeout=30)
+        text = "".join(t.text for t in Generation(model, tokenizer, "a", SamplingSettings(max_new_tokens=20, seed=3)))
+        results.append((step, text))
+
+    askers = []
+    for report in trainer.run():
+        if report.kind == "train" and report.step % 7 == 0:
+            askers.append(threading.Thread(target=sample_live))
+            askers[-1].start()
+            deadline = time.monotonic() + 10
+            while not trainer._snapshot_waiters and time.monotonic() < deadline:
+                time.sleep(0.005)  # the request is in: the next step boundary serves it
+    for asker in askers:
+        asker.join(timeout=30)
+    assert sorted(step for step, _ in results) == [7, 14, 21, 28]
+    assert all(text for _, text in results)
+    assert losses_by_step(alone) == losses_by_step(watched)
