@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from shiftstudio.core.model import GPT, apply_rope
+from shiftstudio.core.model import GPT
 from shiftstudio.core.tokenizer import TextTokenizer
 
 TOP_ALTERNATIVES = 5
@@ -164,6 +164,17 @@ class Decoder:
         ]
         self.ln_f = _norm_fn(model.ln_f)
         self.unembedding = model.unembedding[: model.vocab_size]  # (V, C): padding rows never scored
+        self.rope = None
+        if model.wpe is None:
+            # Rotary tables for q, k and v side by side, (block, 3, 1, hs): rotating the whole fused qkv output
+            # as x * cos + swap_halves(x) * sin is three operations for the three, and v passes unchanged
+            # (cos 1, sin 0), so keys and values still go into the cache in one copy.
+            cos, sin = model.rope_cos, model.rope_sin  # (block, hs/2)
+            one, zero = torch.ones_like(cos), torch.zeros_like(sin)
+            self.rope = (
+                torch.stack([torch.cat([cos, cos], -1), torch.cat([cos, cos], -1), torch.cat([one, one], -1)], 1)[:, :, None],
+                torch.stack([torch.cat([-sin, sin], -1), torch.cat([-sin, sin], -1), torch.cat([zero, zero], -1)], 1)[:, :, None],
+            )
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         """Head-1 logits (B, V) of the token after ``idx`` (B, T), whose tokens take positions
@@ -176,23 +187,23 @@ class Decoder:
         nh, hs, C = self.n_head, self.hs, self.C
         x = F.embedding(idx, model.wte.weight)  # (B, T, C)
         rope = None
-        if model.wpe is not None:
+        if self.rope is None:
             x = x + model.wpe.weight[start:end]  # (T, C) broadcast over B
         else:
-            rope = (model.rope_cos[start:end], model.rope_sin[start:end])  # (T, hs/2) each
+            rope = (self.rope[0][start:end].to(x.dtype), self.rope[1][start:end].to(x.dtype))  # (T, 3, 1, hs) each
+            half = hs // 2
         mask = None
         if start > 0 and T > 1:  # query i (position start + i) sees keys 0 .. start + i
             mask = torch.ones(T, end, dtype=torch.bool, device=idx.device).tril(diagonal=start)
         causal = start == 0 and T > 1
         for layer, (ln_1, w_qkv, b_qkv, w_o, b_o, ln_2, w_fc, b_fc, w_p, b_p) in enumerate(self.layers):
-            qkv = F.linear(ln_1(x), w_qkv, b_qkv).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+            qkv = F.linear(ln_1(x), w_qkv, b_qkv).view(B, T, 3, nh, hs)
+            if rope is not None:  # x1, x2 = halves: (x1 cos - x2 sin, x2 cos + x1 sin), as apply_rope
+                swapped = torch.cat([qkv[..., half:], qkv[..., :half]], dim=-1)
+                qkv = torch.addcmul(qkv * rope[0], swapped, rope[1])
+            qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
             q = qkv[0]
-            if rope is not None:
-                q = apply_rope(q, *rope)
-                cache.kv[layer, 0, :, :, start:end] = apply_rope(qkv[1], *rope)
-                cache.kv[layer, 1, :, :, start:end] = qkv[2]
-            else:
-                cache.kv[layer, :, :, :, start:end] = qkv[1:]  # keys and values in one copy
+            cache.kv[layer, :, :, :, start:end] = qkv[1:]  # keys and values in one copy
             kv = cache.kv[layer, :, :, :, :end]  # (2, B, nh, end, hs)
             y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, is_causal=causal)  # (B, nh, T, hs)
             x = x + F.linear(y.transpose(1, 2).reshape(B, T, C), w_o, b_o)
@@ -363,7 +374,9 @@ class Generation:
                 logits = logits.float()  # (V,)
                 probs = torch.softmax(logits, dim=-1)
                 top_p, top_i = torch.topk(probs, min(TOP_ALTERNATIVES, probs.numel()))
-                filtered = apply_repetition_penalty(logits, seen.nonzero().squeeze(1), s.repetition_penalty)
+                filtered = logits
+                if s.repetition_penalty != 1.0:
+                    filtered = apply_repetition_penalty(logits, seen.nonzero().squeeze(1), s.repetition_penalty)
                 if unk is not None:
                     filtered = filtered.index_fill(0, unk, float("-inf"))  # <unk> stands for no text: never write it
                 if s.temperature > 0:
