@@ -5,9 +5,10 @@ Run under Xvfb (Debian's ``xvfb``)::
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py
 
 It opens the sample corpus with the ``cpu-tiny`` preset (fewer steps, so it
-takes about a minute on a laptop CPU), presses Start, waits for the run to
-finish and saves ``docs/screenshots/<pane>-<theme>.png`` for each pane, in the
-light theme and then, switched live, the dark one. Settings and runs go to a
+takes about a minute on a laptop CPU), presses Start, pauses at 60 % to take
+the batch inspector mid-run, lets the run finish, samples from it in the
+playground and saves ``docs/screenshots/<pane>-<theme>.png`` for each pane, in
+the light theme and then, switched live, the dark one. Settings and runs go to a
 temporary ``SHIFTSTUDIO_HOME``, never the real profile.
 """
 
@@ -73,6 +74,25 @@ def main() -> int:
     ctx.config.load_flat(RUN)
     assert ctx.config.is_valid, ctx.config.error
     assert ctx.runs.start(), "Start is disabled"
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    # the batch inspector mid-run: pause at about 60 % of the steps, show a column's details, in each theme
+    inspector = window.panes["inspector"]
+    wait_until(app, lambda: ctx.runs.step >= RUN["max_iters"] * 3 // 5 or ctx.runs.state == "failed", 900, "mid-run")
+    ctx.runs.pause()
+    wait_until(app, lambda: inspector.batch is not None, 60, "a batch view")
+    settle(app, 1.0)
+    window.docks["model"].raise_()
+    window.docks["inspector"].raise_()
+    inspector.select_column(int(inspector.batch.inputs.shape[0]) * 2 // 3)
+    for theme in themes:
+        style.apply_theme(app, theme)
+        settle(app, 0.6)
+        path = args.out / f"inspector-{theme}.png"
+        window.grab().save(str(path), "PNG")
+        print("saved", path)
+    style.apply_theme(app, themes[0])
+    ctx.runs.resume()
     wait_until(app, lambda: ctx.runs.state in ("finished", "stopped", "failed"), 900, "the run")
     if ctx.runs.state == "failed":
         raise SystemExit("the run failed: " + window.panes["train"].messages.text())
@@ -84,9 +104,19 @@ def main() -> int:
     curves.show_readout_at(float(ctx.runs.metrics.steps["step"][len(ctx.runs.metrics.steps) * 2 // 3]))
     tok = window.panes["tokenizer"]
     tok.try_edit.setPlainText("ROMEO:\nBut, soft! what light through yonder window breaks?")
-    args.out.mkdir(parents=True, exist_ok=True)
+    # the playground: a sample from the finished run, coloured by probability
+    gen = window.panes["generate"]
+    window.docks["generate"].raise_()
+    settle(app, 0.5)
+    gen.prompt.setPlainText("ROMEO:\n")
+    gen.max_tokens.setValue(240)
+    gen.seed.setValue(7)
+    gen.colour.setChecked(True)
+    assert gen.generate(), "Generate is disabled"
+    wait_until(app, lambda: not gen.running, 120, "the sample")
     # (left pane raised, bottom pane raised, file name)
-    shots = [("corpus", "inspector", "corpus"), ("tokenizer", "inspector", "tokenizer"), ("model", "generate", "model")]
+    shots = [("corpus", "inspector", "corpus"), ("tokenizer", "inspector", "tokenizer"), ("model", "generate", "model"),
+             ("model", "generate", "generate")]
     for theme in themes:
         style.apply_theme(app, theme)
         settle(app, 0.5)

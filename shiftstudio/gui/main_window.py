@@ -14,7 +14,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget, QWidget
+from PySide6.QtWidgets import (
+    QApplication, QDockWidget, QFileDialog, QFrame, QLabel, QMainWindow, QMenu, QMessageBox, QScrollArea, QTabWidget, QWidget,
+)
 
 from shiftstudio import paths
 from shiftstudio.config import ConfigError, load_preset, preset_paths
@@ -28,9 +30,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PRESET = "cpu-tiny"
 GPU_PRESET = "gpu-small"
-LAYOUT_VERSION = 2
-DEFAULT_LEFT_WIDTH = 470
-DEFAULT_BOTTOM_HEIGHT = 150
+LAYOUT_VERSION = 3  # bump when the default layout changes: a saved layout of another version is ignored
+DEFAULT_LEFT_WIDTH = 470  # at least; wider if a left pane needs it (up to 40 % of the window)
+DEFAULT_BOTTOM_SHARE = 0.36  # of the window's height, for the inspector / playground
 
 
 def process_memory() -> int:
@@ -196,7 +198,13 @@ class MainWindow(QMainWindow):
                 continue
             dock = QDockWidget(spec.title.replace("&", "&&"), self)  # '&' would be read as a shortcut mark
             dock.setObjectName(f"{spec.key}_dock")
-            dock.setWidget(pane)
+            # a pane taller or wider than its dock scrolls, so the window fits a 1366x768 laptop screen
+            scroll = QScrollArea(dock)
+            scroll.setObjectName(f"{spec.key}_scroll")
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.NoFrame)
+            scroll.setWidget(pane)
+            dock.setWidget(scroll)
             dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable | QDockWidget.DockWidgetClosable)
             self.addDockWidget(areas.get(spec.area, Qt.LeftDockWidgetArea), dock)
             if spec.area in first_in_area:
@@ -213,9 +221,11 @@ class MainWindow(QMainWindow):
         for dock in first_in_area.values():
             dock.raise_()
         if "left" in first_in_area:
-            self.resizeDocks([first_in_area["left"]], [DEFAULT_LEFT_WIDTH], Qt.Horizontal)
+            needed = max(self.panes[s.key].minimumSizeHint().width() for s in PANES if s.area == "left") + 24
+            width = min(max(DEFAULT_LEFT_WIDTH, needed), int(self.width() * 0.4))
+            self.resizeDocks([first_in_area["left"]], [width], Qt.Horizontal)
         if "bottom" in first_in_area:
-            self.resizeDocks([first_in_area["bottom"]], [DEFAULT_BOTTOM_HEIGHT], Qt.Vertical)
+            self.resizeDocks([first_in_area["bottom"]], [max(260, int(self.height() * DEFAULT_BOTTOM_SHARE))], Qt.Vertical)
         self._default_dock_state = self.saveState(LAYOUT_VERSION)
         state = self.settings.get_bytes("window_state")
         if state:

@@ -225,7 +225,7 @@ class CurvesView(QWidget):
     def _build_plots(self) -> None:
         self.graphics = pg.GraphicsLayoutWidget(self)
         self.graphics.setObjectName("plot_canvas")
-        self.graphics.setMinimumSize(420, 320)
+        self.graphics.setMinimumSize(360, 220)
         self.graphics.ci.setSpacing(4)
         self._x_axes: list[XAxis] = []
         self._cursor_lines: list[pg.InfiniteLine] = []

@@ -121,7 +121,33 @@ def test_hover_shows_probability_and_top_five(qtbot, pane: GeneratePane) -> None
     pane.colour.setChecked(False)
     fmt_cursor = view.textCursor()
     fmt_cursor.setPosition(len("ROMEO") + 1)
-    assert fmt_cursor.charFormat().background().color().alpha() == 0
+    assert fmt_cursor.charFormat().background().style() == Qt.BrushStyle.NoBrush
+    assert view.token_at(QPoint(rect.right() + 2, rect.center().y())) == 0  # still hoverable
+    assert view.toPlainText().startswith("ROMEO") and pane.output_text() == "".join(t[0] for t in view.tokens)
+
+
+def test_output_is_reshaded_for_a_new_theme(qtbot, pane: GeneratePane) -> None:
+    from PySide6.QtGui import QColor, QPalette
+
+    pane.prompt.setPlainText("ROMEO")
+    pane.max_tokens.setValue(10)
+    pane.colour.setChecked(True)
+    generate(qtbot, pane)
+    view = pane.output_a
+
+    def first_token_colours():
+        cursor = view.textCursor()
+        cursor.setPosition(len("ROMEO") + 1)
+        return cursor.charFormat().background().color(), cursor.charFormat().foreground().color()
+
+    light_bg, light_fg = first_token_colours()
+    dark = QPalette(view.palette())
+    dark.setColor(QPalette.ColorRole.Base, QColor(30, 30, 30))
+    dark.setColor(QPalette.ColorRole.Text, QColor(230, 230, 230))
+    view.setPalette(dark)
+    dark_bg, dark_fg = first_token_colours()
+    assert dark_bg.lightness() < light_bg.lightness() and dark_fg.lightness() > light_fg.lightness()
+    assert abs(dark_bg.lightness() - dark_fg.lightness()) > 100 and abs(light_bg.lightness() - light_fg.lightness()) > 100
 
 
 def test_bad_settings_and_prompts_show_a_message(qtbot, pane: GeneratePane) -> None:

@@ -165,6 +165,7 @@ class OutputView(QTextEdit):
         self.setToolTip("Generated text; hover a token to see its probability and the model's top-5 guesses")
         self.setLineWrapMode(QTextEdit.LineWrapMode.WidgetWidth)
         self.tokens: list[tuple[str, float, list]] = []
+        self.prompt = ""
         self.colour = False
         self.viewport().setMouseTracking(True)
         self.viewport().installEventFilter(self)
@@ -172,6 +173,7 @@ class OutputView(QTextEdit):
     def clear_tokens(self, prompt: str) -> None:
         self.clear()
         self.tokens.clear()
+        self.prompt = prompt
         cursor = self.textCursor()
         fmt = QTextCharFormat()
         fmt.setFontWeight(700)
@@ -187,12 +189,25 @@ class OutputView(QTextEdit):
                 continue
             fmt = QTextCharFormat()
             fmt.setProperty(TOKEN_PROPERTY, len(self.tokens) - 1)
-            if self.colour:
+            if self.colour:  # text colour set too: it stays readable on its background whatever the theme
                 fmt.setBackground(probability_colour(prob, dark))
+                fmt.setForeground(QColor(235, 235, 235) if dark else QColor(20, 20, 20))
             cursor.insertText(text, fmt)
         bar = self.verticalScrollBar()
         if bar.value() >= bar.maximum() - 40:  # follow the end unless the user scrolled up
             bar.setValue(bar.maximum())
+
+    def recolour(self) -> None:
+        """Write the output again with the current colour setting and theme (keeps the tokens)."""
+        tokens, bar = list(self.tokens), self.verticalScrollBar().value()
+        self.clear_tokens(self.prompt)
+        self.append_tokens(tokens)
+        self.verticalScrollBar().setValue(bar)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt naming
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and self.colour and self.tokens:
+            self.recolour()  # the theme changed: shades for the new background
 
     def token_at(self, pos) -> int | None:
         """Index of the generated token under viewport point ``pos`` (None over the prompt or empty space)."""
@@ -547,25 +562,8 @@ class GeneratePane(QWidget):
     def _on_colour_toggled(self, on: bool) -> None:
         for view in (self.output_a, self.output_b):
             view.colour = on
-            dark = view.palette().base().color().lightness() < 128
-            cursor = QTextCursor(view.document())
-            block = view.document().begin()
-            while block.isValid():  # re-shade the tokens already shown
-                it = block.begin()
-                while not it.atEnd():
-                    frag = it.fragment()
-                    index = frag.charFormat().property(TOKEN_PROPERTY)
-                    if index is not None:
-                        fmt = QTextCharFormat()
-                        if on:
-                            fmt.setBackground(probability_colour(view.tokens[int(index)][1], dark))
-                        else:
-                            fmt.setBackground(Qt.GlobalColor.transparent)
-                        cursor.setPosition(frag.position())
-                        cursor.setPosition(frag.position() + frag.length(), QTextCursor.MoveMode.KeepAnchor)
-                        cursor.mergeCharFormat(fmt)
-                    it += 1
-                block = block.next()
+            if view.tokens:
+                view.recolour()  # re-shade (or un-shade) the tokens already shown
 
     def copy_output(self) -> None:
         QGuiApplication.clipboard().setText(self.output_a.toPlainText())

@@ -283,26 +283,37 @@ class ColourLegend(QWidget):
         self.setToolTip("Colour scale of the target cells; grey cells are not scored (loss mask 0)")
         self.colour_by = "loss"
         self.scale = MAX_LOSS_SCALE
-        self.setMinimumSize(300, 34)
+        self.setMinimumSize(300, 24)
+
+    def _labels(self) -> tuple[str, str]:
+        return ("loss 0", f"{self.scale:.1f}+") if self.colour_by == "loss" else ("p(target) 1", "0")
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt naming
+        fm = self.fontMetrics()
+        left, right = self._labels()
+        return QSize(fm.horizontalAdvance(left + right + "not scored") + 220, 24)
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt naming
         painter = QPainter(self)
-        bar = QRectF(70, 4, self.width() - 170, 12)
+        fm = self.fontMetrics()
+        left, right = self._labels()
+        h = 20
+        left_w = fm.horizontalAdvance(left) + 6
+        grey_text_w = fm.horizontalAdvance("not scored") + 4
+        right_w = fm.horizontalAdvance("00.0+") + 8
+        bar_w = max(40, self.width() - left_w - right_w - 14 - 6 - grey_text_w - 4)
+        bar = QRectF(left_w, 4, bar_w, 12)
         gradient = QLinearGradient(bar.topLeft(), bar.topRight())
         for i in range(11):
             f = i / 10
             gradient.setColorAt(f, loss_colour(f * self.scale, self.scale) if self.colour_by == "loss" else prob_colour(1 - f))
         painter.fillRect(bar, gradient)
         painter.setPen(self.palette().text().color())
-        if self.colour_by == "loss":
-            left, right = "loss 0", f"{self.scale:.1f}+"
-        else:
-            left, right = "p(target) 1", "0"
-        painter.drawText(QRectF(0, 0, 66, 20), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, left)
-        painter.drawText(QRectF(bar.right() + 4, 0, 40, 20), Qt.AlignmentFlag.AlignVCenter, right)
-        grey = QRectF(bar.right() + 46, 4, 14, 12)
+        painter.drawText(QRectF(0, 0, left_w - 4, h), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, left)
+        painter.drawText(QRectF(bar.right() + 4, 0, right_w, h), Qt.AlignmentFlag.AlignVCenter, right)
+        grey = QRectF(bar.right() + 4 + right_w, 4, 14, 12)
         painter.fillRect(grey, QColor(190, 190, 190))
-        painter.drawText(QRectF(grey.right() + 4, 0, 80, 20), Qt.AlignmentFlag.AlignVCenter, "not scored")
+        painter.drawText(QRectF(grey.right() + 4, 0, grey_text_w, h), Qt.AlignmentFlag.AlignVCenter, "not scored")
 
 
 class InspectorPane(QWidget):
@@ -451,6 +462,14 @@ class InspectorPane(QWidget):
         self.samples.scrollToBottom()
 
     # -- controls ---------------------------------------------------------------------
+    def select_column(self, t: int | None, horizon: int = 1) -> None:
+        """Select input column ``t`` as a click would: it stays marked and its details show."""
+        self.view.select(t)
+        if t is not None:
+            rect = self.view.cell_rect(0, t)
+            self.scroll.ensureVisible(int(rect.center().x()), int(rect.center().y()), int(rect.width() * 4), 0)
+            self._show_position(horizon, t)
+
     def _on_row_changed(self, row: int) -> None:
         runs = self.runs
         if runs is not None and hasattr(runs, "set_view_row"):

@@ -25,6 +25,7 @@ from shiftstudio.gui.format import human_duration
 from shiftstudio.gui.panes import PaneContext
 from shiftstudio.gui.plots import CurvesView
 from shiftstudio.gui.run_controller import FAILED, PREPARING, STATE_TEXT
+from shiftstudio.gui.widgets.elided_label import ElidedLabel
 from shiftstudio.gui.widgets.message_bar import MessageBar
 
 MAX_SAMPLE_CHARS = 20_000
@@ -47,9 +48,8 @@ class TrainPane(QWidget):
         self.pause_button = self._tool_button(runs.pause_action, "train_pause_button")
         self.stop_button = self._tool_button(runs.stop_action, "train_stop_button")
         self.checkpoint_button = self._tool_button(runs.checkpoint_action, "train_checkpoint_button")
-        self.reason_label = QLabel("", self)
+        self.reason_label = ElidedLabel("", self)  # why Start is disabled, in one line (whole text in the tooltip)
         self.reason_label.setObjectName("train_reason_label")
-        self.reason_label.setWordWrap(True)
         self.reason_label.setProperty("role", "hint")
         self.checkpoint_label = QLabel("", self)
         self.checkpoint_label.setObjectName("train_checkpoint_label")
@@ -60,7 +60,6 @@ class TrainPane(QWidget):
         self.run_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         # Labels whose text changes during a run must not change the pane's minimum size: that would
         # resize the window and re-lay out (and repaint) every plot. A fixed minimum width does it.
-        self.reason_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         for label in (self.run_label, self.checkpoint_label):
             label.setMinimumWidth(40)
         self.progress_bar = QProgressBar(self)
@@ -93,7 +92,7 @@ class TrainPane(QWidget):
         splitter.addWidget(self.sample_text)
         splitter.setStretchFactor(0, 5)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([600, 110])
+        splitter.setSizes([600, 80])
         layout = QVBoxLayout(self)
         layout.addLayout(controls)
         layout.addWidget(self.progress_bar)
@@ -129,7 +128,7 @@ class TrainPane(QWidget):
 
     # -- controller signals --------------------------------------------------
     def _on_runs_availability_changed(self, ok: bool, why: str) -> None:
-        self.reason_label.setText("" if ok else why)
+        self.reason_label.setText("" if ok or self.runs.is_active else why)  # while a run goes, the buttons say it
         self.start_button.setToolTip(why)
 
     def _on_runs_state_changed(self, state: str) -> None:

@@ -88,7 +88,7 @@ class ConfigForm(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         if groups:
             for title, group_keys in groups:
-                box = QGroupBox(title, self)
+                box = QGroupBox(title.replace("&", "&&"), self)  # '&' would mark a shortcut
                 box.setObjectName("group_" + "".join(c if c.isalnum() else "_" for c in title.lower()))
                 box.setLayout(self._make_form(group_keys))
                 layout.addWidget(box)
