@@ -1,0 +1,193 @@
+"""The whole benchmark suite in one command: every figure beside its in-run baseline, and the ratio.
+
+    python benchmarks/run.py            # the full suite (about 15 minutes on 2 cores)
+    python benchmarks/run.py --quick    # under 2 minutes: what CI runs
+    python benchmarks/run.py --only train,generate
+
+Each benchmark runs in its own fresh process (so none pays for another's
+imports or memory), prints its own details, and writes its JSON under
+``benchmarks/results/``. This runner then prints one table of all figures
+and writes ``benchmarks/results/summary.json``.
+
+Timings on a shared machine are noisy, so nothing here fails on an absolute
+time. The quick mode fails (exit 1) only on **regression guards**: ratios off
+by a wide margin (the GUI costing more than 20 % of training speed, the KV
+cache no faster than re-running the prefix, training at under 70 % of the
+reference trainer's speed, the token store at under half a bare encode loop's
+speed) or facts that do not depend on timing (greedy output differing with and
+without the cache, torch imported before the window shows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass
+class Row:
+    figure: str
+    baseline: str
+    ours: str
+    ratio: float | None
+    bar: str
+    guard: str = ""  # non-empty: this row is a regression guard, and this says why it failed
+    failed: bool = False
+
+
+def _num(x: float, unit: str = "") -> str:
+    if x is None:
+        return "–"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+def tokenize_rows(data: dict) -> list[Row]:
+    rows = []
+    for r in data["results"]:
+        speed = r["bar"].endswith("(speed)")
+        failed = speed and r["name"].startswith("bpe") and r["ratio"] < 0.5
+        rows.append(Row(r["name"], _num(r["baseline"], " " + r["unit"]), _num(r["ours"], " " + r["unit"]), r["ratio"],
+                        r["bar"], "token store under half the speed of a bare encode loop" if failed else "", failed))
+    return rows
+
+
+def train_rows(data: dict) -> list[Row]:
+    ref, ours = data["reference"], data["ours"]
+    ratio = data["speedup"]
+    failed = ratio < 0.7
+    rows = [Row("training, baby GPT on CPU (tokens/s, median)", _num(ref["tokens_per_s"]), _num(ours["tokens_per_s"]),
+                ratio, ">= 1 (speed)", "training under 70 % of the reference trainer's speed" if failed else "", failed)]
+    if "ours_without_batch_views" in data:
+        bare = data["ours_without_batch_views"]
+        rows.append(Row("training with batch views vs without", _num(bare["tokens_per_s"]), _num(ours["tokens_per_s"]),
+                        bare["ms_per_iter"] / ours["ms_per_iter"], "≈ 1 (no cost)"))
+    return rows
+
+
+def generate_rows(data: dict) -> list[Row]:
+    rows = []
+    for r in data["results"]:
+        cache = "no cache" in r["name"]
+        failed = (cache and r["ratio"] < 1.5) or not r["identical_greedy"]
+        why = "greedy output differs" if not r["identical_greedy"] else "KV cache no faster than no cache"
+        bar = (">= 5 (speed)" if cache else ">= 1 (speed)") + ", same greedy"
+        rows.append(Row(f"{r['name']} (tok/s; 1st token {r['first_token_ms']:.0f} ms)", _num(r["baseline_tokens_per_s"]),
+                        _num(r["tokens_per_s"]), r["ratio"], bar, why if failed else "", failed))
+    return rows
+
+
+def startup_rows(data: dict) -> list[Row]:
+    r = data["results"]
+    failed = bool(r["torch_before_show"])
+    return [
+        Row("start-up: window shown (s), bare PySide6 -> app", _num(r["bare_window_s"], " s"), _num(r["app_window_s"], " s"),
+            r["bare_window_s"] / r["app_window_s"], "app < 1.5 s; torch after show",
+            "torch was imported before the window showed" if failed else "", failed),
+        Row("idle memory (RSS), bare PySide6 -> app", _num(r["bare_idle_rss_mb"], " MB"), _num(r["app_idle_rss_mb"], " MB"),
+            None, "reported"),
+    ]
+
+
+def gui_rows(data: dict) -> list[Row]:
+    r = data["results"]
+    failed = r["ratio"] < 0.8
+    rows = [Row("GUI tax: tokens/s headless -> in the window", _num(r["headless_tokens_per_s"]),
+                _num(r["window_tokens_per_s"]), r["ratio"], ">= 0.97",
+                "the GUI costs more than 20 % of training speed" if failed else "", failed)]
+    if r.get("gap_ms_p99") is not None:
+        rows.append(Row("GUI thread: 10 ms timer gaps p50 / p99 / max", "10 ms",
+                        f"{r['gap_ms_p50']:.0f} / {r['gap_ms_p99']:.0f} / {r['gap_ms_max']:.0f} ms", None, "p99 < 50 ms"))
+    rows.append(Row(f"curves with {r['points']:,} steps: redraw median / p99", "",
+                    f"{r['frame_ms_median']:.1f} / {r['frame_ms_p99']:.1f} ms", None, "< 16 ms"))
+    rows.append(Row(f"curves with {r['points']:,} steps: RSS growth", "", f"{r['rss_growth_mb']:.1f} MB", None, "< 50 MB"))
+    return rows
+
+
+@dataclass
+class Bench:
+    name: str
+    script: str
+    result: str
+    rows: object
+    quick_args: tuple[str, ...] = ("--quick",)
+    full_args: tuple[str, ...] = ()
+
+
+BENCHES = [
+    Bench("tokenize", "bench_tokenize.py", "tokenize.json", tokenize_rows),
+    Bench("train", "bench_train.py", "train.json", train_rows, ("--steps", "100", "--window", "20", "--warmup", "20", "--views"),
+          ("--views",)),
+    Bench("generate", "bench_generate.py", "generate.json", generate_rows),
+    Bench("startup", "bench_startup.py", "startup.json", startup_rows),
+    Bench("gui", "bench_gui.py", "gui.json", gui_rows),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="the short suite (under 2 minutes): what CI runs")
+    ap.add_argument("--only", default="", help="comma-separated: " + ", ".join(b.name for b in BENCHES))
+    args = ap.parse_args()
+    wanted = {w.strip() for w in args.only.split(",") if w.strip()}
+    unknown = wanted - {b.name for b in BENCHES}
+    if unknown:
+        ap.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "offscreen"), "PYTHONUNBUFFERED": "1"}
+    rows: list[Row] = []
+    problems: list[str] = []
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    for bench in BENCHES:
+        if wanted and bench.name not in wanted:
+            continue
+        result = RESULTS / bench.result
+        result.unlink(missing_ok=True)
+        extra = ["--out", str(result)] if bench.name == "train" else []
+        cmd = [sys.executable, str(ROOT / "benchmarks" / bench.script), *(bench.quick_args if args.quick else bench.full_args), *extra]
+        print(f"\n=== {bench.name}: {' '.join(cmd[1:])}", flush=True)
+        t = time.perf_counter()
+        code = subprocess.call(cmd, cwd=ROOT, env=env)
+        times[bench.name] = time.perf_counter() - t
+        if result.is_file():
+            rows += bench.rows(json.loads(result.read_text()))
+        if code != 0:
+            problems.append(f"{bench.name}: the benchmark exited with status {code}")
+        elif not result.is_file():
+            problems.append(f"{bench.name}: wrote no {result.name}")
+    total = time.perf_counter() - start
+
+    print(f"\n=== summary ({'quick' if args.quick else 'full'} suite, {total:.0f} s; "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + ")\n")
+    w = max([len(r.figure) for r in rows] + [10])
+    print(f"{'figure':<{w}}  {'baseline':>14}  {'ours':>18}  {'ratio':>7}  bar")
+    for r in rows:
+        ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
+        flag = "   << REGRESSION" if r.failed else ""
+        print(f"{r.figure:<{w}}  {r.baseline:>14}  {r.ours:>18}  {ratio:>7}  {r.bar}{flag}")
+    problems += [f"{r.figure}: {r.guard}" for r in rows if r.failed]
+    (RESULTS / "summary.json").write_text(json.dumps({
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(), "cpus": os.cpu_count(),
+        "quick": args.quick, "seconds": total, "rows": [vars(r) for r in rows], "problems": problems,
+    }, indent=2))
+    if problems:
+        print("\nbenchmark regressions:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    print("\nno regressions (ratios are reported, not judged, except the wide-margin guards)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
