@@ -200,7 +200,7 @@ class Trainer:
 
     # -- set-up --------------------------------------------------------------------
     def _setup(self) -> None:
-        cfg, tc, mc = self.config, self.config.train, self.config.model
+        tc, mc = self.config.train, self.config.model
         self.info = dev.setup(tc.device, tc.dtype, tc.num_threads)
         self.device = self.info.device
         self.autocast = dev.autocast(self.device, self.info.dtype)

@@ -1,6 +1,6 @@
 """The Generate pane: a playground that streams text sampled from a run's model.
 
-Sampling runs in a :class:`GenerationWorker` on its own ``QThread``: it loads
+Sampling runs in a :class:`~shiftstudio.gui.generation_worker.GenerationWorker` on its own ``QThread``: it loads
 the weights (a checkpoint, its EMA copy, or a snapshot of a running training
 handed over by :class:`~shiftstudio.gui.run_controller.RunController`) and
 advances one or two :class:`~shiftstudio.core.sampler.Generation` iterators a
@@ -17,237 +17,25 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QEvent, QObject, QThread, Qt, Signal, Slot
-from PySide6.QtGui import QColor, QGuiApplication, QTextCharFormat, QTextCursor
+from PySide6.QtCore import QThread, Qt
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-    QPlainTextEdit, QPushButton, QSizePolicy, QSpinBox, QSplitter, QTextEdit, QToolTip, QVBoxLayout, QWidget,
+    QPlainTextEdit, QPushButton, QSizePolicy, QSpinBox, QSplitter, QVBoxLayout, QWidget,
 )
 
 from shiftstudio import paths
+from shiftstudio.gui.generation_worker import BEST, LATEST, LIVE, GenerationWorker, Source
+from shiftstudio.gui.widgets.token_output import OutputView
 
 log = logging.getLogger(__name__)
 
-EMIT_INTERVAL_S = 1 / 30
 HISTORY_FILE = "playground-history.json"
 HISTORY_SIZE = 30
-LATEST, BEST, LIVE = "latest", "best", "live"
-TOKEN_PROPERTY = 0x100001  # QTextFormat.UserProperty + 1: index of the token under a character
-
-
-@dataclass
-class Source:
-    """Where the weights come from: a checkpoint of a run, or a live snapshot."""
-
-    run_dir: Path | None
-    checkpoint: str  # "latest" | "best" | "step-N" | "live"
-    ema: bool = False
-
-    @property
-    def label(self) -> str:
-        name = {LATEST: "latest checkpoint", BEST: "best checkpoint", LIVE: "live weights"}.get(self.checkpoint, self.checkpoint)
-        return name + (" (EMA)" if self.ema else "")
-
-
-# -- the worker ------------------------------------------------------------------
-
-
-class GenerationWorker(QObject):
-    """Loads the weights and samples, off the GUI thread; only plain data leaves it."""
-
-    loaded = Signal(int, str)  # stream index, description of the weights
-    tokens = Signal(int, object)  # stream index, list of (text, prob, top) tuples
-    finished = Signal(int, str, int, float)  # stream index, reason, tokens, seconds
-    failed = Signal(str)
-    done = Signal()
-
-    def __init__(self, sources: list[Source], prompt: str, settings: Any, snapshot: Callable[[], Any] | None = None):
-        super().__init__()
-        self.sources = sources
-        self.prompt = prompt
-        self.settings = settings
-        self.snapshot = snapshot
-        self._stop = threading.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            self._run()
-        except Exception as exc:  # noqa: BLE001 - becomes a message in the pane
-            from shiftstudio.gui.workers import describe_error
-
-            text, detail, expected = describe_error(exc)
-            if not expected:
-                log.error("generation failed:\n%s", detail)
-            self.failed.emit(text)
-        finally:
-            self.done.emit()
-
-    def _load(self, source: Source):
-        from shiftstudio.core.sampler import load_model
-
-        if source.checkpoint == LIVE:
-            if self.snapshot is None:
-                raise ValueError("no training is running: pick a checkpoint instead of the live weights")
-            model, tokenizer, step = self.snapshot()  # already an independent CPU copy
-            return model, tokenizer, f"live weights at step {step}"
-        model, tokenizer, meta = load_model(source.run_dir, source.checkpoint, ema=source.ema)
-        return model, tokenizer, f"step {meta['step']}" + (" (EMA)" if source.ema else "")
-
-    def _run(self) -> None:
-        from shiftstudio.core.sampler import Generation
-
-        streams = []
-        for i, source in enumerate(self.sources):
-            model, tokenizer, what = self._load(source)
-            self.loaded.emit(i, what)
-            streams.append(Generation(model, tokenizer, self.prompt, self.settings))
-        iterators = [iter(g) for g in streams]
-        pending: list[list[tuple]] = [[] for _ in streams]
-        counts = [0] * len(streams)
-        started = [time.perf_counter()] * len(streams)
-        live = set(range(len(streams)))
-        last_emit = 0.0
-        while live and not self._stop.is_set():
-            for i in sorted(live):  # round robin: compared streams grow side by side
-                if self._stop.is_set():
-                    break
-                token = next(iterators[i], None)
-                if token is None:
-                    live.discard(i)
-                    self._flush(i, pending)
-                    self.finished.emit(i, streams[i].finish_reason or "length", counts[i], time.perf_counter() - started[i])
-                    continue
-                counts[i] += 1
-                pending[i].append((token.text, token.prob, token.top))
-            now = time.perf_counter()
-            if now - last_emit >= EMIT_INTERVAL_S:
-                last_emit = now
-                for i in range(len(streams)):
-                    self._flush(i, pending)
-        for i in sorted(live):  # stopped by the user
-            self._flush(i, pending)
-            self.finished.emit(i, "stopped", counts[i], time.perf_counter() - started[i])
-
-    def _flush(self, i: int, pending: list[list[tuple]]) -> None:
-        if pending[i]:
-            self.tokens.emit(i, pending[i][:])
-            pending[i].clear()
-
-
-# -- the output view ----------------------------------------------------------------
-
-
-def probability_colour(p: float, dark: bool) -> QColor:
-    """Low probability warm, high cool; light enough to read text on in either theme."""
-    p = min(max(p, 0.0), 1.0)
-    hue = int(10 + 110 * p)  # red (unlikely) .. green (likely)
-    return QColor.fromHsv(hue, 110 if dark else 70, 110 if dark else 255)
-
-
-class OutputView(QTextEdit):
-    """Read-only text that tokens are appended to; knows which token each character belongs to."""
-
-    def __init__(self, name: str, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName(name)
-        self.setReadOnly(True)
-        self.setAcceptRichText(False)
-        self.setToolTip("Generated text; hover a token to see its probability and the model's top-5 guesses")
-        self.setLineWrapMode(QTextEdit.LineWrapMode.WidgetWidth)
-        self.tokens: list[tuple[str, float, list]] = []
-        self.prompt = ""
-        self.colour = False
-        self.viewport().setMouseTracking(True)
-        self.viewport().installEventFilter(self)
-
-    def clear_tokens(self, prompt: str) -> None:
-        self.clear()
-        self.tokens.clear()
-        self.prompt = prompt
-        cursor = self.textCursor()
-        fmt = QTextCharFormat()
-        fmt.setFontWeight(700)
-        cursor.insertText(prompt, fmt)
-
-    def append_tokens(self, batch: list[tuple[str, float, list]]) -> None:
-        cursor = QTextCursor(self.document())
-        cursor.movePosition(QTextCursor.MoveOperation.End)
-        dark = self.palette().base().color().lightness() < 128
-        for text, prob, top in batch:
-            self.tokens.append((text, prob, top))
-            if not text:
-                continue
-            fmt = QTextCharFormat()
-            fmt.setProperty(TOKEN_PROPERTY, len(self.tokens) - 1)
-            if self.colour:  # text colour set too: it stays readable on its background whatever the theme
-                fmt.setBackground(probability_colour(prob, dark))
-                fmt.setForeground(QColor(235, 235, 235) if dark else QColor(20, 20, 20))
-            cursor.insertText(text, fmt)
-        bar = self.verticalScrollBar()
-        if bar.value() >= bar.maximum() - 40:  # follow the end unless the user scrolled up
-            bar.setValue(bar.maximum())
-
-    def recolour(self) -> None:
-        """Write the output again with the current colour setting and theme (keeps the tokens)."""
-        tokens, bar = list(self.tokens), self.verticalScrollBar().value()
-        self.clear_tokens(self.prompt)
-        self.append_tokens(tokens)
-        self.verticalScrollBar().setValue(bar)
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt naming
-        super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange and self.colour and self.tokens:
-            self.recolour()  # the theme changed: shades for the new background
-
-    def token_at(self, pos) -> int | None:
-        """Index of the generated token under viewport point ``pos`` (None over the prompt or empty space)."""
-        cursor = self.cursorForPosition(pos)
-        p = cursor.position()
-        if p > 0 and (pos.x() < self.cursorRect(cursor).left() or cursor.atBlockEnd()):
-            p -= 1  # the point is on the character before the nearest boundary
-        probe = QTextCursor(self.document())
-        probe.setPosition(p)
-        if probe.atEnd():
-            return None
-        probe.setPosition(p + 1)  # a cursor's charFormat is that of the character before it
-        index = probe.charFormat().property(TOKEN_PROPERTY)
-        return int(index) if index is not None else None
-
-    def describe(self, index: int) -> str:
-        text, prob, top = self.tokens[index]
-        rows = "".join(
-            f"<tr><td>{_show(t)}</td><td align='right'>{100 * p:.1f}%</td></tr>" for _, t, p in top
-        )
-        return f"<b>{_show(text)}</b> &nbsp; p = {100 * prob:.1f}%<br><table>{rows}</table>"
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-        if obj is self.viewport() and event.type() == QEvent.Type.ToolTip:
-            index = self.token_at(event.pos())
-            if index is not None and index < len(self.tokens):
-                QToolTip.showText(event.globalPos(), self.describe(index), self.viewport())
-            else:
-                QToolTip.hideText()
-            return True
-        return super().eventFilter(obj, event)
-
-
-def _show(text: str) -> str:
-    """A token's text made visible in a tooltip (spaces, newlines, tabs)."""
-    import html
-
-    visible = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
-    return html.escape(visible) if visible else "∅"
-
 
 # -- the pane -------------------------------------------------------------------------
 
@@ -612,6 +400,6 @@ class GeneratePane(QWidget):
 if __name__ == "__main__":
     import sys
 
-    from shiftstudio.gui.panes import make_context, preview
+    from shiftstudio.gui.panes import preview
 
     sys.exit(preview(GeneratePane, open_sample=False))

@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QProgressBar,
-    QSizePolicy,
     QSplitter,
     QStyle,
     QToolButton,
