@@ -17,7 +17,7 @@ from shiftstudio.core.checkpoint import RunError, list_checkpoints, load_checkpo
 from shiftstudio.core.model import GPT
 from shiftstudio.core.optim import build_optimizer
 from shiftstudio.core.run import RUN_FILE, create_run, load_run
-from shiftstudio.core.tokens import TokenStore, prepare
+from shiftstudio.core.tokens import TokenStore
 from shiftstudio.core.trainer import Trainer
 
 TINY = {
@@ -26,16 +26,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def store(tmp_path: Path, small_corpus: Path) -> TokenStore:
-    return prepare(RunConfig().updated({"corpus": [str(small_corpus)]}).data, out_dir=tmp_path / "store")
 
 
 @pytest.fixture

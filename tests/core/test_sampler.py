@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shiftstudio.config import ModelConfig, RunConfig
+from shiftstudio.config import ModelConfig
 from shiftstudio.core.model import GPT
 from shiftstudio.core.sampler import (
     Generation, GenerationError, KVCache, SamplingSettings, TextStream, apply_repetition_penalty, apply_temperature,

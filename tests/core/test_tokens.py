@@ -162,7 +162,6 @@ def test_cuda_batches_are_pinned_copies() -> None:  # pragma: no cover - GPU onl
 
 def test_memory_stays_flat_while_encoding(tmp_path: Path, shakespeare_text: str) -> None:
     """Encoding ~24 MB must not hold the text or the ids as Python objects."""
-    import resource
     import subprocess
     import sys
 

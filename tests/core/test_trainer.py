@@ -18,7 +18,7 @@ from shiftstudio.core.checkpoint import list_checkpoints
 from shiftstudio.core.estimate import count_params
 from shiftstudio.core.metrics import read_metrics
 from shiftstudio.core.run import create_run, run_summary
-from shiftstudio.core.tokens import TokenStore, prepare
+from shiftstudio.core.tokens import TokenStore
 from shiftstudio.core.trainer import Trainer
 
 TINY = {
@@ -28,17 +28,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The trainer sets the process's thread count from its config: put it back."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def store(tmp_path: Path, small_corpus: Path) -> TokenStore:
-    return prepare(RunConfig().updated({"corpus": [str(small_corpus)]}).data, out_dir=tmp_path / "store")
 
 
 def make_run(store: TokenStore, folder: Path, **overrides) -> Path:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import Qt
 
 from shiftstudio.config import ModelConfig
 from shiftstudio.core.evaluation import batch_view
