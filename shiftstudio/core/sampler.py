@@ -145,11 +145,14 @@ class Decoder:
     """Head-1 inference through a :class:`KVCache`, with the model's weights called functionally.
 
     A batch-1 decoding step of a small model is bound by per-operation overhead,
-    not arithmetic, so this path issues as few operations as it can: one copy
-    writes a token's keys and values for a layer, norms and linears skip the
-    module machinery. It reads the model's own parameters (no copy), so it must
-    not run while they are being trained (generate from :func:`clone_model`).
-    A test checks it against the model's ``forward``.
+    not arithmetic, so this path issues as few operations as it can: activations
+    stay 2-D (``B*T`` rows), matrix products go straight to ``mm``/``addmm`` on
+    transposed views of the weights (no ``linear`` → ``matmul`` → ``t``
+    dispatch chain), residual adds ride inside ``addmm``, one copy writes a
+    token's keys and values for a layer, and norms skip the module machinery.
+    It reads the model's own parameters (no copy), so it must not run while they
+    are being trained (generate from :func:`clone_model`). A test checks it
+    against the model's ``forward``.
     """
 
     def __init__(self, model: GPT, cache: KVCache | None = None):
@@ -158,12 +161,13 @@ class Decoder:
         c = model.config
         self.n_head, self.hs, self.C = c.n_head, c.n_embd // c.n_head, c.n_embd
         self.layers = [
-            (_norm_fn(b.ln_1), b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.c_proj.weight, b.attn.c_proj.bias,
-             _norm_fn(b.ln_2), b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight, b.mlp.c_proj.bias)
-            for b in model.blocks
+            (_norm_fn(b.ln_1), b.attn.c_attn.weight.t(), b.attn.c_attn.bias, b.attn.c_proj.weight.t(), b.attn.c_proj.bias,
+             _norm_fn(b.ln_2), b.mlp.c_fc.weight.t(), b.mlp.c_fc.bias, b.mlp.c_proj.weight.t(), b.mlp.c_proj.bias,
+             self.cache.kv[i])  # this layer's (2, B, nh, block, hs) cache
+            for i, b in enumerate(model.blocks)
         ]
         self.ln_f = _norm_fn(model.ln_f)
-        self.unembedding = model.unembedding[: model.vocab_size]  # (V, C): padding rows never scored
+        self.unembedding_t = model.unembedding[: model.vocab_size].t()  # (C, V): padding rows never scored
         self.rope = None
         if model.wpe is None:
             # Rotary tables for q, k and v side by side, (block, 3, 1, hs): rotating the whole fused qkv output
@@ -185,10 +189,10 @@ class Decoder:
         if end > cache.capacity:
             raise ValueError(f"{end} positions do not fit a cache of {cache.capacity}")
         nh, hs, C = self.n_head, self.hs, self.C
-        x = F.embedding(idx, model.wte.weight)  # (B, T, C)
+        x = F.embedding(idx.reshape(-1), model.wte.weight)  # (B*T, C)
         rope = None
         if self.rope is None:
-            x = x + model.wpe.weight[start:end]  # (T, C) broadcast over B
+            x = (x.view(B, T, C) + model.wpe.weight[start:end]).view(B * T, C)  # positions broadcast over B
         else:
             rope = (self.rope[0][start:end].to(x.dtype), self.rope[1][start:end].to(x.dtype))  # (T, 3, 1, hs) each
             half = hs // 2
@@ -196,20 +200,21 @@ class Decoder:
         if start > 0 and T > 1:  # query i (position start + i) sees keys 0 .. start + i
             mask = torch.ones(T, end, dtype=torch.bool, device=idx.device).tril(diagonal=start)
         causal = start == 0 and T > 1
-        for layer, (ln_1, w_qkv, b_qkv, w_o, b_o, ln_2, w_fc, b_fc, w_p, b_p) in enumerate(self.layers):
-            qkv = F.linear(ln_1(x), w_qkv, b_qkv).view(B, T, 3, nh, hs)
+        for ln_1, w_qkv, b_qkv, w_o, b_o, ln_2, w_fc, b_fc, w_p, b_p, kv_cache in self.layers:
+            h = ln_1(x)
+            qkv = (torch.mm(h, w_qkv) if b_qkv is None else torch.addmm(b_qkv, h, w_qkv)).view(B, T, 3, nh, hs)
             if rope is not None:  # x1, x2 = halves: (x1 cos - x2 sin, x2 cos + x1 sin), as apply_rope
                 swapped = torch.cat([qkv[..., half:], qkv[..., :half]], dim=-1)
                 qkv = torch.addcmul(qkv * rope[0], swapped, rope[1])
             qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
-            q = qkv[0]
-            cache.kv[layer, :, :, :, start:end] = qkv[1:]  # keys and values in one copy
-            kv = cache.kv[layer, :, :, :, :end]  # (2, B, nh, end, hs)
-            y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, is_causal=causal)  # (B, nh, T, hs)
-            x = x + F.linear(y.transpose(1, 2).reshape(B, T, C), w_o, b_o)
-            x = x + F.linear(F.gelu(F.linear(ln_2(x), w_fc, b_fc)), w_p, b_p)
+            kv_cache[:, :, :, start:end] = qkv[1:]  # keys and values in one copy
+            kv = kv_cache[:, :, :, :end]  # (2, B, nh, end, hs)
+            y = F.scaled_dot_product_attention(qkv[0], kv[0], kv[1], attn_mask=mask, is_causal=causal)  # (B, nh, T, hs)
+            x = torch.addmm(x if b_o is None else x + b_o, y.transpose(1, 2).reshape(B * T, C), w_o)
+            h = torch.mm(ln_2(x), w_fc) if b_fc is None else torch.addmm(b_fc, ln_2(x), w_fc)
+            x = torch.addmm(x if b_p is None else x + b_p, F.gelu(h), w_p)
         cache.length = end
-        return F.linear(self.ln_f(x[:, -1, :]), self.unembedding)  # (B, V)
+        return torch.mm(self.ln_f(x.view(B, T, C)[:, -1, :]), self.unembedding_t)  # (B, V)
 
 
 def cached_forward(model: GPT, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:

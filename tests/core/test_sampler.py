@@ -71,24 +71,29 @@ def test_settings_reject_absurd_values() -> None:
 # -- the cache ------------------------------------------------------------------
 
 
-def tiny_model(pos: str = "learned", block: int = 16, vocab: int = 40, seed: int = 0) -> GPT:
+def tiny_model(pos: str = "learned", block: int = 16, vocab: int = 40, seed: int = 0, bias: bool = False) -> GPT:
     torch.manual_seed(seed)
-    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=block, dropout=0.0, pos=pos)
-    return GPT(cfg, vocab).eval()
-
-
-@pytest.mark.parametrize("pos", ["learned", "rope"])
-def test_cached_forward_matches_the_full_forward(pos: str) -> None:
-    model = tiny_model(pos)
-    idx = torch.randint(0, 40, (1, 16))
-    full = model(idx).logits[0, 0]  # (T, V): head-1 logits at every position
-    cache = KVCache(model)
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=block, dropout=0.0, pos=pos, bias=bias)
+    model = GPT(cfg, vocab).eval()
     with torch.no_grad():
-        got = [cached_forward(model, idx[:, :5], cache)[0]]  # a prefill of 5, then one token at a time
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):  # they start at zero, where a bias left out would go unnoticed
+                p.normal_(0.0, 0.1)
+    return model
+
+
+@pytest.mark.parametrize("pos,bias,batch", [("learned", False, 1), ("rope", False, 1), ("learned", True, 2), ("rope", True, 2)])
+def test_cached_forward_matches_the_full_forward(pos: str, bias: bool, batch: int) -> None:
+    model = tiny_model(pos, bias=bias)
+    idx = torch.randint(0, 40, (batch, 16))
+    full = model(idx).logits[:, 0]  # (B, T, V): head-1 logits at every position
+    cache = KVCache(model, batch=batch)
+    with torch.no_grad():
+        got = [cached_forward(model, idx[:, :5], cache)]  # a prefill of 5, then one token at a time
         for t in range(5, 16):
-            got.append(cached_forward(model, idx[:, t : t + 1], cache)[0])
+            got.append(cached_forward(model, idx[:, t : t + 1], cache))
     assert cache.length == 16
-    torch.testing.assert_close(torch.stack(got), full[4:], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.stack(got, dim=1), full[:, 4:], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError):
         cached_forward(model, idx[:, :1], cache)  # full
 
