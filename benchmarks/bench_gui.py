@@ -1,6 +1,6 @@
 """What the GUI costs: training inside the real window vs headless, GUI-thread gaps, and plots at scale.
 
-    python benchmarks/bench_gui.py [--steps 300] [--quick]
+    python benchmarks/bench_gui.py [--steps 300] [--quick] [--scale-only] [--points N]
 
 1. **GUI tax**: the ``cpu-tiny`` preset on tiny shakespeare trained headless
    (``Trainer.run()`` in a plain loop) and then inside the real main window
@@ -11,16 +11,21 @@
    GUI thread records the gaps between its ticks: p50 / p99 / max (target p99 <
    50 ms on 2 cores).
 3. **Metrics at scale**: 200,000 logged steps fed to the Train pane's curves
-   in chunks of 2,000 (as a long run's log would arrive): the redraw time per
-   frame (target < 16 ms) and the process RSS growth (target < 50 MB).
+   in chunks of 2,000 through ``MetricsStore.add_steps`` (as a long run's log
+   arrives), the data accumulating, a redraw after each chunk (``refresh()``
+   plus the paint it causes): the redraw time per frame (target < 16 ms) and
+   the process RSS growth (target < 50 MB); then, with every point in, what
+   reopening the run and the toolbar (smoothing, x axis, log y) cost.
+   ``--scale-only`` runs only this part (no training), ``--points`` sets the size.
 
-Results go to ``benchmarks/results/gui.json``.
+Results go to ``benchmarks/results/gui.json`` (``gui_scale.json`` with ``--scale-only``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -121,9 +126,19 @@ def in_window(app, steps: int, warmup: int) -> tuple[float, list[float]]:
     return statistics.median(rates), gaps
 
 
-def metrics_at_scale(app, total: int = 200_000, chunk: int = 2_000) -> dict:
-    import numpy as np
+def metrics_at_scale(app, total: int = 200_000, chunk: int = 2_000, eval_every: int = 10_000) -> dict:
+    """Feed ``total`` steps to a Train pane's curves in chunks, as a long run's log arrives, timing each frame.
 
+    A frame is what the GUI thread pays for new data: the timer's ``refresh()`` (setData on the items,
+    smoothing, ranges) plus the repaint. The store is fed the way the run controller feeds it
+    (``add_steps`` / ``add_eval`` with report objects), and the x extent is set from the run's length as
+    the Train pane does. With all points in, a few interaction frames are timed too: reopening the run
+    (its whole history at once), a smoothing change, the x axis as tokens, log y.
+    """
+    import numpy as np
+    from PySide6.QtCore import QEvent, QObject
+
+    from shiftstudio.core.reports import EvalReport, StepReport
     from shiftstudio.gui.metrics_store import MetricsStore
     from shiftstudio.gui.plots import CurvesView
 
@@ -131,33 +146,72 @@ def metrics_at_scale(app, total: int = 200_000, chunk: int = 2_000) -> dict:
     view = CurvesView(store)
     view.resize(1400, 800)
     view.show()
+    view.set_x_extent(total, total * 768, 1e-3)
     app.processEvents()
-    before = rss_mb()
-    frames: list[float] = []
+    paints = [0]
+
+    class PaintCounter(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Paint:
+                paints[0] += 1
+            return False
+
+    counter = PaintCounter()
+    view.graphics.viewport().installEventFilter(counter)
+
+    def frame() -> float:
+        # what the redraw timer does, then the paint it causes (processEvents delivers it: one per frame)
+        start = time.perf_counter()
+        view.refresh()
+        app.processEvents()
+        return (time.perf_counter() - start) * 1000
+
     rng = np.random.default_rng(0)
+    frames: list[float] = []
+    paints[0] = 0
+    before = rss_mb()
     step = 0
     while step < total:
         steps = np.arange(step + 1, step + chunk + 1)
         loss = 4.0 * np.exp(-steps / 40_000) + 1.0 + 0.05 * rng.standard_normal(chunk)
-        records = [
-            {"kind": "train", "step": int(s), "time_s": float(s) * 0.05, "tokens": int(s) * 768, "loss": float(v),
-             "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 15_000.0}
-            for s, v in zip(steps, loss)
+        grad = 0.5 + 0.1 * rng.standard_normal(chunk) ** 2
+        lr = 1e-3 * np.minimum(1.0, steps / 2_000)
+        reports = [
+            StepReport(step=int(s), loss=float(v), lr=float(r), grad_norm=float(g), tokens_per_s=15_000.0 + 100 * (s % 7),
+                       tokens=int(s) * 768, time_s=float(s) * 0.05, ms_per_iter=50.0)
+            for s, v, r, g in zip(steps, loss, lr, grad)
         ]
-        if step % 10_000 == 0:
-            records.append({"kind": "eval", "step": int(steps[-1]), "time_s": 0.0, "tokens": 0,
-                            "train_loss": float(loss[-1]), "val_loss": float(loss[-1]) + 0.1, "val_ppl": 3.0})
-        store.load_records(records)
+        store.add_steps(reports)
+        if (step + chunk) % eval_every == 0:
+            s = int(steps[-1])
+            val = float(loss[-1]) + 0.1
+            store.add_eval(EvalReport(step=s, tokens=s * 768, time_s=s * 0.05, train_loss=float(loss[-1]), val_loss=val,
+                                      val_ppl=math.exp(val), train_ppl=math.exp(float(loss[-1])), best_val_loss=val, is_best=True))
+        del reports
         step += chunk
-        start = time.perf_counter()
-        view.refresh()
-        view.repaint()
-        app.processEvents()
-        frames.append((time.perf_counter() - start) * 1000)
+        frames.append(frame())
     after = rss_mb()
+    painted = paints[0]
+    # interactions with every point in: reopening the run (its history at once), then the toolbar
+    steps_, evals_ = store.steps, store.evals
+    records = [{"kind": "train", **{c: float(steps_[c][i]) for c in steps_.columns}} for i in range(len(steps_))]
+    records += [{"kind": "eval", **{c: float(evals_[c][i]) for c in evals_.columns}} for i in range(len(evals_))]
+    actions: dict[str, float] = {}
+    start = time.perf_counter()
+    store.load_records(records)
+    actions["reopen_ms"] = (time.perf_counter() - start) * 1000 + frame()
+    del records
+    for name, act in (("smoothing_ms", lambda: view.set_smoothing(0.9)), ("x_tokens_ms", lambda: view.set_x_mode("tokens")),
+                      ("log_y_ms", lambda: view.set_log_y(True)), ("x_step_ms", lambda: view.set_x_mode("step"))):
+        start = time.perf_counter()
+        act()
+        actions[name] = (time.perf_counter() - start) * 1000 + frame()
+    idle = [frame() for _ in range(20)]  # nothing new: the timer would not even call refresh()
     view.close()
-    return {"points": total, "frame_ms_median": statistics.median(frames), "frame_ms_p99": _pct(frames, 99),
-            "frame_ms_last": frames[-1], "rss_growth_mb": after - before}
+    return {"points": total, "frames": len(frames), "frames_painted": painted,
+            "frame_ms_median": statistics.median(frames), "frame_ms_p99": _pct(frames, 99),
+            "frame_ms_max": max(frames), "frame_ms_last": frames[-1], "frame_ms_idle": statistics.median(idle),
+            "rss_growth_mb": after - before, **actions}
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -165,19 +219,43 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+def print_scale(scale: dict) -> None:
+    points = scale["points"]
+    print(f"{f'curves with {points:,} steps: redraw median/p99':<44}{'':>12}"
+          f"{scale['frame_ms_median']:>5.1f}/{scale['frame_ms_p99']:.1f} ms   < 16 ms")
+    print(f"{'curves: RSS growth':<44}{'':>12}{scale['rss_growth_mb']:>9.1f} MB   < 50 MB")
+    print(f"{'curves: frames painted':<44}{'':>12}{scale['frames_painted']:>5}/{scale['frames']}")
+    print(f"{'curves: frame max / last / idle redraw':<44}{'':>12}"
+          f"{scale['frame_ms_max']:>5.1f}/{scale['frame_ms_last']:.1f}/{scale['frame_ms_idle']:.1f} ms")
+    print(f"{'curves: reopen run / smoothing / x tokens':<44}{'':>12}"
+          f"{scale['reopen_ms']:>5.0f}/{scale['smoothing_ms']:.0f}/{scale['x_tokens_ms']:.0f} ms")
+    print(f"{'curves: log y / x step':<44}{'':>12}{scale['log_y_ms']:>5.0f}/{scale['x_step_ms']:.0f} ms")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="120 steps, one round, 50k points")
+    ap.add_argument("--scale-only", action="store_true", help="only the metrics-at-scale part (no training)")
+    ap.add_argument("--points", type=int, default=None, help="steps fed to the curves (default 200,000; 50,000 with --quick)")
     args = ap.parse_args()
     steps, rounds, points = (120, 1, 50_000) if args.quick else (args.steps, args.rounds, 200_000)
+    points = args.points or points
     warmup = min(50, steps // 3)
     os.environ["SHIFTSTUDIO_HOME"] = tempfile.mkdtemp(prefix="bench-gui-home-")
 
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    out = ROOT / "benchmarks" / "results"
+    if args.scale_only:
+        scale = metrics_at_scale(app, total=points)
+        print_scale(scale)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gui_scale.json").write_text(json.dumps({"benchmark": "gui_scale", "machine": platform.platform(),
+                                                        "results": scale}, indent=2))
+        return 0
     import torch  # noqa: F401 - imported up front so neither side pays for it
 
     base, gui, gaps = [], [], []
@@ -202,10 +280,7 @@ def main() -> int:
     if gaps:
         print(f"{'GUI thread 10 ms timer gaps p50/p99/max':<44}{'':>12}"
               f"{result['gap_ms_p50']:>4.0f}/{result['gap_ms_p99']:.0f}/{result['gap_ms_max']:.0f} ms   p99 < 50 ms")
-    print(f"{f'curves with {points:,} steps: redraw median/p99':<44}{'':>12}"
-          f"{scale['frame_ms_median']:>5.1f}/{scale['frame_ms_p99']:.1f} ms   < 16 ms")
-    print(f"{'curves: RSS growth':<44}{'':>12}{scale['rss_growth_mb']:>9.1f} MB   < 50 MB")
-    out = ROOT / "benchmarks" / "results"
+    print_scale(scale)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gui.json").write_text(json.dumps({"benchmark": "gui", "machine": platform.platform(), "steps": steps,
                                               "rounds": rounds, "results": result}, indent=2))

@@ -4,6 +4,11 @@ Qt-free. Slots append report batches here (amortised O(1) per point) and bump
 ``version``; the plots redraw on a timer when the version moved. A run's
 history is read back from its ``metrics.jsonl`` so a reopened run shows its
 curves, and the whole thing exports as CSV.
+
+Each series also has an ``epoch`` that moves whenever rows already there are
+rewritten or dropped (clear, a resumed run replaying its tail, a reload), so a
+reader that cached something computed from the first ``n`` rows (a smoothed
+curve, min/max buckets) knows whether it may extend it or must start over.
 """
 
 from __future__ import annotations
@@ -27,15 +32,22 @@ def _number(value: Any) -> float:
 
 
 class Series:
-    """Named float64 columns that grow by doubling."""
+    """Named float64 columns that grow by doubling.
+
+    ``epoch`` moves when rows already there change (``clear``, ``truncate``):
+    while it stays, the first ``n`` rows seen earlier are still the same.
+    """
 
     def __init__(self, columns: Iterable[str], capacity: int = 1024):
         self.columns = tuple(columns)
+        self._index = {c: i for i, c in enumerate(self.columns)}
         self._data = np.full((len(self.columns), capacity), np.nan)
         self.n = 0
+        self.epoch = 0
 
-    def append(self, rows: list[tuple[float, ...]]) -> None:
-        if not rows:
+    def append(self, rows: list[tuple[float, ...]] | np.ndarray) -> None:
+        """Add rows (one value per column each): a list of tuples or an (n, columns) array."""
+        if len(rows) == 0:
             return
         need = self.n + len(rows)
         if need > self._data.shape[1]:
@@ -46,13 +58,20 @@ class Series:
         self.n = need
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self._data[self.columns.index(name), : self.n]
+        return self._data[self._index[name], : self.n]
 
     def __len__(self) -> int:
         return self.n
 
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` rows."""
+        if n < self.n:
+            self.n = max(0, n)
+            self.epoch += 1
+
     def clear(self) -> None:
         self.n = 0
+        self.epoch += 1
 
 
 class MetricsStore:
@@ -90,25 +109,25 @@ class MetricsStore:
             return
         steps = series["step"]
         if steps[-1] >= step:
-            series.n = int(np.searchsorted(steps, step, side="left"))
+            series.truncate(int(np.searchsorted(steps, step, side="left")))
 
     # -- files ---------------------------------------------------------------
     def load_records(self, records: Iterable[dict[str, Any]]) -> int:
         """Replace the data with a run's history (``metrics.jsonl`` records); returns records read."""
         self.steps.clear()
         self.evals.clear()
-        steps: list[tuple[float, ...]] = []
-        evals: list[tuple[float, ...]] = []
+        steps: list[dict[str, Any]] = []
+        evals: list[dict[str, Any]] = []
         count = 0
         for rec in records:
             count += 1
             kind = rec.get("kind")
             if kind == "train":
-                steps.append(tuple(_number(rec.get(c)) for c in STEP_COLUMNS))
+                steps.append(rec)
             elif kind == "eval":
-                evals.append(tuple(_number(rec.get(c)) for c in EVAL_COLUMNS))
-        self.steps.append(steps)
-        self.evals.append(evals)
+                evals.append(rec)
+        self.steps.append(_rows(steps, STEP_COLUMNS))
+        self.evals.append(_rows(evals, EVAL_COLUMNS))
         self._dedupe()
         self.version += 1
         self.eval_version += 1
@@ -125,8 +144,8 @@ class MetricsStore:
             _, last = np.unique(steps[::-1], return_index=True)
             keep = len(steps) - 1 - last  # last record of each step, in step order
             data = np.stack([series[c][keep] for c in series.columns])
-            series.n = 0
-            series.append([tuple(col) for col in data.T])
+            series.clear()
+            series.append(data.T)
 
     def to_csv(self, path: str | Path) -> None:
         """One row per step report and per eval, sorted by step."""
@@ -145,6 +164,22 @@ class MetricsStore:
                 writer.writerow(["" if isinstance(v, float) and math.isnan(v) else _csv_value(v) for v in row])
 
 
+def _rows(records: list[dict[str, Any]], columns: tuple[str, ...]) -> np.ndarray:
+    """The records as a (records, columns) float array: a missing or non-numeric value is NaN.
+
+    A column at a time through numpy (a long run's history has 100,000s of
+    records), one value at a time only for a column numpy cannot convert.
+    """
+    out = np.empty((len(records), len(columns)))
+    for j, column in enumerate(columns):
+        values = [rec.get(column) for rec in records]
+        try:
+            out[:, j] = np.array(values, dtype=np.float64)  # None -> NaN
+        except (TypeError, ValueError):
+            out[:, j] = [_number(v) for v in values]
+    return out
+
+
 def _csv_value(v: Any) -> Any:
     if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
         return int(v)
@@ -155,19 +190,24 @@ class Ema:
     """TensorBoard's debiased exponential moving average, updated incrementally.
 
     ``weight`` 0 = no smoothing, 0.99 = very smooth. Non-finite points are
-    carried over (they do not poison the average).
+    carried over (they do not poison the average). Called again with the same
+    values plus new ones at the end, only the new ones are computed (vectorised,
+    see :func:`ema_extend`); ``key`` says whether the values seen before still
+    hold (pass the series' ``epoch``): when it changes, or the weight does, or
+    the values got shorter, it starts over.
     """
 
     def __init__(self) -> None:
         self._weight = -1.0
+        self._key: Any = None
         self._out = np.empty(0)
         self._n = 0
         self._last = 0.0
         self._count = 0
 
-    def __call__(self, values: np.ndarray, weight: float) -> np.ndarray:
-        if weight != self._weight or len(values) < self._n:
-            self._weight, self._n, self._last, self._count = weight, 0, 0.0, 0
+    def __call__(self, values: np.ndarray, weight: float, key: Any = None) -> np.ndarray:
+        if weight != self._weight or key != self._key or len(values) < self._n:
+            self._weight, self._key, self._n, self._last, self._count = weight, key, 0, 0.0, 0
         if weight <= 0:
             self._n = len(values)
             return values
@@ -175,13 +215,71 @@ class Ema:
             grown = np.empty(max(len(values), 2 * len(self._out), 1024))
             grown[: self._n] = self._out[: self._n]
             self._out = grown
-        last, count, w = self._last, self._count, weight
-        out = self._out
-        for i in range(self._n, len(values)):
-            x = float(values[i])
-            if math.isfinite(x):
-                last = last * w + (1 - w) * x
-                count += 1
-            out[i] = last / (1 - w**count) if count else math.nan
-        self._last, self._count, self._n = last, count, len(values)
-        return out[: len(values)]
+        if len(values) > self._n:
+            self._last, self._count = ema_extend(
+                np.asarray(values[self._n :], dtype=np.float64), weight, self._last, self._count, self._out[self._n : len(values)]
+            )
+            self._n = len(values)
+        return self._out[: len(values)]
+
+
+def ema_extend(values: np.ndarray, weight: float, last: float, count: int, out: np.ndarray) -> tuple[float, int]:
+    """Continue a debiased EMA over ``values`` from its state, writing the smoothed points to ``out``.
+
+    The state is ``last`` (the biased average so far) and ``count`` (the finite
+    points averaged so far); returns the state after ``values``. The numbers of
+    the loop ``last = w * last + (1 - w) * x; out = last / (1 - w ** count)``
+    over the finite ``x`` (a non-finite ``x`` repeats the previous output; NaN
+    before the first finite point), up to rounding, in a few vectorised passes
+    instead of a Python loop (~5 ms for 200,000 points instead of ~150 ms).
+    """
+    w = float(weight)
+    n = len(values)
+    finite = np.isfinite(values)
+    all_finite = bool(finite.all())
+    f = values if all_finite else values[finite]
+    m = len(f)
+    state = np.empty(m + 1)  # the biased average before the values, then after each finite one
+    state[0] = last
+    y = state[1:]
+    np.multiply(f, 1.0 - w, out=y)
+    _linear_scan(y, w)
+    # w ** k below this many steps still counts in float64: past it, the old state has faded out
+    # and the debiasing divides by exactly 1.0
+    fade = int(math.ceil(math.log(1e-17) / math.log(w))) if 0 < w < 1 else n + count + 1
+    if last != 0.0 and m:
+        k = min(m, fade)
+        y[:k] += last * w ** np.arange(1, k + 1, dtype=np.float64)
+    if all_finite:
+        out[:] = y
+        counts = count + np.arange(1, min(n, max(0, fade - count)) + 1)
+    else:
+        seen = np.cumsum(finite)  # finite points among values[: i + 1]
+        np.take(state, seen, out=out)
+        counts = count + seen[: np.searchsorted(count + seen, fade)]
+    if len(counts):
+        head = out[: len(counts)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            head /= 1.0 - w ** counts.astype(np.float64)
+        head[counts == 0] = np.nan
+    return float(state[m]), int(count + m)
+
+
+def _linear_scan(y: np.ndarray, w: float) -> None:
+    """In place: ``y[i] += w * y[i - 1]`` in order, i.e. ``y[i] = sum_k w**k * b[i - k]`` of the ``b`` given.
+
+    Doubling steps (Hillis-Steele): after the step of stride ``d`` every point
+    holds the sum over its last ``2 d`` inputs. The steps end when ``w ** d``
+    is negligible (below 1e-18), so a light smoothing needs only a few.
+    """
+    n = len(y)
+    if n < 2:
+        return
+    tmp = np.empty(n - 1)
+    d, p = 1, w
+    with np.errstate(under="ignore"):
+        while d < n and p > 1e-18:
+            part = tmp[: n - d]
+            np.multiply(y[: n - d], p, out=part)
+            y[d:] += part
+            d, p = 2 * d, p * p

@@ -1,10 +1,28 @@
 """Live training curves (pyqtgraph), fed from a :class:`MetricsStore` on a timer.
 
 Plot items are built once; a 10 Hz timer redraws only when the store's
-version moved, with ``setData`` on the existing items, peak downsampling and
-clip-to-view, so a long run costs the GUI thread almost nothing. Loss and
-perplexity sit on top, learning rate, gradient norm and tokens/s below; all
-share one x axis (step, tokens seen or wall time).
+version moved (or a view was resized), with ``setData`` on the existing items.
+Loss and perplexity sit on top, learning rate, gradient norm and tokens/s
+below; all share one x axis (step, tokens seen or wall time).
+
+What an item gets is clipped to the view and peak-downsampled here, not by
+pyqtgraph: a run's 200,000 points become about two per pixel column (the max
+and the min of each bucket of ``ds`` points, ``ds`` a power of two picked from
+the points per pixel), and the buckets' max/min are cached per curve and only
+extended as points arrive, so a frame costs the new points plus the pixels,
+not the run's length. The smoothing (a debiased EMA, see :class:`Ema`) and the
+bounds the ranges are fitted to are extended the same way. A redraw that
+changes nothing (no new point, same view) skips ``setData`` (and so the
+repaint); panning or zooming clips and downsamples again at once.
+
+Drawing is what costs then, and a noisy curve at scale is the worst case: its
+max/min zigzag fills the plot. So a curve is drawn in device pixels (Qt
+strokes fastest without a scaling transform), a downsampled one as one
+pen-wide bar per bucket from its min to its max (integer rectangles: about the
+pixels of the zigzag, filled instead of stroked), sparse wide lines as
+segments, and the faint raw curves and the grid (see :class:`GridAxis`) with
+opaque colours blended over the background once (a translucent pen makes Qt
+blend every pixel it touches).
 
 The view ranges are "sticky": the x axis spans the whole run (0 … max_iters)
 from the first step, and a y range only moves when the data leaves it (with
@@ -15,13 +33,18 @@ the GUI thread on a small CPU; with sticky ranges a redraw is a few ms.
 Panning or zooming with the mouse stops the following; "Fit" resumes it.
 """
 
-
 from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QPalette
+from pyqtgraph.graphicsItems.PlotCurveItem import PlotCurveItem, arrayToLineSegments
+from pyqtgraph.Qt.compat import wrapinstance
+from PySide6.QtCore import QEvent, QRect, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QApplication, QGraphicsItem, QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
 from shiftstudio.gui.format import human_count, human_duration, short_float
@@ -69,26 +92,341 @@ def sticky_range(current: tuple[float, float] | None, lo: float, hi: float, floo
     return new_lo, new_hi
 
 
-def _finite_bounds(arrays: list[np.ndarray], log: bool) -> tuple[float, float]:
-    lo, hi = np.inf, -np.inf
-    for a in arrays:
-        if a is None or not len(a):
-            continue
-        a = np.asarray(a, dtype=np.float64)
-        if log:
-            a = a[a > 0]
-            if not len(a):
-                continue
-            a = np.log10(a)
-        a = a[np.isfinite(a)]
-        if len(a):
-            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
-    return lo, hi
+DS_KEEP = 0.75  # keep the bucket size while the ideal one is within this many powers of two of it
+
+
+def _peaks(seg: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> None:
+    """Row-wise max and min of ``seg`` into ``hi`` and ``lo``, ignoring NaN (NaN for an all-NaN row)."""
+    np.max(seg, axis=1, out=hi)
+    np.min(seg, axis=1, out=lo)
+    bad = np.isnan(hi) | np.isnan(lo)  # max/min propagate NaN: redo those rows without it
+    if bad.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+            hi[bad] = np.nanmax(seg[bad], axis=1)
+            lo[bad] = np.nanmin(seg[bad], axis=1)
+
+
+class PeakCache:
+    """Max and min of a growing column over buckets of ``ds`` points (bucket ``b`` = points ``b*ds … b*ds+ds-1``).
+
+    Kept for the last few bucket sizes and extended as the column grows, while
+    ``key`` (what the column's first points are: its series' epoch, the
+    smoothing) stays the same; otherwise computed again.
+    """
+
+    LEVELS = 3
+
+    def __init__(self) -> None:
+        self._levels: dict[int, list[Any]] = {}  # ds -> [key, buckets done, max, min]
+
+    def buckets(self, y: np.ndarray, ds: int, key: Any, upto: int) -> tuple[np.ndarray, np.ndarray]:
+        """Max and min of the first ``upto`` complete buckets (``upto * ds <= len(y)``)."""
+        level = self._levels.pop(ds, None)
+        if level is None or level[0] != key or level[1] * ds > len(y):
+            level = [key, 0, np.empty(0), np.empty(0)]
+        self._levels[ds] = level
+        while len(self._levels) > self.LEVELS:
+            del self._levels[next(iter(self._levels))]
+        done = level[1]
+        if upto > done:
+            if upto > len(level[2]):
+                size = max(upto, 2 * len(level[2]), 256)
+                for i in (2, 3):
+                    grown = np.empty(size)
+                    grown[:done] = level[i][:done]
+                    level[i] = grown
+            _peaks(y[done * ds : upto * ds].reshape(upto - done, ds), level[2][done:upto], level[3][done:upto])
+            level[1] = upto
+        return level[2][:upto], level[3][:upto]
+
+
+def bucket_size(n: int, x_first: float, x_last: float, view: tuple[float, float], width_px: float, current: int = 1) -> int:
+    """Points per bucket for ``n`` points spanning ``x_first … x_last`` in a view ``width_px`` pixels wide:
+    about one bucket per pixel column, a power of two (1 = draw every point), ``current`` kept while it is near."""
+    view_span = view[1] - view[0]
+    span = x_last - x_first
+    if n < 4 or not (math.isfinite(span) and span > 0 and math.isfinite(view_span) and view_span > 0):
+        return 1
+    pixels = max(1.0, min(span, view_span) / view_span * max(width_px, 1.0))
+    ideal = n / pixels
+    if ideal < 2:
+        return 1
+    if current > 1 and abs(math.log2(ideal) - math.log2(current)) < DS_KEEP:
+        return current
+    return 1 << max(1, int(round(math.log2(ideal))))
+
+
+def peak_downsample(x: np.ndarray, y: np.ndarray, view: tuple[float, float], width_px: float, cache: PeakCache, key: Any,
+                    ds: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """The points to draw of the curve ``(x, y)`` (``x`` ascending) in an x ``view`` ``width_px`` pixels wide.
+
+    Clipped to the view (plus a point either side, so the line runs to the
+    edges); when there are more than about two points per pixel, peak
+    downsampled: each bucket of ``ds`` points becomes its max and min at the
+    bucket's middle x (so no spike is lost), the newest incomplete bucket too,
+    then the last point (twice, so the points stay in pairs). Returns
+    ``(x, y, ds)``; pass ``ds`` back next time (it sticks while it fits, which
+    keeps the cache warm).
+    """
+    n = len(y)
+    i0 = max(0, int(np.searchsorted(x, view[0], side="left")) - 1)
+    i1 = min(n, int(np.searchsorted(x, view[1], side="right")) + 1)
+    if i1 - i0 < 4:
+        return x[i0:i1], y[i0:i1], 1
+    ds = bucket_size(i1 - i0, float(x[i0]), float(x[i1 - 1]), view, width_px, ds)
+    if ds == 1:
+        return x[i0:i1], y[i0:i1], 1
+    b0, complete = i0 // ds, n // ds
+    b1 = min(complete, (i1 - 1) // ds + 1)
+    hi, lo = cache.buckets(y, ds, key, b1)
+    hi, lo = hi[b0:b1], lo[b0:b1]
+    tail = i1 > complete * ds  # the view reaches the newest points, past the last complete bucket
+    k = 2 * len(hi)
+    xs, ys = np.empty(k + (4 if tail else 0)), np.empty(k + (4 if tail else 0))
+    mid = x[np.arange(b0, b1) * ds + ds // 2]
+    xs[0:k:2] = mid
+    xs[1:k:2] = mid
+    ys[0:k:2] = hi
+    ys[1:k:2] = lo
+    if tail:
+        start = complete * ds
+        seg = y[start:n]
+        xs[k : k + 2] = x[(start + n - 1) // 2]
+        ys[k], ys[k + 1] = np.fmax.reduce(seg), np.fmin.reduce(seg)  # (NaN ignored)
+        xs[k + 2 :], ys[k + 2 :] = x[n - 1], y[n - 1]
+    return xs, ys, ds
+
+
+class Extent:
+    """Finite min and max of a growing column (and its smallest positive value, for a log axis), extended as it grows."""
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.n = 0
+        self.lo, self.hi, self.positive = math.inf, -math.inf, math.inf
+
+    def update(self, y: np.ndarray, key: Any, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> "Extent":
+        """Take in ``y`` (``fn`` applied to it, if given) beyond the points seen under the same ``key``."""
+        if key != self.key or len(y) < self.n:
+            self.key, self.n = key, 0
+            self.lo, self.hi, self.positive = math.inf, -math.inf, math.inf
+        if len(y) > self.n:
+            new = y[self.n :]
+            if fn is not None:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    new = fn(new)
+            new = new[np.isfinite(new)]
+            if len(new):
+                lo, hi = float(new.min()), float(new.max())
+                self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+                if lo > 0:
+                    self.positive = min(self.positive, lo)
+                elif hi > 0:
+                    self.positive = min(self.positive, float(new[new > 0].min()))
+            self.n = len(y)
+        return self
+
+    def bounds(self, log: bool = False) -> tuple[float, float]:
+        """``(lo, hi)`` of the finite values (log10 of the positive ones); ``(inf, -inf)`` if none."""
+        if not log:
+            return self.lo, self.hi
+        if not (math.isfinite(self.positive) and self.hi > 0):
+            return math.inf, -math.inf
+        return math.log10(self.positive), math.log10(self.hi)
+
+
+class _Trace:
+    """What the view keeps per plot item: its peak cache, bucket size, bounds and what it was last given."""
+
+    def __init__(self) -> None:
+        self.cache = PeakCache()
+        self.extent = Extent()
+        self.ds = 1
+        self.count = 0  # points of the curve (all of them, before clipping and downsampling)
+        self.shown: Any = None  # what the item was last set from
+
 
 pg.setConfigOptions(antialias=True)
 
 
-class XAxis(pg.AxisItem):
+def _over(color: QColor, alpha: int, background: QColor) -> QColor:
+    """The opaque colour of ``color`` at ``alpha`` (0-255) drawn over ``background``."""
+    a = alpha / 255
+    return QColor(*(round(a * c + (1 - a) * b) for c, b in zip(color.getRgb()[:3], background.getRgb()[:3])))
+
+
+class PeakCurve(PlotCurveItem):
+    """A PlotCurveItem drawn in device pixels, and as min-max bars when it holds peak-downsampled points.
+
+    Qt strokes lines fastest with no scaling in the painter: the points are
+    mapped to pixels here (a few thousand, so cheap), then drawn with the
+    transform reset; a wide pen as separate segments (one wide polyline that
+    zigzags costs Qt far more than its length). With ``peaks`` set, the
+    points come in pairs, a bucket's max and min at its x (see
+    :func:`peak_downsample`), and each pair is drawn as one pen-wide bar from
+    min to max, stretched to meet the previous bar (the line from one bucket
+    to the next): about the pixels of the zigzag through them, but filled as
+    rectangles, a fraction of the cost when the curve is noisy.
+    """
+
+    peaks = False
+
+    @pg.debug.warnOnException  # (as PlotCurveItem's: an exception out of paint() can take the app down)
+    def paint(self, p: QPainter, opt: Any, widget: Any) -> None:
+        x, y = self.xData, self.yData
+        t = p.transform()
+        pen = self.opts["pen"]
+        if (x is None or len(x) < 2 or t.m12() or t.m21() or t.m13() or t.m23() or self.opts["fillLevel"] is not None
+                or self.opts["stepMode"] or pen is None or pen.style() == Qt.PenStyle.NoPen or self._exportOpts is not False):
+            super().paint(p, opt, widget)  # (none of these in this view)
+            return
+        x = x * t.m11() + t.dx()
+        y = y * t.m22() + t.dy()
+        p.save()
+        try:
+            p.resetTransform()
+            if self.peaks:
+                self._paint_bars(p, x, y, pen)
+            else:
+                p.setRenderHint(QPainter.RenderHint.Antialiasing, bool(self.opts["antialias"]))
+                p.setPen(pen)
+                if pen.widthF() > 1 and pen.color().alpha() == 255:  # (translucent segments would show their overlaps)
+                    p.drawLines(*arrayToLineSegments(x, y, connect="finite", finiteCheck=True).drawargs())
+                else:
+                    p.drawPath(pg.arrayToQPath(x, y, connect="finite"))
+        finally:
+            p.restore()
+
+    @staticmethod
+    def _paint_bars(p: QPainter, x: np.ndarray, y: np.ndarray, pen: Any) -> None:
+        w = max(pen.widthF(), 1.0)
+        n = len(x) // 2
+        if not n:
+            return
+        xc, a, b = x[0 : 2 * n : 2], y[0 : 2 * n : 2], y[1 : 2 * n : 2]
+        bars = np.empty((4, n))  # left, top, right, bottom of each bar (pixels, y down)
+        left, top, right, bottom = bars
+        np.subtract(xc, w / 2, out=left)
+        np.add(xc, w / 2, out=right)
+        np.fmin(a, b, out=top)
+        np.fmax(a, b, out=bottom)
+        if n > 1:
+            previous_top, previous_bottom = top[:-1].copy(), bottom[:-1].copy()
+            np.fmin(top[1:], previous_bottom, out=top[1:])  # up (or down) to the previous bar: the line between them
+            np.fmax(bottom[1:], previous_top, out=bottom[1:])
+            np.fmax(right[:-1], np.fmin(left[1:], right[:-1] + 1), out=right[:-1])  # no gap (of a pixel) to the next bar
+        top -= w / 2
+        bottom += w / 2
+        device = p.device()
+        size = max(device.width(), device.height(), 1) if device is not None else 10_000
+        np.clip(bars, -2 * size, 3 * size, out=bars)  # off-screen parts: cut (Qt's coordinates are 32-bit ints)
+        np.rint(bars, out=bars)
+        if np.isnan(bars.sum()):  # gaps in the data
+            bars = bars[:, ~np.isnan(bars).any(axis=0)]
+        # Pixel-aligned, integer rectangles: Qt fills them fastest, and they come out crisp without
+        # antialiasing. A QRect holds x1, y1, x2, y2 (inclusive): handed over as an array, not one by one.
+        rects = np.empty((bars.shape[1], 4), dtype=np.int32)
+        rects[:, 0], rects[:, 1] = bars[0], bars[1]
+        rects[:, 2] = np.maximum(bars[2] - 1, bars[0])  # at least one pixel
+        rects[:, 3] = np.maximum(bars[3] - 1, bars[1])
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(pen.color())
+        if len(rects):
+            p.drawRects(wrapinstance(rects.ctypes.data, QRect), len(rects))
+
+    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange: Any = None) -> tuple[float | None, float | None]:
+        """PlotCurveItem's, for the whole curve, without its per-call overheads (the view asks on every paint)."""
+        if frac < 1.0 or orthoRange is not None or self.opts["fillLevel"] is not None or not self.opts["pen"].isCosmetic():
+            return super().dataBounds(ax, frac, orthoRange)
+        cache = self._boundsCache[ax]
+        if cache is not None and cache[0] == (frac, orthoRange):
+            return cache[1]
+        d = self.xData if ax == 0 else self.yData
+        if d is None or not len(d):
+            return None, None
+        lo, hi = float(np.fmin.reduce(d)), float(np.fmax.reduce(d))  # NaN ignored
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # all NaN, or infinities
+            d = d[np.isfinite(d)]
+            if not len(d):
+                return None, None
+            lo, hi = float(d.min()), float(d.max())
+        self._boundsCache[ax] = [(frac, orthoRange), (lo, hi)]
+        return lo, hi
+
+    def boundingRect(self) -> QRectF:
+        """The data's bounds and a few pixels: pixel sizes from the view box, not from ``pixelVectors()``."""
+        if self._boundingRect is None:
+            (x0, x1), (y0, y1) = self.dataBounds(0), self.dataBounds(1)
+            if x0 is None or y0 is None:
+                return QRectF()
+            box = self.getViewBox()
+            if box is None or box.width() <= 0 or box.height() <= 0:
+                return super().boundingRect()
+            (v0, v1), (u0, u1) = box.viewRange()
+            pad = self.opts["pen"].widthF() + 2  # pixels: half a bar or line, rounding, the bars' widening
+            px, py = pad * (v1 - v0) / box.width(), pad * (u1 - u0) / box.height()
+            self._boundingRect = QRectF(x0 - px, y0 - py, x1 - x0 + 2 * px, y1 - y0 + 2 * py)
+        return self._boundingRect
+
+
+class CurveItem(pg.PlotDataItem):
+    """A PlotDataItem whose line is a :class:`PeakCurve`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        plain, self.curve = self.curve, PeakCurve()
+        plain.setParentItem(None)
+        self.curve.setParentItem(self)
+        self.curve.stackBefore(self.scatter)  # symbols over the line, as before
+        self.curve.sigClicked.connect(self.sigClicked)
+        # pyqtgraph's guard against data millions of view heights away: never the case with ranges fitted to
+        # all the data (and the y axis not zoomable), and it costs a pass over the points on each setData
+        self.setDynamicRangeLimit(None)
+        self.updateItems(styleUpdate=True)
+
+    def set_points(self, x: np.ndarray, y: np.ndarray, peaks: bool) -> None:
+        """``setData``; ``peaks``: the points are (max, min) pairs of buckets, to draw as bars."""
+        self.curve.peaks = peaks
+        self.setData(x, y)
+
+
+class GridAxis(pg.AxisItem):
+    """An axis whose grid lines are drawn opaque, in their colour blended over the plot's background.
+
+    pyqtgraph draws the grid as translucent lines (each tick level fainter),
+    and Qt blends every pixel of a translucent line: ~4 ms to draw one axis's
+    grid across a large plot, each time its range moves, against ~1 ms opaque.
+    Lines of several levels at one place (a major tick is a minor one too) are
+    drawn once, in the colour they made together. Drawn opaque, the grid has to
+    lie under the curves: the axes stack behind the plot's view box (they
+    were above it), which is also where a grid belongs.
+    """
+
+    background: QColor | None = None  # the plot's background (set by the view); None: pyqtgraph's own drawing
+
+    def drawPicture(self, p, axisSpec, tickSpecs, textSpecs):  # noqa: N802 - pyqtgraph's name
+        if self.background is None or self.grid is False:
+            super().drawPicture(p, axisSpec, tickSpecs, textSpecs)
+            return
+        lines: dict[tuple[float, float, float, float], list[Any]] = {}  # where -> [pen, alpha, p1, p2]
+        for pen, p1, p2 in tickSpecs:
+            key = (round(p1.x(), 2), round(p1.y(), 2), round(p2.x(), 2), round(p2.y(), 2))
+            alpha = pen.color().alphaF()
+            if key in lines:  # alpha over alpha
+                lines[key][1] = 1 - (1 - lines[key][1]) * (1 - alpha)
+            else:
+                lines[key] = [pen, alpha, p1, p2]
+        opaque = []
+        for pen, alpha, p1, p2 in lines.values():
+            pen = QPen(pen)
+            pen.setColor(_over(pen.color(), round(255 * alpha), self.background))
+            opaque.append((pen, p1, p2))
+        super().drawPicture(p, axisSpec, opaque, textSpecs)
+
+
+class XAxis(GridAxis):
     """Bottom axis that writes tokens as 1.2M and wall time as m:ss."""
 
     mode = "step"
@@ -123,7 +461,9 @@ class CurvesView(QWidget):
         self._setting_range = False
         self._syncing_x = False
         self._shown_points = 0
-        self._shown_evals: tuple[int, str] = (-1, "")
+        self._view_dirty = False  # a view was resized: the downsampling may need another bucket size
+        self._traces = {name: _Trace() for names in PLOT_ITEMS.values() for name in names}
+        self._x_seen = {"loss_raw": Extent(), "val_loss": Extent()}  # the x of the steps and of the evals
         self._build_toolbar()
         self._build_plots()
         self._label_x_axes()
@@ -197,8 +537,11 @@ class CurvesView(QWidget):
     def _new_plot(self, row: int, col: int, title: str, colspan: int = 1) -> pg.PlotItem:
         axis = XAxis(orientation="bottom")
         self._x_axes.append(axis)
-        plot = self.graphics.addPlot(row=row, col=col, colspan=colspan, title=title, axisItems={"bottom": axis})
+        plot = self.graphics.addPlot(row=row, col=col, colspan=colspan, title=title,
+                                     axisItems={"bottom": axis, "left": GridAxis(orientation="left")})
         plot.showGrid(x=True, y=True, alpha=0.12)
+        for name in ("left", "bottom"):
+            plot.getAxis(name).setZValue(-150)  # under the view box (z -100): the grid under the curves
         # Axes (with their grid lines) and titles change only when a range does: drawn once into a pixmap,
         # a redraw of the curves blits them instead of calling back into Python to repaint them.
         for name in ("left", "bottom"):
@@ -207,8 +550,8 @@ class CurvesView(QWidget):
         plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
         plot.getAxis("left").setStyle(autoExpandTextSpace=False)
         axis.setStyle(autoExpandTextSpace=False)
-        plot.setDownsampling(auto=True, mode="peak")
-        plot.setClipToView(True)
+        # No pyqtgraph downsampling or clipping: the items get points already clipped to the view and
+        # peak downsampled (see peak_downsample), from caches that a new point only extends.
         plot.setMenuEnabled(False)
         plot.hideButtons()
         plot.disableAutoRange()
@@ -220,6 +563,7 @@ class CurvesView(QWidget):
         plot.addItem(line, ignoreBounds=True)
         self._cursor_lines.append(line)
         box.sigXRangeChanged.connect(self._on_view_x_range_changed)
+        box.sigResized.connect(self._on_view_resized)
         return plot
 
     def _build_plots(self) -> None:
@@ -245,16 +589,22 @@ class CurvesView(QWidget):
         accent = QColor(ACCENT)
         faint = QColor(accent)
         faint.setAlpha(70)
-        self.items = {
-            "loss_raw": self.plots["loss"].plot(name="train", pen=pg.mkPen(faint, width=1)),
-            "loss_smooth": self.plots["loss"].plot(name="train (smoothed)", pen=pg.mkPen(accent, width=2)),
-            "val_loss": self.plots["loss"].plot(name="val", pen=pg.mkPen(VAL_COLOR, width=2), symbol="o", symbolSize=5, symbolBrush=VAL_COLOR, symbolPen=None),
-            "train_ppl": self.plots["ppl"].plot(name="train (smoothed)", pen=pg.mkPen(accent, width=2)),
-            "val_ppl": self.plots["ppl"].plot(name="val", pen=pg.mkPen(VAL_COLOR, width=2), symbol="o", symbolSize=5, symbolBrush=VAL_COLOR, symbolPen=None),
-            "lr": self.plots["lr"].plot(pen=pg.mkPen("#2ca02c", width=2)),
-            "grad_norm_raw": self.plots["grad_norm"].plot(pen=pg.mkPen((148, 103, 189, 80), width=1)),
-            "grad_norm": self.plots["grad_norm"].plot(pen=pg.mkPen("#9467bd", width=2)),
-            "tokens_per_s": self.plots["tokens_per_s"].plot(pen=pg.mkPen("#8c564b", width=2)),
+
+        def curve(plot: str, **opts: Any) -> CurveItem:
+            item = CurveItem(**opts)
+            self.plots[plot].addItem(item)  # (with a name, into the plot's legend)
+            return item
+
+        self.items: dict[str, CurveItem] = {
+            "loss_raw": curve("loss", name="train", pen=pg.mkPen(faint, width=1)),
+            "loss_smooth": curve("loss", name="train (smoothed)", pen=pg.mkPen(accent, width=2)),
+            "val_loss": curve("loss", name="val", pen=pg.mkPen(VAL_COLOR, width=2), symbol="o", symbolSize=5, symbolBrush=VAL_COLOR, symbolPen=None),
+            "train_ppl": curve("ppl", name="train (smoothed)", pen=pg.mkPen(accent, width=2)),
+            "val_ppl": curve("ppl", name="val", pen=pg.mkPen(VAL_COLOR, width=2), symbol="o", symbolSize=5, symbolBrush=VAL_COLOR, symbolPen=None),
+            "lr": curve("lr", pen=pg.mkPen("#2ca02c", width=2)),
+            "grad_norm_raw": curve("grad_norm", pen=pg.mkPen((148, 103, 189, 80), width=1)),
+            "grad_norm": curve("grad_norm", pen=pg.mkPen("#9467bd", width=2)),
+            "tokens_per_s": curve("tokens_per_s", pen=pg.mkPen("#8c564b", width=2)),
         }
         self.graphics.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
 
@@ -264,39 +614,64 @@ class CurvesView(QWidget):
 
     # -- drawing -------------------------------------------------------------
     def _on_timer_timeout(self) -> None:
-        if self.store.version != self._drawn_version:
+        if self.store.version != self._drawn_version or self._view_dirty:
             self.refresh()
 
     def refresh(self) -> None:
-        """Push the store's data into the plot items (setData, no rebuild), then keep the ranges sticky."""
+        """Keep the ranges sticky, then push the store's data into the plot items (setData, no rebuild)."""
         shrank = len(self.store.steps) < self._shown_points  # a new run (or a resumed one replaying its tail)
-        self._push_data()
-        if self.follow:
-            self.update_ranges(force=shrank)
-
-    def _push_data(self) -> None:
         self._drawn_version = self.store.version
         self._shown_points = len(self.store.steps)
+        self._view_dirty = False
+        sources = self._sources()
+        if self.follow:
+            self._fit_ranges(sources, force=shrank)
+        self._push_data(sources)
+
+    def _smoothed(self, name: str) -> np.ndarray:
+        """The EMA of a step column at the current smoothing, extended incrementally."""
+        steps = self.store.steps
+        ema = self._ema_loss if name == "loss" else self._ema_grad
+        return ema(steps[name], self.smoothing, steps.epoch)
+
+    def _sources(self) -> dict[str, tuple[np.ndarray, np.ndarray, Any]]:
+        """Item -> (x, y, key): the whole curve, and what its first points depend on (for the caches)."""
         steps, evals = self.store.steps, self.store.evals
         column = X_MODES[self.x_mode][0]
-        x = steps[column]
-        loss = steps["loss"]
-        smooth = self._ema_loss(loss, self.smoothing)
-        self.items["loss_raw"].setData(x, loss)
-        self.items["loss_smooth"].setData(x, smooth)
-        with np.errstate(over="ignore", invalid="ignore"):
-            self.items["train_ppl"].setData(x, np.exp(smooth))
-        self.items["lr"].setData(x, steps["lr"])
-        grad = steps["grad_norm"]
-        self.items["grad_norm_raw"].setData(x, grad)
-        self.items["grad_norm"].setData(x, self._ema_grad(grad, self.smoothing))
-        self.items["tokens_per_s"].setData(x, steps["tokens_per_s"])
-        key = (self.store.eval_version, self.x_mode)
-        if key != self._shown_evals:  # evals come every eval_interval steps: usually nothing new
-            self._shown_evals = key
-            ex = evals[column]
-            self.items["val_loss"].setData(ex, evals["val_loss"])
-            self.items["val_ppl"].setData(ex, evals["val_ppl"])
+        x, ex = steps[column], evals[column]
+        raw, smooth, val = ("steps", steps.epoch), ("smooth", steps.epoch, self.smoothing), ("evals", evals.epoch)
+        loss_smooth = self._smoothed("loss")
+        return {
+            "loss_raw": (x, steps["loss"], raw),
+            "loss_smooth": (x, loss_smooth, smooth),
+            "val_loss": (ex, evals["val_loss"], val),
+            "train_ppl": (x, loss_smooth, smooth),  # drawn as exp() of the smoothed loss's points
+            "val_ppl": (ex, evals["val_ppl"], val),
+            "lr": (x, steps["lr"], raw),
+            "grad_norm_raw": (x, steps["grad_norm"], raw),
+            "grad_norm": (x, self._smoothed("grad_norm"), smooth),
+            "tokens_per_s": (x, steps["tokens_per_s"], raw),
+        }
+
+    def _push_data(self, sources: dict[str, tuple[np.ndarray, np.ndarray, Any]] | None = None) -> None:
+        """setData on the items whose points or view changed, with their points clipped and peak downsampled."""
+        sources = self._sources() if sources is None else sources
+        for plot_key, names in PLOT_ITEMS.items():
+            box = self.plots[plot_key].getViewBox()
+            view = tuple(box.viewRange()[0])
+            width = round(box.width())
+            for name in names:
+                x, y, key = sources[name]
+                trace = self._traces[name]
+                signature = (len(y), key, self.x_mode, view, width)
+                if trace.shown == signature:
+                    continue  # nothing new: no setData, no repaint
+                trace.shown, trace.count = signature, len(y)
+                xs, ys, trace.ds = peak_downsample(x, y, view, width, trace.cache, key, trace.ds)
+                if name == "train_ppl":  # exp is monotonic: the peaks of the loss are those of the perplexity
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        ys = np.exp(ys)
+                self.items[name].set_points(xs, ys, peaks=trace.ds > 1)
 
     # -- ranges --------------------------------------------------------------
     def set_x_extent(self, steps: float | None = None, tokens: float | None = None, peak_lr: float | None = None) -> None:
@@ -309,13 +684,18 @@ class CurvesView(QWidget):
 
     def update_ranges(self, force: bool = False) -> None:
         """Fit x to the run and each y to its data, moving a range only when it no longer fits."""
+        sources = self._sources()
+        self._fit_ranges(sources, force)
+        self._push_data(sources)  # (for the new x range)
+
+    def _fit_ranges(self, sources: dict[str, tuple[np.ndarray, np.ndarray, Any]], force: bool = False) -> None:
         if force:
             self._ranges.clear()
-        xs = self.items["loss_raw"].xData
-        x_hi = float(np.nanmax(xs)) if xs is not None and len(xs) else 0.0
-        ex = self.items["val_loss"].xData
-        if ex is not None and len(ex):
-            x_hi = max(x_hi, float(np.nanmax(ex)))
+        x_hi = 0.0
+        for name in ("loss_raw", "val_loss"):  # the steps' x, the evals' x
+            x, _, key = sources[name]
+            hi = self._x_seen[name].update(x, (key, self.x_mode)).hi
+            x_hi = max(x_hi, hi if math.isfinite(hi) else 0.0)
         extent = self._x_extent.get(self.x_mode, 0.0)
         if extent >= x_hi and extent > 0:
             target = extent
@@ -326,7 +706,12 @@ class CurvesView(QWidget):
         ranges: dict[str, tuple[float, float] | None] = {"x": (0.0, target)}
         for key, names in PLOT_ITEMS.items():
             log = self.log_y and key in ("loss", "ppl")
-            lo, hi = _finite_bounds([self.items[n].yData for n in names], log)
+            lo, hi = math.inf, -math.inf
+            for name in names:  # bounds of all the data, extended as it grows
+                _, y, data_key = sources[name]
+                seen = self._traces[name].extent.update(y, data_key, np.exp if name == "train_ppl" else None)
+                item_lo, item_hi = seen.bounds(log)
+                lo, hi = min(lo, item_lo), max(hi, item_hi)
             floor = None if log or key in ("loss", "ppl") else 0.0
             hint = self._y_hints.get(key)
             if hint is not None and hint[0] <= lo and hi <= hint[1]:
@@ -362,13 +747,22 @@ class CurvesView(QWidget):
                     other.setXRange(*x_range, padding=0)
         finally:
             self._syncing_x = False
+        if not self._setting_range:
+            self._push_data()  # panned or zoomed: clip and downsample for the new view now, not on the next tick
+
+    def _on_view_resized(self, *args) -> None:
+        self._view_dirty = True
 
     def _on_fit_button_clicked(self) -> None:
         self.follow = True
         self.update_ranges(force=True)
 
     def point_count(self, item: str) -> int:
-        """Points an item holds (all of them, not only those in view)."""
+        """Points of an item's curve: all of them, not only those in view and after downsampling (see ``shown_count``)."""
+        return self._traces[item].count
+
+    def shown_count(self, item: str) -> int:
+        """Points the item was given to draw (clipped to the view, peak downsampled)."""
         data = self.items[item].xData
         return 0 if data is None else len(data)
 
@@ -404,8 +798,8 @@ class CurvesView(QWidget):
             axis.update()
         self._label_x_axes()
         self.follow = True
-        self._push_data()
-        self.update_ranges(force=True)
+        self._ranges.clear()
+        self.refresh()
 
     # -- hover read-out ------------------------------------------------------
     def _on_scene_mouse_moved(self, pos) -> None:
@@ -428,7 +822,7 @@ class CurvesView(QWidget):
         for line in self._cursor_lines:
             line.setPos(xs[i])
             line.setVisible(True)
-        smooth = self._ema_loss(steps["loss"], self.smoothing)
+        smooth = self._smoothed("loss")
         parts = [
             f"<b>step {int(steps['step'][i]):,}</b>",
             f"{human_count(steps['tokens'][i])} tokens",
@@ -469,15 +863,17 @@ class CurvesView(QWidget):
         background = palette.color(QPalette.Base)
         foreground = palette.color(QPalette.Text)
         faint = 130 if background.lightness() < 128 else 70  # raw curves behind the smoothed ones
-        accent = QColor(ACCENT)
-        accent.setAlpha(faint)
-        self.items["loss_raw"].setPen(pg.mkPen(accent, width=1))
-        self.items["grad_norm_raw"].setPen(pg.mkPen((148, 103, 189, faint + 10), width=1))
+        # Faint = the colour blended over the background once, here, and drawn opaque: the look of a
+        # translucent pen without its cost (Qt blends every pixel of a translucent line; a dense raw
+        # curve that zigzags through its whole plot took ~40 ms to draw that way, ~3 ms opaque).
+        self.items["loss_raw"].setPen(pg.mkPen(_over(QColor(ACCENT), faint, background), width=1))
+        self.items["grad_norm_raw"].setPen(pg.mkPen(_over(QColor(148, 103, 189), faint + 10, background), width=1))
         self.graphics.setBackground(background)
         for key, plot in self.plots.items():
             for name in ("left", "bottom"):
                 axis = plot.getAxis(name)
-                axis.setPen(pg.mkPen(foreground))
+                axis.background = QColor(background)
+                axis.setPen(pg.mkPen(foreground))  # (and draws itself again)
                 axis.setTextPen(pg.mkPen(foreground))
             plot.setTitle(plot.titleLabel.text, color=foreground.name(), size="10pt")
         for legend in self.legends.values():
