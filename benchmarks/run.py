@@ -10,8 +10,9 @@ imports or memory), prints its own details, and writes its JSON under
 and writes ``benchmarks/results/summary.json``.
 
 Timings on a shared machine are noisy, so nothing here fails on an absolute
-time. The quick mode fails (exit 1) only on **regression guards**: ratios off
-by a wide margin (the GUI costing more than 20 % of training speed, the KV
+time. The quick mode fails (exit 1) only on **regression guards**, each
+measured twice before it counts (a timing guard that fails once is re-run):
+ratios off by a wide margin (the GUI costing more than 20 % of training speed, the KV
 cache no faster than re-running the prefix, training at under 70 % of the
 reference trainer's speed, the token store at under half a bare encode loop's
 speed) or facts that do not depend on timing (greedy output differing with and
@@ -32,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+FACT_GUARDS = {"greedy output differs", "torch was imported before the window showed"}  # not timings: never re-run
 
 
 @dataclass
@@ -150,9 +152,7 @@ def main() -> int:
     problems: list[str] = []
     times: dict[str, float] = {}
     start = time.perf_counter()
-    for bench in BENCHES:
-        if wanted and bench.name not in wanted:
-            continue
+    def run_one(bench: Bench) -> tuple[int, list[Row]]:
         result = RESULTS / bench.result
         result.unlink(missing_ok=True)
         extra = ["--out", str(result)] if bench.name == "train" else []
@@ -160,13 +160,23 @@ def main() -> int:
         print(f"\n=== {bench.name}: {' '.join(cmd[1:])}", flush=True)
         t = time.perf_counter()
         code = subprocess.call(cmd, cwd=ROOT, env=env)
-        times[bench.name] = time.perf_counter() - t
-        if result.is_file():
-            rows += bench.rows(json.loads(result.read_text()))
+        times[bench.name] = times.get(bench.name, 0.0) + time.perf_counter() - t
+        if code == 0 and not result.is_file():
+            code = -1
+        return code, bench.rows(json.loads(result.read_text())) if result.is_file() else []
+
+    for bench in BENCHES:
+        if wanted and bench.name not in wanted:
+            continue
+        code, got = run_one(bench)
+        failed = [r for r in got if r.failed]
+        if (code != 0 or failed) and not any(r.guard in FACT_GUARDS for r in failed):
+            # one noisy window on a shared machine is not a regression: measure again, judge the second time
+            print(f"\n=== {bench.name}: a guard failed (status {code}); measuring once more", flush=True)
+            code, got = run_one(bench)
+        rows += got
         if code != 0:
-            problems.append(f"{bench.name}: the benchmark exited with status {code}")
-        elif not result.is_file():
-            problems.append(f"{bench.name}: wrote no {result.name}")
+            problems.append(f"{bench.name}: the benchmark exited with status {code}" if code > 0 else f"{bench.name}: wrote no {bench.result}")
     total = time.perf_counter() - start
 
     print(f"\n=== summary ({'quick' if args.quick else 'full'} suite, {total:.0f} s; "
