@@ -586,6 +586,9 @@ class CurvesView(QWidget):
         self.legends = {k: self.plots[k].addLegend(offset=(-8, 8), labelTextSize="8pt") for k in ("loss", "ppl")}
         for legend in self.legends.values():
             legend.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
+        # entries side by side in one line at the top right, where falling loss curves leave room
+        self.legends["loss"].setColumnCount(3)
+        self.legends["ppl"].setColumnCount(2)
         accent = QColor(ACCENT)
         faint = QColor(accent)
         faint.setAlpha(70)
