@@ -74,6 +74,18 @@ def test_panes_menus_and_shortcuts(window) -> None:
     assert not runs.pause_action.isEnabled() and not runs.stop_action.isEnabled()
 
 
+def test_the_window_fits_a_laptop_screen(window, qtbot) -> None:
+    """Every pane built: the window can still be made as small as a 1366x768 screen's work area, and the
+    panes that cannot fit their dock scroll instead of forcing the window larger."""
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1366 and hint.height() <= 700, hint
+    window.resize(1280, 700)
+    qtbot.waitUntil(lambda: window.height() <= 720, timeout=5000)
+    for key, dock in window.docks.items():
+        scroll = dock.widget()
+        assert scroll.widget() is window.panes[key]  # the pane sits in a scroll area in its dock
+
+
 def test_status_bar_and_corpus_pane_show_the_corpus(window, tiny_corpus: Path, qtbot) -> None:
     pane = window.panes["corpus"]
     assert pane.source_label.text() == tiny_corpus.name
