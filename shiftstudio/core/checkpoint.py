@@ -7,7 +7,7 @@ A checkpoint is a folder ``RUN_DIR/checkpoints/step-N/``::
     ema.safetensors        the EMA weights, when ema_decay > 0
     state.json             step, tokens, best val loss, RNG states, sampler position, file sizes
 
-Nothing is pickled and nothing is read with pickle. Each checkpoint is
+No Python object serialisation is written or read: tensors and JSON only. Each checkpoint is
 written into a hidden temporary folder and renamed into place, so a crash
 mid-save leaves the previous checkpoints as they were; ``state.json`` is
 written last and records every file's size, so a truncated file is caught

@@ -186,7 +186,7 @@ def test_load_records_reads_columns_with_gaps_and_junk() -> None:
 
 
 def test_peak_downsample_keeps_each_bucket_max_and_min() -> None:
-    from shiftstudio.gui.plots import PeakCache, peak_downsample
+    from shiftstudio.gui.plot_items import PeakCache, peak_downsample
 
     rng = np.random.default_rng(2)
     n = 100_003
@@ -216,7 +216,7 @@ def test_peak_downsample_keeps_each_bucket_max_and_min() -> None:
 
 
 def test_peak_cache_extended_in_chunks_equals_a_fresh_one() -> None:
-    from shiftstudio.gui.plots import PeakCache
+    from shiftstudio.gui.plot_items import PeakCache
 
     rng = np.random.default_rng(3)
     y = rng.standard_normal(50_000)
@@ -232,7 +232,7 @@ def test_peak_cache_extended_in_chunks_equals_a_fresh_one() -> None:
 
 
 def test_extent_grows_with_the_data() -> None:
-    from shiftstudio.gui.plots import Extent
+    from shiftstudio.gui.plot_items import Extent
 
     extent = Extent()
     data = np.array([np.nan, 3.0, -2.0, 0.0, 5.0, np.inf, 0.5])
@@ -245,7 +245,7 @@ def test_extent_grows_with_the_data() -> None:
 
 def test_curves_after_many_chunks(curves) -> None:
     """A long run fed in chunks: every point counted, few drawn, spikes and smoothing exact, resumes handled."""
-    from shiftstudio.gui.plots import PeakCache, peak_downsample
+    from shiftstudio.gui.plot_items import PeakCache, peak_downsample
 
     store = curves.store
     curves.set_x_extent(30_000, 30_000 * 128, 1e-3)
@@ -335,7 +335,7 @@ def test_grid_lines_are_drawn_opaque_in_the_colour_they_would_blend_to(qtbot) ->
     from PySide6.QtCore import QPointF
     from PySide6.QtGui import QColor, QImage, QPainter, QPen
 
-    from shiftstudio.gui.plots import GridAxis
+    from shiftstudio.gui.plot_items import GridAxis
 
     axis = GridAxis(orientation="left")
     axis.setGrid(30)
