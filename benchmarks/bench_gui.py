@@ -24,10 +24,12 @@ Results go to ``benchmarks/results/gui.json`` (``gui_scale.json`` with ``--scale
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -63,7 +65,9 @@ def headless(steps: int, warmup: int) -> float:
     # The window trains with every core but one (the GUI keeps one); give headless the same, so the
     # ratio is the cost of the GUI and not of a thread policy.
     config = load_preset("cpu-tiny").updated({**settings(steps), "num_threads": default_cpu_threads()})
-    run_dir = prepare_and_create(config, out_dir=Path(tempfile.mkdtemp(prefix="bench-headless-")) / "run")
+    folder = tempfile.mkdtemp(prefix="bench-headless-")
+    atexit.register(shutil.rmtree, folder, True)
+    run_dir = prepare_and_create(config, out_dir=Path(folder) / "run")
     rates = [r.tokens_per_s for r in Trainer(run_dir).run() if r.kind == "train" and r.step > warmup]
     return statistics.median(rates)
 
@@ -243,7 +247,9 @@ def main() -> int:
     steps, rounds, points = (120, 1, 50_000) if args.quick else (args.steps, args.rounds, 200_000)
     points = args.points or points
     warmup = min(50, steps // 3)
-    os.environ["SHIFTSTUDIO_HOME"] = tempfile.mkdtemp(prefix="bench-gui-home-")
+    home = tempfile.mkdtemp(prefix="bench-gui-home-")  # runs, caches and settings of this benchmark only
+    atexit.register(shutil.rmtree, home, True)
+    os.environ["SHIFTSTUDIO_HOME"] = home
 
     from PySide6.QtWidgets import QApplication
 

@@ -15,7 +15,9 @@ temporary ``SHIFTSTUDIO_HOME``, never the real profile.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -51,7 +53,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--size", default="1480x900", help="window size, WxH")
     args = parser.parse_args()
-    os.environ.setdefault("SHIFTSTUDIO_HOME", tempfile.mkdtemp(prefix="shiftstudio-shots-"))
+    if "SHIFTSTUDIO_HOME" not in os.environ:
+        home = tempfile.mkdtemp(prefix="shiftstudio-shots-")
+        atexit.register(shutil.rmtree, home, True)
+        os.environ["SHIFTSTUDIO_HOME"] = home
     sys.path.insert(0, str(ROOT))
 
     from shiftstudio.gui import style
