@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from shiftstudio.cli.options import Command, Option, UsageError, parse
-from shiftstudio.cli.progress import ProgressLine, human_bytes
+from shiftstudio.cli.progress import ProgressLine
+from shiftstudio.format import human_bytes
 from shiftstudio.config import ConfigError, DataConfig
 
 COMMAND = Command(

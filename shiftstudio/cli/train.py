@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shiftstudio.cli.options import Command, Option, UsageError, parse
-from shiftstudio.cli.progress import ProgressLine, human_bytes, human_duration
+from shiftstudio.cli.progress import ProgressLine
+from shiftstudio.format import human_bytes, human_count, human_duration
 from shiftstudio.config import ConfigError, RunConfig, load_preset
 
 log = logging.getLogger(__name__)
@@ -283,23 +284,21 @@ class ReportPrinter:
         return human_duration((time.perf_counter() - self.started) / done * (self.max_iters - step))
 
     def _on_started(self, r: Any) -> None:
-        from shiftstudio.core.estimate import format_count
 
         self.max_iters, self.first_step, self.run_dir = r.max_iters, r.step, r.run_dir
         self.started = time.perf_counter()
         what = f"resuming at step {r.step:,} of {r.max_iters:,}" if r.resumed else f"training for {r.max_iters:,} steps"
         self.print(f"run {r.run_dir}: {what}")
-        self.print(f"model: {format_count(r.n_params)} parameters on {r.device}, {r.tokens_per_step:,} tokens per step")
+        self.print(f"model: {human_count(r.n_params)} parameters on {r.device}, {r.tokens_per_step:,} tokens per step")
 
     def _on_train(self, r: Any) -> None:
-        from shiftstudio.core.estimate import format_count
 
         self.ms.append(r.ms_per_iter)
         self.tokens_per_s.append(r.tokens_per_s)
         width = len(f"{self.max_iters:,}")
         text = (
             f"step {r.step:>{width},}/{self.max_iters:,}  loss {r.loss:.4f}  lr {r.lr:.2e}  grad {r.grad_norm:.3f}  "
-            f"{format_count(r.tokens_per_s)} tok/s  {r.ms_per_iter:.1f} ms/it  ETA {self._eta(r.step)}"
+            f"{human_count(r.tokens_per_s)} tok/s  {r.ms_per_iter:.1f} ms/it  ETA {self._eta(r.step)}"
         )
         if self.live:
             self.line.text(text)
@@ -327,9 +326,8 @@ class ReportPrinter:
         how = {"completed": "finished", "stopped": "stopped", "early_stop": "stopped early (no better val loss)"}
         parts = [f"{how.get(r.reason, r.reason)} at step {r.step:,} after {human_duration(r.time_s)} of training"]
         if self.ms:
-            from shiftstudio.core.estimate import format_count
 
-            parts.append(f"{statistics.median(self.ms):.1f} ms/iter, {format_count(statistics.median(self.tokens_per_s))} tok/s")
+            parts.append(f"{statistics.median(self.ms):.1f} ms/iter, {human_count(statistics.median(self.tokens_per_s))} tok/s")
         if r.best_val_loss is not None:
             parts.append(f"best val loss {r.best_val_loss:.4f}")
         self.print("; ".join(parts))
@@ -374,7 +372,6 @@ def _info(values: dict[str, Any], run_dir: Path) -> int:
 
 
 def format_info(s: dict[str, Any]) -> str:
-    from shiftstudio.core.estimate import format_count
 
     c: RunConfig = s["config"]
     m = c.model
@@ -385,11 +382,11 @@ def format_info(s: dict[str, Any]) -> str:
         f"created      {s['created'] or '?'} with shiftstudio {versions.get('shiftstudio', '?')}, torch {versions.get('torch', '?')}",
         f"model        {m.n_layer} layers × {m.n_embd} wide, {m.n_head} heads, context {m.block_size}, shift {m.shift}, "
         f"{m.pos} positions",
-        f"size         {s['n_params']:,} parameters ({format_count(s['n_params'])}; "
-        f"{format_count(s['n_params_non_embedding'])} without embeddings), {format_count(s['flops_per_token'])} FLOP/token",
+        f"size         {s['n_params']:,} parameters ({human_count(s['n_params'])}; "
+        f"{human_count(s['n_params_non_embedding'])} without embeddings), {human_count(s['flops_per_token'])} FLOP/token",
         f"data         {data.get('tokenizer_kind', '?')} tokenizer, vocab {s['vocab_size']:,}, "
         f"{data.get('train_tokens', 0):,} train + {data.get('val_tokens', 0):,} val tokens",
-        f"progress     step {s['steps']:,} of {s['max_iters']:,}, {format_count(s['tokens'])} tokens, "
+        f"progress     step {s['steps']:,} of {s['max_iters']:,}, {human_count(s['tokens'])} tokens, "
         f"{human_duration(s['time_s'])} of training",
     ]
     best = s["best_val_loss"]

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 from shiftstudio import paths
 from shiftstudio.config import ConfigError, load_preset, preset_paths
 from shiftstudio.gui import style
-from shiftstudio.gui.format import human_bytes, human_duration
+from shiftstudio.format import human_bytes, human_duration
 from shiftstudio.gui.panes import PANES, PaneContext, create_pane, make_context
 from shiftstudio.gui.run_controller import ACTIVE_STATES, STATE_TEXT
 from shiftstudio.gui.settings import Settings

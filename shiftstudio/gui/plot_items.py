@@ -27,7 +27,7 @@ from pyqtgraph.Qt.compat import wrapinstance
 from PySide6.QtCore import QRect, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 
-from shiftstudio.gui.format import human_count, human_duration
+from shiftstudio.format import human_count, human_duration
 
 PAD = 0.05  # margin around the data when a range is fitted
 LEAD = 0.3  # extra room, as a share of the data span, on a side the data just crossed

@@ -37,7 +37,7 @@ from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QGraphicsItem, QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
-from shiftstudio.gui.format import human_count, human_duration, short_float
+from shiftstudio.format import human_count, human_duration, short_float
 from shiftstudio.gui.metrics_store import Ema, MetricsStore
 from shiftstudio.gui.plot_items import CurveItem, Extent, GridAxis, XAxis, _over, _Trace, peak_downsample, sticky_range
 from shiftstudio.gui.style import ACCENT

@@ -10,11 +10,10 @@ from shiftstudio.core.estimate import (
     count_params,
     estimate_memory,
     flops_per_token,
-    format_bytes,
-    format_count,
     padded_vocab,
 )
 from shiftstudio.core.model import GPT
+from shiftstudio.format import human_count
 
 
 def real_params(config: ModelConfig, vocab: int) -> tuple[int, int]:
@@ -50,7 +49,7 @@ def test_gpt2_small_shape_is_124m() -> None:
     n = count_params(config, 50257)
     assert n == real_params(config, 50257)[0]
     assert 123.5e6 < n < 125.0e6  # GPT-2 small: 124M (a padded vocabulary adds 36k)
-    assert format_count(n) == "124M"
+    assert human_count(n) == "124M"
 
 
 def test_padded_vocab() -> None:
@@ -103,12 +102,3 @@ def test_memory_estimate_is_the_right_order_for_a_real_step() -> None:
         model(x, torch.randint(0, 65, (8, 1, 32)), torch.ones(8, 1, 32)).loss.backward()
     estimate = estimate_memory(model_cfg, train_cfg, 65)["activations"]
     assert 0.5 < estimate / sum(saved) < 2.0, (estimate, sum(saved))
-
-
-def test_formatting() -> None:
-    assert format_bytes(512) == "512 B"
-    assert format_bytes(1536) == "1.5 KiB"
-    assert format_bytes(3 * 1024**3) == "3.0 GiB"
-    assert format_count(999) == "999"
-    assert format_count(1234567) == "1.23M"
-    assert format_count(2.5e9) == "2.5G"

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from shiftstudio.gui.format import human_bytes, human_count
+from shiftstudio.format import human_bytes, human_count
 from shiftstudio.gui.panes import PaneContext
 from shiftstudio.gui.session import CorpusInfo, corpus_label
 from shiftstudio.gui.widgets.config_form import ConfigForm

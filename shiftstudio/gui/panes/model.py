@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 
 from shiftstudio import paths
 from shiftstudio.config import ConfigError, RunConfig, SECTIONS, load_preset, preset_description, preset_paths
-from shiftstudio.gui.format import human_bytes, human_count
+from shiftstudio.format import human_bytes, human_count
 from shiftstudio.gui.panes import PaneContext
 from shiftstudio.gui.widgets.config_form import ConfigForm
 from shiftstudio.gui.widgets.message_bar import MessageBar

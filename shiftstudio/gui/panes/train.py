@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from shiftstudio.gui.format import human_duration
+from shiftstudio.format import human_duration
 from shiftstudio.gui.panes import PaneContext
 from shiftstudio.gui.plots import CurvesView
 from shiftstudio.gui.run_controller import FAILED, PREPARING, STATE_TEXT

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
-from shiftstudio.gui.format import human_bytes
+from shiftstudio.format import human_bytes
 
 
 class ProgressPanel(QWidget):

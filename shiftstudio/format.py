@@ -1,4 +1,4 @@
-"""Numbers as people read them: 1.2 MB, 3.4M, 1:02:03."""
+"""Numbers as people read them: 1.2 MB, 3.4M, 1:02:03 (Qt-free: the CLI and the GUI share them)."""
 
 from __future__ import annotations
 
