@@ -19,6 +19,16 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     return home
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """A trainer sets the process's torch thread count from its config: put it back after each test."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def shakespeare_text() -> str:
     """The first ~20 KB of the sample corpus: real text, small enough to be fast."""

@@ -11,25 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shiftstudio.cli import main
+from cli_helpers import assert_one_line_error, run_cli
 from shiftstudio.core.tokenizer import TextTokenizer
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(err: str, *needles: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("shiftstudio: error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in err
 
 
 def test_prepare_writes_a_complete_store(tmp_path: Path, small_corpus: Path, shakespeare_text: str, capsys) -> None:

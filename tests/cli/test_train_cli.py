@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shiftstudio.cli import main
+from cli_helpers import assert_one_line_error, run_cli
 from shiftstudio.core.checkpoint import list_checkpoints
 from shiftstudio.core.metrics import read_metrics
 
@@ -22,27 +22,6 @@ TINY = [
     "--warmup_iters=2", "--eval_interval=6", "--eval_iters=2", "--log_interval=3", "--device=cpu", "--num_threads=1",
 ]
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(err: str, *needles: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("shiftstudio: error: ")
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), lines[0]
-    assert "Traceback" not in err
 
 
 def test_train_info_resume(tmp_path: Path, small_corpus: Path, capsys) -> None:
