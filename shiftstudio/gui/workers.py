@@ -239,6 +239,8 @@ class TrainerLike(Protocol):
     def resume(self) -> None: ...
     def stop(self) -> None: ...
     def request_checkpoint(self) -> None: ...
+    def set_view_row(self, row: int | None) -> None: ...
+    def snapshot(self, timeout: float = 60.0) -> Any: ...
 
 
 class StepBatcher:
@@ -349,14 +351,14 @@ class TrainingWorker(QObject):
     def set_view_row(self, row: int | None) -> None:
         with self._lock:
             self._view_row = row
-            if self._trainer is not None and hasattr(self._trainer, "set_view_row"):
+            if self._trainer is not None:
                 self._trainer.set_view_row(row)
 
     def snapshot(self, timeout: float = 60.0) -> Any:
         """From a thread other than this worker's: ``(model, tokenizer, step)`` copied at the next step boundary."""
         with self._lock:
             trainer = self._trainer
-        if trainer is None or not hasattr(trainer, "snapshot"):
+        if trainer is None:
             from shiftstudio.core.checkpoint import RunError
 
             raise RunError("training has not started yet: try again in a moment, or pick a checkpoint")
@@ -371,7 +373,7 @@ class TrainingWorker(QObject):
             trainer = self._open_trainer(progress, self._stop.is_set)
             with self._lock:
                 self._trainer = trainer
-                if self._view_row is not None and hasattr(trainer, "set_view_row"):
+                if self._view_row is not None:
                     trainer.set_view_row(self._view_row)
                 if self._stop.is_set():
                     trainer.stop()

@@ -24,6 +24,8 @@ class FakeTrainer:
     def resume(self): self._paused.clear()
     def stop(self): self._stop.set()
     def request_checkpoint(self): self.checkpoints += 1
+    def set_view_row(self, row): self.view_row = row
+    def snapshot(self, timeout=60.0): raise AssertionError("not used by these tests")
 
     def run(self):
         for step in range(1, self.n_steps + 1):

@@ -199,11 +199,11 @@ class GeneratePane(QWidget):
         self._refresh_sources()
 
     def _refresh_sources(self, *_args: Any) -> None:
-        run_dir = getattr(self.runs, "run_dir", None) if self.runs is not None else None
+        run_dir = self.runs.run_dir if self.runs is not None else None
         if run_dir is not None:
             self.run_dir = Path(run_dir)
         items: list[tuple[str, str]] = []
-        if self.runs is not None and getattr(self.runs, "is_active", False) and self._live_provider() is not None:
+        if self.runs is not None and self.runs.is_active and self._live_provider() is not None:
             items.append(("Live weights of the running training", LIVE))
         steps = []
         if self.run_dir is not None:
@@ -230,7 +230,7 @@ class GeneratePane(QWidget):
         self._update_buttons()
 
     def _live_provider(self) -> Callable[[], Any] | None:
-        return getattr(self.runs, "snapshot_provider", None) if self.runs is not None else None
+        return self.runs.snapshot_provider if self.runs is not None else None
 
     # -- generating ------------------------------------------------------------------
     @property

@@ -189,7 +189,7 @@ class InspectorPane(QWidget):
 
     def _on_row_changed(self, row: int) -> None:
         runs = self.runs
-        if runs is not None and hasattr(runs, "set_view_row"):
+        if runs is not None:
             runs.set_view_row(None if row < 0 else row)
 
     def _on_colour_changed(self) -> None:
