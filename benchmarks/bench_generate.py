@@ -32,9 +32,10 @@ import torch  # noqa: E402
 
 from shiftstudio import paths  # noqa: E402
 from shiftstudio.config import ModelConfig, load_preset  # noqa: E402
-from shiftstudio.core.model import GPT  # noqa: E402
-from shiftstudio.core.sampler import Generation, SamplingSettings  # noqa: E402
-from shiftstudio.core.tokenizer import char_tokenizer, train_bpe  # noqa: E402
+from shiftstudio.core.model.gpt import GPT  # noqa: E402
+from shiftstudio.core.generate.generation import Generation
+from shiftstudio.core.generate.filters import SamplingSettings  # noqa: E402
+from shiftstudio.core.data.tokenizer import char_tokenizer, train_bpe  # noqa: E402
 
 
 def timed_generation(model, tok, prompt, n, use_cache) -> tuple[float, float, list[int]]:

@@ -57,8 +57,8 @@ def settings(steps: int) -> dict:
 
 def headless(steps: int, warmup: int) -> float:
     from shiftstudio.config import load_preset
-    from shiftstudio.core.run import prepare_and_create
-    from shiftstudio.core.trainer import Trainer
+    from shiftstudio.core.runs.folder import prepare_and_create
+    from shiftstudio.core.train.trainer import Trainer
 
     from shiftstudio.gui.session import default_cpu_threads
 
@@ -142,7 +142,7 @@ def metrics_at_scale(app, total: int = 200_000, chunk: int = 2_000, eval_every: 
     import numpy as np
     from PySide6.QtCore import QEvent, QObject
 
-    from shiftstudio.core.reports import EvalReport, StepReport
+    from shiftstudio.core.train.reports import EvalReport, StepReport
     from shiftstudio.gui.metrics_store import MetricsStore
     from shiftstudio.gui.plots import CurvesView
 

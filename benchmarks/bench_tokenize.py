@@ -39,9 +39,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 
 from shiftstudio import paths  # noqa: E402
 from shiftstudio.config import DataConfig  # noqa: E402
-from shiftstudio.core import tokens  # noqa: E402
-from shiftstudio.core.corpus import PIECE_CHARS, _pieces  # noqa: E402
-from shiftstudio.core.tokenizer import EOT, char_tokenizer, train_bpe  # noqa: E402
+from shiftstudio.core.data import store as tokens  # noqa: E402
+from shiftstudio.core.data.corpus import PIECE_CHARS, text_pieces  # noqa: E402
+from shiftstudio.core.data.tokenizer import EOT, char_tokenizer, train_bpe  # noqa: E402
 
 BPE_VOCAB = 4096
 
@@ -63,7 +63,7 @@ def bare_encode(tk: Tokenizer, text: str) -> tuple[float, int]:
     n = 0
     batch: list[str] = []
     size = 0
-    for piece in _pieces(text, PIECE_CHARS):
+    for piece in text_pieces(text, PIECE_CHARS):
         batch.append(piece)
         size += len(piece)
         if size >= tokens.ENCODE_BATCH_CHARS:
@@ -91,13 +91,13 @@ def bare_bpe_training(text: str) -> float:
         vocab_size=BPE_VOCAB, min_frequency=2, special_tokens=[EOT],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    tk.train_from_iterator(_pieces(text, PIECE_CHARS), trainer=trainer)
+    tk.train_from_iterator(text_pieces(text, PIECE_CHARS), trainer=trainer)
     return time.perf_counter() - start
 
 
 def our_bpe_training(text: str) -> float:
     start = time.perf_counter()
-    train_bpe(_pieces(text, PIECE_CHARS), BPE_VOCAB, 2)
+    train_bpe(text_pieces(text, PIECE_CHARS), BPE_VOCAB, 2)
     return time.perf_counter() - start
 
 
@@ -147,7 +147,7 @@ def main() -> int:
 
         for kind in ("bpe", "char"):
             if kind == "bpe":
-                tok = train_bpe(_pieces(seed, PIECE_CHARS), BPE_VOCAB, 2)
+                tok = train_bpe(text_pieces(seed, PIECE_CHARS), BPE_VOCAB, 2)
             else:
                 tok = char_tokenizer(set(seed))
             tok_file = tmp / f"{kind}.json"

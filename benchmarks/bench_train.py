@@ -52,9 +52,10 @@ class Ours:
 
     def __init__(self, workdir: Path, max_iters: int, threads: int, pos: str = "learned", batch_views: bool = True) -> None:
         from shiftstudio.config import RunConfig
-        from shiftstudio.core.run import create_run
-        from shiftstudio.core.tokens import prepare
-        from shiftstudio.core.trainer import Trainer
+        from shiftstudio.core.runs.folder import create_run
+        from shiftstudio.core.data.store import prepare
+        from shiftstudio.core.train.control import ViewRequest
+        from shiftstudio.core.train.trainer import Trainer
 
         corpus = ROOT / "resources" / "tinyshakespeare.txt"
         config = RunConfig().updated({
@@ -63,7 +64,7 @@ class Ours:
         })
         store = prepare(config.data, out_dir=workdir / "store")
         self.run_dir = create_run(config, store, workdir / "run")
-        self.reports = Trainer(self.run_dir, store, batch_views=batch_views).run()
+        self.reports = Trainer(self.run_dir, store, views=ViewRequest(batch_views=batch_views)).run()
         self.tokens_per_step = BABY["batch_size"] * BABY["block_size"]
         self.losses: list[float] = []
 

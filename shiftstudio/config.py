@@ -11,6 +11,7 @@ with a schema version.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import tomllib
@@ -18,22 +19,30 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
+from shiftstudio.core import io
+from shiftstudio.core.errors import ConfigError
+
 SCHEMA_VERSION = 1
 
 POS_CHOICES = ("learned", "rope")
 NORM_CHOICES = ("layernorm", "rmsnorm")
+ACTIVATION_CHOICES = ("gelu", "gelu_tanh")
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
-OPTIMIZER_CHOICES = ("adamw",)
-UINT32_MAX = 2**32 - 1
-
-
-class ConfigError(ValueError):
-    """A setting is missing, unknown, of the wrong type or out of range."""
+UINT32_MAX = 2**32 - 1  # token ids are stored as uint32 at most
+SEED_MAX = 2**31 - 1
+STEPS_MAX = 100_000_000
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
-    """A dataclass field with its help text (and optional GUI hints) attached."""
+    """A dataclass field with its help text and its value range attached.
+
+    The metadata is the one definition of a field's valid values: ``minimum``
+    and ``maximum`` (inclusive; ``exclusive_minimum=True`` makes the lower
+    bound exclusive) and ``choices``. Validation, the CLI's messages and the
+    GUI's editors and tooltips all read it; ``step`` and ``decimals`` are
+    hints for the GUI's spin boxes.
+    """
     meta = {"help": help, **extra}
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
@@ -45,6 +54,58 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _num(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) and abs(value) >= 100_000 else f"{value:g}"
+
+
+def range_text(meta: Any) -> str:
+    """A field's range as a tooltip shows it ('1 … 256', 'above 0 … 0.5'); '' when it has none."""
+    low, high = meta.get("minimum"), meta.get("maximum")
+    if low is None or high is None:
+        return ""
+    return f"{'above ' if meta.get('exclusive_minimum') else ''}{_num(low)} … {_num(high)}"
+
+
+def field_problem(key: str, value: Any) -> str:
+    """Why ``value`` is not valid for ``key`` on its own (type, range, choices), or '' when it is.
+
+    The single range check: ``__post_init__`` raises it, the GUI's form shows it as the user types.
+    """
+    return _problem(field_index()[key][1], value)
+
+
+def _problem(f: dataclasses.Field, value: Any) -> str:
+    key, meta, kind = f.name, f.metadata, field_type(f)
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+            return f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+        if not math.isfinite(value):
+            return f"{key} must be a finite number, got {value}"
+        low, high = meta.get("minimum"), meta.get("maximum")
+        too_low = low is not None and (value <= low if meta.get("exclusive_minimum") else value < low)
+        too_high = high is not None and value > high
+        if too_low or too_high:
+            if low is not None and high is not None:
+                lower = f"above {_num(low)} and at most" if meta.get("exclusive_minimum") else f"between {_num(low)} and"
+                return f"{key} must be {lower} {_num(high)}, got {_num(value)}"
+            bound = f"at least {_num(low)}" if too_low else f"at most {_num(high)}"
+            return f"{key} must be {bound}, got {_num(value)}"
+    elif kind is bool and not isinstance(value, bool):
+        return f"{key} must be true or false, got {value!r}"
+    elif kind is str:
+        if not isinstance(value, str):
+            return f"{key} must be text, got {value!r}"
+        if "choices" in meta and value not in meta["choices"]:
+            return f"{key} must be one of {', '.join(meta['choices'])}, got {value!r}"
+    return ""
+
+
+def _check_fields(obj: Any) -> None:
+    for f in fields(obj):
+        problem = _problem(f, getattr(obj, f.name))
+        _check(not problem, problem)
+
+
 @dataclass
 class DataConfig:
     """Which text to train on and how it becomes tokens."""
@@ -53,16 +114,13 @@ class DataConfig:
     tokenizer: str = _f("char", "Tokenizer: 'char' (one token per character), 'bpe' (byte-level BPE trained on the corpus) or a path to a tokenizer.json.")
     vocab_size: int = _f(4096, "Target vocabulary size when training a BPE tokenizer (ignored for 'char').", minimum=2, maximum=UINT32_MAX)
     min_frequency: int = _f(2, "A BPE merge must occur at least this often in the training split.", minimum=1, maximum=1_000_000)
-    val_fraction: float = _f(0.1, "Share of the corpus held out for validation (by document; a single file is cut near this fraction).", minimum=0.0, maximum=0.5, step=0.01)
-    split_seed: int = _f(1337, "Seed of the train/validation split of documents.", minimum=0, maximum=2**31 - 1)
+    val_fraction: float = _f(0.1, "Share of the corpus held out for validation (by document; a single file is cut near this fraction).", minimum=0.0, exclusive_minimum=True, maximum=0.5, step=0.01)
+    split_seed: int = _f(1337, "Seed of the train/validation split of documents.", minimum=0, maximum=SEED_MAX)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.corpus, list) and all(isinstance(p, str) for p in self.corpus), "corpus must be a list of paths")
+        _check_fields(self)
         _check(bool(self.tokenizer.strip()), "tokenizer must be 'char', 'bpe' or a path to a tokenizer.json")
-        _check(2 <= self.vocab_size <= UINT32_MAX, f"vocab_size must be between 2 and {UINT32_MAX}, got {self.vocab_size}")
-        _check(self.min_frequency >= 1, f"min_frequency must be at least 1, got {self.min_frequency}")
-        _check(0.0 < self.val_fraction < 1.0, f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
-        _check(self.split_seed >= 0, f"split_seed must be >= 0, got {self.split_seed}")
 
 
 @dataclass
@@ -77,21 +135,15 @@ class ModelConfig:
     bias: bool = _f(False, "Use bias terms in Linear and LayerNorm layers (GPT-2 did; off is slightly faster and as good).")
     pos: str = _f("learned", "Position encoding: 'learned' absolute embeddings or 'rope' (rotary).", choices=POS_CHOICES)
     norm: str = _f("layernorm", "Normalisation: 'layernorm' or 'rmsnorm'.", choices=NORM_CHOICES)
+    activation: str = _f("gelu", "MLP activation: 'gelu' (exact) or 'gelu_tanh' (GPT-2's tanh approximation).", choices=ACTIVATION_CHOICES)
     tie_weights: bool = _f(True, "Share the token embedding with the output projection (fewer parameters).")
     shift: int = _f(1, "Horizons K of the shifted objective: head k predicts token t+k; 1 = plain next-token prediction.", minimum=1, maximum=16)
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "shift"):
-            value = getattr(self, name)
-            _check(isinstance(value, int) and value >= 1, f"{name} must be a positive integer, got {value!r}")
+        _check_fields(self)
         _check(self.n_embd % self.n_head == 0, f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        _check(self.block_size >= 2, f"block_size must be at least 2, got {self.block_size}")
-        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        _check(self.pos in POS_CHOICES, f"pos must be one of {', '.join(POS_CHOICES)}, got {self.pos!r}")
-        _check(self.norm in NORM_CHOICES, f"norm must be one of {', '.join(NORM_CHOICES)}, got {self.norm!r}")
         if self.pos == "rope":
             _check((self.n_embd // self.n_head) % 2 == 0, f"rope needs an even head size, got n_embd/n_head = {self.n_embd // self.n_head}")
-        _check(self.shift <= 16, f"shift must be at most 16, got {self.shift}")
 
     @property
     def head_size(self) -> int:
@@ -104,52 +156,38 @@ class TrainConfig:
 
     batch_size: int = _f(12, "Sequences per micro-batch.", minimum=1, maximum=65536)
     gradient_accumulation_steps: int = _f(1, "Micro-batches summed before each optimizer step (effective batch = batch_size × this).", minimum=1, maximum=4096)
-    learning_rate: float = _f(1e-3, "Peak learning rate of AdamW, reached after warmup.", minimum=0.0, maximum=10.0, decimals=6)
-    max_iters: int = _f(2000, "Number of optimizer steps to train for.", minimum=1, maximum=100_000_000)
-    warmup_iters: int = _f(100, "Steps of linear learning-rate warmup from 0.", minimum=0, maximum=100_000_000)
-    lr_decay_iters: int = _f(2000, "Step at which cosine decay reaches min_lr (usually = max_iters).", minimum=1, maximum=100_000_000)
+    learning_rate: float = _f(1e-3, "Peak learning rate of AdamW, reached after warmup.", minimum=0.0, exclusive_minimum=True, maximum=10.0, decimals=6)
+    max_iters: int = _f(2000, "Number of optimizer steps to train for.", minimum=1, maximum=STEPS_MAX)
+    warmup_iters: int = _f(100, "Steps of linear learning-rate warmup from 0.", minimum=0, maximum=STEPS_MAX)
+    lr_decay_iters: int = _f(2000, "Step at which cosine decay reaches min_lr (usually = max_iters).", minimum=1, maximum=STEPS_MAX)
     min_lr: float = _f(1e-4, "Learning rate at the end of cosine decay (usually learning_rate / 10).", minimum=0.0, maximum=10.0, decimals=6)
     weight_decay: float = _f(0.1, "AdamW weight decay on matrices (embeddings, norms and biases are not decayed).", minimum=0.0, maximum=10.0, decimals=4)
     beta1: float = _f(0.9, "AdamW beta1 (momentum of the gradient).", minimum=0.0, maximum=0.9999, decimals=4)
     beta2: float = _f(0.99, "AdamW beta2 (momentum of the squared gradient; 0.95–0.99).", minimum=0.0, maximum=0.99999, decimals=5)
     grad_clip: float = _f(1.0, "Clip the global gradient norm to this value (0 = no clipping).", minimum=0.0, maximum=1e6, decimals=3)
-    eval_interval: int = _f(250, "Evaluate train and validation loss every this many steps.", minimum=1, maximum=100_000_000)
+    eval_interval: int = _f(250, "Evaluate train and validation loss every this many steps.", minimum=1, maximum=STEPS_MAX)
     eval_iters: int = _f(20, "Batches averaged per evaluation.", minimum=1, maximum=100_000)
-    log_interval: int = _f(10, "Report step metrics (and the batch view) every this many steps.", minimum=1, maximum=100_000_000)
+    log_interval: int = _f(10, "Report step metrics (and the batch view) every this many steps.", minimum=1, maximum=STEPS_MAX)
     device: str = _f("auto", "Where to train: 'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.")
     dtype: str = _f("auto", "Compute precision: 'auto' (bf16 on capable CUDA, fp16 on older CUDA, fp32 otherwise), 'float32', 'bfloat16', 'float16'.", choices=DTYPE_CHOICES)
     compile: bool = _f(False, "Compile the model with torch.compile (faster on GPU after a warm-up).")
-    seed: int = _f(1337, "Seed of weights init, batch sampling and dropout: same seed, same run.", minimum=0, maximum=2**31 - 1)
+    seed: int = _f(1337, "Seed of weights init, batch sampling and dropout: same seed, same run.", minimum=0, maximum=SEED_MAX)
     ema_decay: float = _f(0.0, "Decay of an exponential moving average of the weights used for evaluation and sampling (0 = off; e.g. 0.999).", minimum=0.0, maximum=0.999999, decimals=6)
     keep_checkpoints: int = _f(3, "How many recent checkpoints to keep (the best one is always kept).", minimum=1, maximum=1000)
-    checkpoint_interval: int = _f(0, "Save a checkpoint every this many steps (0 = at every evaluation).", minimum=0, maximum=100_000_000)
+    checkpoint_interval: int = _f(0, "Save a checkpoint every this many steps (0 = at every evaluation).", minimum=0, maximum=STEPS_MAX)
     early_stop_patience: int = _f(0, "Stop after this many evaluations without a better validation loss (0 = off).", minimum=0, maximum=100_000)
     num_threads: int = _f(0, "CPU threads for PyTorch (0 = automatic).", minimum=0, maximum=1024)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "gradient_accumulation_steps", "max_iters", "lr_decay_iters", "eval_interval", "eval_iters", "log_interval", "keep_checkpoints"):
-            value = getattr(self, name)
-            _check(value >= 1, f"{name} must be at least 1, got {value}")
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "ema_decay"):
-            value = getattr(self, name)
-            _check(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
-        _check(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
-        _check(self.min_lr <= self.learning_rate, f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
-        _check(self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
-        _check(0.0 <= self.beta1 < 1.0, f"beta1 must be in [0, 1), got {self.beta1}")
-        _check(0.0 <= self.beta2 < 1.0, f"beta2 must be in [0, 1), got {self.beta2}")
-        _check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        _check(self.checkpoint_interval >= 0, f"checkpoint_interval must be >= 0, got {self.checkpoint_interval}")
-        _check(self.early_stop_patience >= 0, f"early_stop_patience must be >= 0, got {self.early_stop_patience}")
-        _check(self.num_threads >= 0, f"num_threads must be >= 0, got {self.num_threads}")
-        _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        _check(isinstance(self.device, str), f"device must be text, got {self.device!r}")
         dev = self.device.strip().lower()
         base = dev.split(":", 1)[0]
         _check(base in DEVICE_PREFIXES, f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if ":" in dev:
             _check(base == "cuda" and dev.split(":", 1)[1].isdigit(), f"device index is only valid as cuda:N, got {self.device!r}")
         self.device = dev
-        _check(self.dtype in DTYPE_CHOICES, f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
+        _check_fields(self)
+        _check(self.min_lr <= self.learning_rate, f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
 
     @property
     def tokens_per_step_factor(self) -> int:
@@ -167,6 +205,7 @@ def iter_fields() -> Iterator[tuple[str, dataclasses.Field]]:
             yield section, f
 
 
+@functools.cache
 def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
     """Flat key -> (section, field). Keys are unique across sections."""
     index: dict[str, tuple[str, dataclasses.Field]] = {}
@@ -186,8 +225,14 @@ def field_type(f: dataclasses.Field) -> type:
     return {"int": int, "float": float, "bool": bool, "str": str, "list[str]": list}[t]
 
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
+TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+
+
+def parse_bool_word(text: str) -> bool | None:
+    """True/False for a word like 'yes' or 'off' (any case), None for anything else."""
+    low = text.strip().lower()
+    return True if low in TRUE_WORDS else False if low in FALSE_WORDS else None
 
 
 def parse_value(key: str, raw: Any) -> Any:
@@ -203,8 +248,8 @@ def parse_value(key: str, raw: Any) -> Any:
     if kind is bool:
         if isinstance(raw, bool):
             return raw
-        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
-            return raw.strip().lower() in _TRUE
+        if isinstance(raw, str) and parse_bool_word(raw) is not None:
+            return bool(parse_bool_word(raw))
         if isinstance(raw, int) and raw in (0, 1):
             return bool(raw)
         raise ConfigError(f"{key} must be true or false, got {raw!r}")
@@ -263,10 +308,6 @@ class RunConfig:
         for section in SECTIONS:
             flat.update(dataclasses.asdict(getattr(self, section)))
         return flat
-
-    def get(self, key: str) -> Any:
-        section, _ = field_index()[key]
-        return getattr(getattr(self, section), key)
 
     def updated(self, overrides: dict[str, Any]) -> "RunConfig":
         """A new, validated config with ``overrides`` (flat keys) applied."""
@@ -336,10 +377,7 @@ class RunConfig:
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
-        text = json.dumps(self.to_dict(), indent=2) if path.suffix == ".json" else self.to_toml()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        io.write_text(path, json.dumps(self.to_dict(), indent=2) if path.suffix == ".json" else self.to_toml())
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":

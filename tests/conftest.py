@@ -52,8 +52,8 @@ TINY_RUN_SETTINGS = {
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run folder, trained for 4 steps on 20 KB of shakespeare (made once per session; treat it as read-only)."""
     from shiftstudio.config import RunConfig
-    from shiftstudio.core.run import prepare_and_create
-    from shiftstudio.core.trainer import Trainer
+    from shiftstudio.core.runs.folder import prepare_and_create
+    from shiftstudio.core.train.trainer import Trainer
 
     base = tmp_path_factory.mktemp("tiny-run")
     corpus = base / "corpus.txt"
@@ -71,3 +71,26 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             os.environ["SHIFTSTUDIO_HOME"] = old
     return run_dir
+
+
+@pytest.fixture
+def poison_checkpoint():
+    """``poison(run_dir, step)``: see :func:`_poison_checkpoint`."""
+    return _poison_checkpoint
+
+
+def _poison_checkpoint(run_dir: Path, step: int) -> None:
+    """Put a NaN into one weight of checkpoint ``step`` (same file size, so the checkpoint still reads as whole):
+    the next training step's loss is NaN. How tests make a run diverge now that an absurd learning rate is
+    refused as a setting."""
+    from safetensors.torch import load_file, save_file
+
+    from shiftstudio.core.runs.layout import MODEL_FILE, RunLayout
+
+    path = RunLayout(run_dir).checkpoint_dir(step) / MODEL_FILE
+    tensors = load_file(str(path))
+    name = next(k for k in tensors if k.endswith("mlp.c_fc.weight"))
+    tensors[name][0, 0] = float("nan")
+    size = path.stat().st_size
+    save_file(tensors, str(path), metadata={"format": "pt", "shiftstudio_step": str(step)})
+    assert path.stat().st_size == size

@@ -44,9 +44,12 @@ def run(name: str, argv: list[str]) -> int:
 
     from shiftstudio.cli import error
     from shiftstudio.config import ConfigError
-    from shiftstudio.core.checkpoint import RunError
-    from shiftstudio.core.sampler import Generation, GenerationError, SamplingSettings, load_model
-    from shiftstudio.core.tokenizer import TokenizerError
+    from shiftstudio.core.errors import RunError
+    from shiftstudio.core.generate.generation import Generation
+    from shiftstudio.core.errors import GenerationError
+    from shiftstudio.core.generate.filters import SamplingSettings
+    from shiftstudio.core.runs.loading import load_model
+    from shiftstudio.core.errors import TokenizerError
 
     try:
         settings = SamplingSettings(
@@ -57,7 +60,7 @@ def run(name: str, argv: list[str]) -> int:
     except GenerationError as exc:
         raise UsageError(str(exc)) from None
     try:
-        from shiftstudio.core.device import resolve_device
+        from shiftstudio.core.train.device import resolve_device
 
         device = resolve_device(values["device"])
         model, tokenizer, _ = load_model(positionals[0], values["checkpoint"], ema=values["ema"], device=device)

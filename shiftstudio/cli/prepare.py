@@ -53,9 +53,10 @@ def run(name: str, argv: list[str]) -> int:
         raise UsageError(str(exc)) from None
 
     from shiftstudio.cli import error
-    from shiftstudio.core.corpus import Cancelled, CorpusError
-    from shiftstudio.core.tokenizer import TokenizerError
-    from shiftstudio.core.tokens import DataError, prepare
+    from shiftstudio.core.errors import Cancelled, CorpusError
+    from shiftstudio.core.errors import TokenizerError
+    from shiftstudio.core.errors import DataError
+    from shiftstudio.core.data.store import prepare
 
     line = ProgressLine()
     start = time.perf_counter()

@@ -3,7 +3,7 @@
 ``train`` builds a config (defaults, a preset or a TOML/JSON file, then
 ``--key=value`` overrides), checks the device, prepares the token data (or
 opens ``--data DIR``), creates the run folder and drives
-:class:`~shiftstudio.core.trainer.Trainer`, printing its reports: a live
+:class:`~shiftstudio.core.train.trainer.Trainer`, printing its reports: a live
 progress line on a terminal, plain lines otherwise, eval lines and a final
 summary. The first Ctrl-C (or SIGTERM) asks the trainer to stop, which saves
 a checkpoint; a second one quits at once. ``resume`` continues a run folder,
@@ -107,7 +107,7 @@ def build_config(config_file: str | None, preset: str | None, overrides: dict[st
 
 def check_device(config: RunConfig) -> None:
     """Fail before any work if the device or precision does not exist here (exit 2)."""
-    from shiftstudio.core.device import resolve_device, resolve_dtype
+    from shiftstudio.core.train.device import resolve_device, resolve_dtype
 
     try:
         resolve_dtype(config.train.dtype, resolve_device(config.train.device))
@@ -122,11 +122,12 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
     check_device(config)
 
     from shiftstudio.cli import error
-    from shiftstudio.core.checkpoint import RunError
-    from shiftstudio.core.corpus import Cancelled, CorpusError
-    from shiftstudio.core.run import create_run, default_run_dir
-    from shiftstudio.core.tokenizer import TokenizerError
-    from shiftstudio.core.tokens import DataError, TokenStore, prepare
+    from shiftstudio.core.errors import RunError
+    from shiftstudio.core.errors import Cancelled, CorpusError
+    from shiftstudio.core.runs.folder import create_run, default_run_dir
+    from shiftstudio.core.errors import TokenizerError
+    from shiftstudio.core.errors import DataError
+    from shiftstudio.core.data.store import TokenStore, prepare
 
     out = Path(values["out"]) if values["out"] else default_run_dir(config)
     if (out / "run.json").exists():
@@ -152,9 +153,10 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
         return error(str(exc), 1)
     print(f"data: {store.summary()}")
 
-    from shiftstudio.core.trainer import Trainer
+    from shiftstudio.core.train.control import ViewRequest
+    from shiftstudio.core.train.trainer import Trainer
 
-    return drive(Trainer(run_dir, store, sample_prompt=values["sample"]))
+    return drive(Trainer(run_dir, store, sample_prompt=values["sample"], views=ViewRequest(batch_views=False)))
 
 
 def _prepare_progress(line: ProgressLine):
@@ -171,12 +173,14 @@ def _prepare_progress(line: ProgressLine):
 
 def _resume(values: dict[str, Any], run_dir: Path) -> int:
     from shiftstudio.cli import error
-    from shiftstudio.core.checkpoint import RunError, latest_checkpoint
-    from shiftstudio.core.corpus import Cancelled, CorpusError
-    from shiftstudio.core.run import load_run_config, open_run_store
-    from shiftstudio.core.tokenizer import TokenizerError
-    from shiftstudio.core.tokens import DataError
-    from shiftstudio.core.trainer import Trainer
+    from shiftstudio.core.errors import RunError
+    from shiftstudio.core.runs.checkpoint import latest_checkpoint
+    from shiftstudio.core.errors import Cancelled, CorpusError
+    from shiftstudio.core.runs.folder import load_run_config, open_run_store
+    from shiftstudio.core.errors import TokenizerError
+    from shiftstudio.core.errors import DataError
+    from shiftstudio.core.train.control import ViewRequest
+    from shiftstudio.core.train.trainer import Trainer
 
     max_iters = values["max_iters"]
     if max_iters is not None and max_iters < 1:
@@ -195,7 +199,7 @@ def _resume(values: dict[str, Any], run_dir: Path) -> int:
     line = ProgressLine()
     try:
         store = open_run_store(run_dir, prepare_missing=True, progress=_prepare_progress(line))
-        trainer = Trainer(run_dir, store, max_iters=max_iters, sample_prompt=values["sample"])
+        trainer = Trainer(run_dir, store, max_iters=max_iters, sample_prompt=values["sample"], views=ViewRequest(batch_views=False))
     except (RunError, CorpusError, TokenizerError, DataError, OSError) as exc:
         line.close()
         return error(str(exc), 1)
@@ -272,10 +276,16 @@ class ReportPrinter:
 
     def show(self, report: Any) -> int:
         """Print one report; returns the exit code it implies (0 or 1)."""
-        handler = getattr(self, f"_on_{report.kind}", None)
-        if handler is None:  # batch views: for the GUI's inspector
-            return 0
-        return handler(report) or 0
+        from shiftstudio.core.train import reports as r
+
+        handlers = {
+            r.StartedReport: self._on_started, r.StepReport: self._on_train, r.EvalReport: self._on_eval,
+            r.SampleReport: self._on_sample, r.CheckpointReport: self._on_checkpoint,
+            r.FinishedReport: self._on_finished, r.FailedReport: self._on_failed,
+        }
+        if type(report) not in handlers:
+            raise TypeError(f"the trainer yielded a report the CLI does not print: {type(report).__name__}")
+        return handlers[type(report)](report) or 0
 
     def _eta(self, step: int) -> str:
         done = step - self.first_step
@@ -352,8 +362,8 @@ class ReportPrinter:
 
 def _info(values: dict[str, Any], run_dir: Path) -> int:
     from shiftstudio.cli import error
-    from shiftstudio.core.checkpoint import RunError
-    from shiftstudio.core.run import run_summary
+    from shiftstudio.core.errors import RunError
+    from shiftstudio.core.runs.folder import run_summary
 
     try:
         s = run_summary(run_dir)

@@ -3,7 +3,7 @@
 A :class:`GenerationWorker` lives on its own ``QThread``. It loads the weights
 (a checkpoint, its EMA copy, or a copy of a running training's weights handed
 over by :class:`~shiftstudio.gui.run_controller.RunController`) and advances one
-or two :class:`~shiftstudio.core.sampler.Generation` iterators a token at a
+or two :class:`~shiftstudio.core.generate.generation.Generation` iterators a token at a
 time, round robin, sending tokens to the GUI in batches (at most ~30 a second).
 Stop is a flag checked before every token, so it ends a stream within one.
 """
@@ -77,7 +77,7 @@ class GenerationWorker(QObject):
             self.done.emit()
 
     def _load(self, source: Source):
-        from shiftstudio.core.sampler import load_model
+        from shiftstudio.core.runs.loading import load_model
 
         if source.checkpoint == LIVE:
             if self.snapshot is None:
@@ -88,7 +88,7 @@ class GenerationWorker(QObject):
         return model, tokenizer, f"step {meta['step']}" + (" (EMA)" if source.ema else "")
 
     def _run(self) -> None:
-        from shiftstudio.core.sampler import Generation
+        from shiftstudio.core.generate.generation import Generation
 
         streams = []
         for i, source in enumerate(self.sources):

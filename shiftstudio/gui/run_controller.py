@@ -18,6 +18,8 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal
 from PySide6.QtGui import QAction, QKeySequence
 
 from shiftstudio.config import RunConfig
+from shiftstudio.core.runs.layout import RunLayout, step_of
+from shiftstudio.core.train.control import ViewRequest
 from shiftstudio.gui.config_model import ConfigModel
 from shiftstudio.gui.workers import Task, TrainingWorker, keep_gui_responsive
 
@@ -49,13 +51,13 @@ def _limit_cpu_threads(config: RunConfig) -> None:
 def _new_run(config: RunConfig) -> Callable:
     def open_trainer(progress, cancel):
         _limit_cpu_threads(config)
-        from shiftstudio.core.run import create_run
-        from shiftstudio.core.tokens import prepare
-        from shiftstudio.core.trainer import Trainer
+        from shiftstudio.core.runs.folder import create_run
+        from shiftstudio.core.data.store import prepare
+        from shiftstudio.core.train.trainer import Trainer
 
         store = prepare(config.data, progress=progress, cancel=cancel)
         if cancel():
-            from shiftstudio.core.corpus import Cancelled
+            from shiftstudio.core.errors import Cancelled
 
             raise Cancelled()
         run_dir = create_run(config, store)
@@ -66,7 +68,7 @@ def _new_run(config: RunConfig) -> Callable:
 
 def _resume_run(run_dir: Path, max_iters: int) -> Callable:
     def open_trainer(progress, cancel):
-        from shiftstudio.core.trainer import Trainer
+        from shiftstudio.core.train.trainer import Trainer
 
         trainer = Trainer(run_dir, max_iters=max_iters, sample_prompt=SAMPLE_PROMPT)
         _limit_cpu_threads(trainer.config)
@@ -77,8 +79,8 @@ def _resume_run(run_dir: Path, max_iters: int) -> Callable:
 
 def _read_run(run_dir: Path) -> Callable:
     def work(progress, cancel) -> tuple[Path, RunConfig, list[dict[str, Any]]]:
-        from shiftstudio.core.metrics import read_metrics
-        from shiftstudio.core.run import load_run_config
+        from shiftstudio.core.runs.metrics import read_metrics
+        from shiftstudio.core.runs.folder import load_run_config
 
         config = load_run_config(run_dir)
         return run_dir, config, read_metrics(run_dir, ("train", "eval", "sample"))
@@ -87,8 +89,8 @@ def _read_run(run_dir: Path) -> Callable:
 
 
 def has_checkpoint(run_dir: Path | None) -> bool:
-    folder = None if run_dir is None else run_dir / "checkpoints"
-    return folder is not None and folder.is_dir() and any(p.name.startswith("step-") for p in folder.iterdir())
+    folder = None if run_dir is None else RunLayout(run_dir).checkpoints_dir
+    return folder is not None and folder.is_dir() and any(step_of(p.name) is not None for p in folder.iterdir())
 
 
 class RunController(QObject):
@@ -122,7 +124,7 @@ class RunController(QObject):
         self._thread: QThread | None = None
         self._worker: TrainingWorker | None = None
         self._open_task: Task | None = None
-        self._view_row: int | None = None
+        self._views = ViewRequest()
         self.start_action = self._action("Start training", "train_start_action", "F5", self.start)
         self.pause_action = self._action("Pause", "train_pause_action", "F6", self.toggle_pause)
         self.stop_action = self._action("Stop", "train_stop_action", "Shift+F5", self.stop)
@@ -214,7 +216,7 @@ class RunController(QObject):
         thread = QThread()
         thread.setObjectName("training")
         worker = TrainingWorker(opener)
-        worker.set_view_row(self._view_row)
+        worker.set_views(self._views)
         worker.moveToThread(thread)
         worker.prepare_progressed.connect(self._on_worker_prepare_progressed)
         worker.run_started.connect(self._on_worker_run_started)
@@ -257,11 +259,12 @@ class RunController(QObject):
         if self._worker is not None and self.state == RUNNING:
             self._worker.request_checkpoint()
 
-    def set_view_row(self, row: int | None) -> None:
-        """The batch row the inspector follows (None: a different row at each log point); kept across runs."""
-        self._view_row = row
+    def set_views(self, views: ViewRequest) -> None:
+        """What the window shows of the live batch (the inspector's row; None: a different row at each log
+        point); kept across runs."""
+        self._views = views
         if self._worker is not None:
-            self._worker.set_view_row(row)
+            self._worker.set_views(views)
 
     @property
     def snapshot_provider(self) -> Callable[[], Any] | None:

@@ -65,10 +65,11 @@ class DeviceSummary:
 
 def _open_corpus(sources: list[str], val_fraction: float, seed: int) -> Callable:
     def work(progress, cancel) -> CorpusInfo:
-        from shiftstudio.core.corpus import Corpus
+        from shiftstudio.core.data.corpus import Corpus
+        from shiftstudio.core.data.split import make_split
 
         corpus = Corpus.open(sources, progress=lambda d, t: progress("Reading corpus", d, t), cancel=cancel)
-        split = corpus.split(val_fraction, seed)
+        split = make_split(corpus, val_fraction, seed)
         return CorpusInfo([], corpus, split, corpus.preview(PREVIEW_CHARS), list(corpus.warnings))
 
     return work
@@ -76,14 +77,16 @@ def _open_corpus(sources: list[str], val_fraction: float, seed: int) -> Callable
 
 def _split(corpus: Any, val_fraction: float, seed: int) -> Callable:
     def work(progress, cancel) -> Any:
-        return corpus.split(val_fraction, seed)
+        from shiftstudio.core.data.split import make_split
+
+        return make_split(corpus, val_fraction, seed)
 
     return work
 
 
 def _build_tokenizer(data: DataConfig, split: Any) -> Callable:
     def work(progress, cancel) -> TokenizerInfo:
-        from shiftstudio.core.tokenizer import build_tokenizer
+        from shiftstudio.core.data.tokenizer import build_tokenizer
 
         phase = "Reading alphabet" if data.tokenizer == "char" else "Training BPE"
         tokenizer = build_tokenizer(data, split, progress=lambda d, t: progress(phase, d, t), cancel=cancel)
@@ -116,7 +119,7 @@ def default_cpu_threads() -> int:
 def _probe_device(progress, cancel) -> DeviceSummary:
     import torch
 
-    from shiftstudio.core.device import DeviceInfo, resolve_device, resolve_dtype
+    from shiftstudio.core.train.device import DeviceInfo, resolve_device, resolve_dtype
 
     device = resolve_device("auto")
     threads = min(torch.get_num_threads(), default_cpu_threads())

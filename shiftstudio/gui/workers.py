@@ -26,6 +26,9 @@ from typing import Any, Callable, Protocol
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
+from shiftstudio.core.errors import Cancelled, RunError, ShiftStudioError, one_line
+from shiftstudio.core.train.control import ViewRequest
+
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[..., None]
@@ -61,24 +64,28 @@ def keep_gui_responsive() -> None:
 
 
 def is_cancelled(exc: BaseException) -> bool:
-    """The core's ``Cancelled`` (corpus, tokenizer and token store share the idea)."""
-    return type(exc).__name__ == "Cancelled"
+    """The user cancelled the work (the core's :class:`~shiftstudio.core.errors.Cancelled`)."""
+    return isinstance(exc, Cancelled)
 
 
 def describe_error(exc: BaseException) -> tuple[str, str, bool]:
     """(one readable line, traceback detail, expected?) for an exception from the core.
 
-    Expected errors (bad input, a missing file, no memory) get no traceback:
-    the core's errors are ``ValueError`` subclasses with a message for people.
+    Expected errors — the core's :class:`~shiftstudio.core.errors.ShiftStudioError` family (bad input,
+    corrupt files, impossible settings) and running out of memory — get no traceback. An operating-system
+    error (disk full, permission denied) reads as itself but keeps its traceback in the details, since it
+    may come from a file the user never chose; anything else is a bug and says so.
     """
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = one_line(exc)
+    if isinstance(exc, ShiftStudioError):
+        return text, "", True
     if isinstance(exc, MemoryError):
         return "Out of memory: try a smaller batch_size, block_size or model.", "", True
-    if "out of memory" in text.lower():
+    if isinstance(exc, RuntimeError) and "out of memory" in text.lower():
         return f"Out of memory: {text}", "", True
-    if isinstance(exc, (ValueError, OSError)):
-        return text, "", True
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if isinstance(exc, OSError):
+        return text, detail, False
     return f"Unexpected error: {type(exc).__name__}: {text}", detail, False
 
 
@@ -101,7 +108,7 @@ class ThrottledProgress:
     def __call__(self, *args: Any) -> None:
         if len(args) == 1:
             p = args[0]
-            phase, done, total = getattr(p, "phase", self._phase), int(p.done), int(p.total)
+            phase, done, total = str(p.phase), int(p.done), int(p.total)
         elif len(args) == 2:
             phase, done, total = self._phase, int(args[0]), int(args[1])
         else:
@@ -239,7 +246,7 @@ class TrainerLike(Protocol):
     def resume(self) -> None: ...
     def stop(self) -> None: ...
     def request_checkpoint(self) -> None: ...
-    def set_view_row(self, row: int | None) -> None: ...
+    def set_views(self, views: ViewRequest) -> None: ...
     def snapshot(self, timeout: float = 60.0) -> Any: ...
 
 
@@ -312,18 +319,9 @@ class TrainingWorker(QObject):
         self._open_trainer = open_trainer
         self._lock = threading.Lock()
         self._trainer: TrainerLike | None = None
-        self._view_row: int | None = None
+        self._views = ViewRequest()
         self._stop = threading.Event()
         self._batcher = StepBatcher(self.steps_logged.emit, step_interval)
-        self._signals = {
-            "started": self.run_started,
-            "eval": self.evaluated,
-            "batch": self.batch_viewed,
-            "sample": self.sampled,
-            "checkpoint": self.checkpoint_saved,
-            "finished": self.run_finished,
-            "failed": self.run_failed,
-        }
 
     # -- controls (called from the GUI thread; they only set flags) ----------
     def pause(self) -> None:
@@ -348,49 +346,59 @@ class TrainingWorker(QObject):
             if self._trainer is not None:
                 self._trainer.request_checkpoint()
 
-    def set_view_row(self, row: int | None) -> None:
+    def set_views(self, views: ViewRequest) -> None:
         with self._lock:
-            self._view_row = row
+            self._views = views
             if self._trainer is not None:
-                self._trainer.set_view_row(row)
+                self._trainer.set_views(views)
 
     def snapshot(self, timeout: float = 60.0) -> Any:
         """From a thread other than this worker's: ``(model, tokenizer, step)`` copied at the next step boundary."""
         with self._lock:
             trainer = self._trainer
         if trainer is None:
-            from shiftstudio.core.checkpoint import RunError
-
             raise RunError("training has not started yet: try again in a moment, or pick a checkpoint")
         return trainer.snapshot(timeout)  # blocks the caller's thread, never this lock
 
     # -- the loop (worker thread) --------------------------------------------
+    def _signal_for(self, report: Any) -> Any:
+        """The signal that carries ``report`` to the GUI thread, chosen by the report's type."""
+        from shiftstudio.core.train import reports as r  # numpy only; imported off the GUI thread
+
+        signals = {
+            r.StartedReport: self.run_started, r.EvalReport: self.evaluated, r.BatchViewReport: self.batch_viewed,
+            r.SampleReport: self.sampled, r.CheckpointReport: self.checkpoint_saved,
+            r.FinishedReport: self.run_finished, r.FailedReport: self.run_failed,
+        }
+        signal = signals.get(type(report))
+        if signal is None:
+            raise TypeError(f"the trainer yielded a report of unknown type {type(report).__name__}")
+        return signal
+
     @Slot()
     def run(self) -> None:
+        from shiftstudio.core.train.reports import FailedReport, StepReport
+
         last_step = 0
         try:
             progress = ThrottledProgress(self.prepare_progressed.emit, "Preparing")
             trainer = self._open_trainer(progress, self._stop.is_set)
             with self._lock:
                 self._trainer = trainer
-                if self._view_row is not None:
-                    trainer.set_view_row(self._view_row)
+                trainer.set_views(self._views)
                 if self._stop.is_set():
                     trainer.stop()
             for report in trainer.run():
-                last_step = getattr(report, "step", last_step)
-                if report.kind == "train":
+                last_step = report.step
+                if isinstance(report, StepReport):
                     self._batcher.add(report)
                 else:
-                    signal = self._signals.get(report.kind)
-                    if signal is not None:
-                        self._batcher.run_locked(lambda s=signal, r=report: s.emit(r))
+                    signal = self._signal_for(report)
+                    self._batcher.run_locked(lambda s=signal, r=report: s.emit(r))
         except BaseException as exc:  # noqa: BLE001 - everything becomes a signal
             if is_cancelled(exc) or (self._trainer is None and self._stop.is_set()):
                 self._batcher.run_locked(self.cancelled.emit)
             else:
-                from shiftstudio.core.reports import FailedReport
-
                 message, detail, expected = describe_error(exc)
                 if not expected:
                     log.error("training failed\n%s", detail)

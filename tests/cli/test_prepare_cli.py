@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cli_helpers import assert_one_line_error, run_cli
-from shiftstudio.core.tokenizer import TextTokenizer
+from shiftstudio.core.data.tokenizer import TextTokenizer
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
 
@@ -96,7 +96,7 @@ def test_errors_replace_accepts_invalid_utf8(tmp_path: Path, capsys) -> None:
     "args, needle",
     [
         (["--vocab_size=100", "--tokenizer=bpe"], "vocab_size"),
-        (["--vocab_size=5000000000", "--tokenizer=bpe"], "4294967295"),
+        (["--vocab_size=5000000000", "--tokenizer=bpe"], "4,294,967,295"),
         (["--bogus=1"], "bogus"),
         (["--val_fraction=abc"], "val_fraction"),
         (["--val_fraction=1.5"], "val_fraction"),

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from cli_helpers import assert_one_line_error, run_cli
-from shiftstudio.core.checkpoint import list_checkpoints
-from shiftstudio.core.metrics import read_metrics
+from shiftstudio.core.runs.checkpoint import list_checkpoints
+from shiftstudio.core.runs.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -109,7 +109,7 @@ def test_cuda_without_cuda_is_a_clear_error(tmp_path: Path, small_corpus: Path, 
     assert not (tmp_path / "run").exists()
 
 
-def test_runtime_failures_exit_1(tmp_path: Path, small_corpus: Path, capsys) -> None:
+def test_runtime_failures_exit_1(tmp_path: Path, small_corpus: Path, capsys, poison_checkpoint) -> None:
     code, _, err = run_cli(capsys, "info", tmp_path)
     assert code == 1
     assert_one_line_error(err, "not a run folder")
@@ -119,9 +119,12 @@ def test_runtime_failures_exit_1(tmp_path: Path, small_corpus: Path, capsys) -> 
     # a diverging run: the failure names the step, the last good checkpoint stays
     run_dir = tmp_path / "nan"
     code, out, err = run_cli(
-        capsys, "train", "--corpus", small_corpus, *TINY, "--learning_rate=1e30", "--min_lr=0", "--warmup_iters=0",
-        "--log_interval=1", "--checkpoint_interval=1", "--out", run_dir,
+        capsys, "train", "--corpus", small_corpus, *TINY, "--max_iters=1", "--log_interval=1", "--checkpoint_interval=1",
+        "--out", run_dir,
     )
+    assert code == 0
+    poison_checkpoint(run_dir, 1)  # step 2, trained from these weights, diverges
+    code, out, err = run_cli(capsys, "resume", run_dir, "--max_iters=5")
     assert code == 1
     assert_one_line_error(err, "step 2", "nan", "checkpoint is step 1")
     assert [c.step for c in list_checkpoints(run_dir)] == [1]

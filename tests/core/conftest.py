@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shiftstudio.config import RunConfig
-from shiftstudio.core.tokens import TokenStore, prepare
+from shiftstudio.core.data.store import TokenStore, prepare
 
 
 @pytest.fixture

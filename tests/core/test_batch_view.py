@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from shiftstudio.config import ModelConfig
-from shiftstudio.core.evaluation import batch_view
-from shiftstudio.core.model import GPT
-from shiftstudio.core.tokens import BatchSampler
+from shiftstudio.core.train.evaluation import batch_view
+from shiftstudio.core.model.gpt import GPT
+from shiftstudio.core.data.batches import BatchSampler
 
 
 @pytest.mark.parametrize("shift", [1, 2, 3])

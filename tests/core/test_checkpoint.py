@@ -12,13 +12,15 @@ import pytest
 import torch
 
 from shiftstudio.config import ModelConfig, RunConfig, TrainConfig
-from shiftstudio.core import checkpoint as ckpt
-from shiftstudio.core.checkpoint import RunError, list_checkpoints, load_checkpoint, save_checkpoint
-from shiftstudio.core.model import GPT
-from shiftstudio.core.optim import build_optimizer
-from shiftstudio.core.run import RUN_FILE, create_run, load_run
-from shiftstudio.core.tokens import TokenStore
-from shiftstudio.core.trainer import Trainer
+from shiftstudio.core.runs import checkpoint as ckpt
+from shiftstudio.core.errors import RunError
+from shiftstudio.core.runs.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from shiftstudio.core.model.gpt import GPT
+from shiftstudio.core.train.optim import build_optimizer
+from shiftstudio.core.runs.layout import RUN_FILE
+from shiftstudio.core.runs.folder import create_run, load_run
+from shiftstudio.core.data.store import TokenStore
+from shiftstudio.core.train.trainer import Trainer
 
 TINY = {
     "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 4, "max_iters": 6,

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shiftstudio.core.corpus import Corpus, CorpusError
+from shiftstudio.core.data.corpus import Corpus
+from shiftstudio.core.data.split import make_split
+from shiftstudio.core.errors import CorpusError
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
 
@@ -86,7 +88,7 @@ def test_invalid_utf8_names_file_and_offset(tmp_path: Path) -> None:
 
 
 def test_invalid_utf8_offset_across_read_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shiftstudio.core.corpus as corpus_mod
+    import shiftstudio.core.data.corpus as corpus_mod
 
     monkeypatch.setattr(corpus_mod, "CHUNK_BYTES", 7)
     bad = tmp_path / "x.txt"
@@ -106,7 +108,7 @@ def test_jsonl_bad_line_names_line_number(tmp_path: Path) -> None:
 
 
 def test_single_file_split_is_a_cut_near_the_fraction(small_corpus: Path, shakespeare_text: str) -> None:
-    split = Corpus.open([small_corpus]).split(0.1, seed=1)
+    split = make_split(Corpus.open([small_corpus]), 0.1, seed=1)
     train, val = _join(split.iter_train()), _join(split.iter_val())
     assert train + val == shakespeare_text
     assert len(train) == int(len(shakespeare_text) * 0.9)  # nanoGPT's cut, to the character
@@ -116,7 +118,7 @@ def test_single_file_split_is_a_cut_near_the_fraction(small_corpus: Path, shakes
 def test_cut_respects_utf8_character_boundaries(tmp_path: Path) -> None:
     text = "ü" * 1000  # two bytes each: a byte cut could land mid-character
     (tmp_path / "u.txt").write_text(text, encoding="utf-8")
-    split = Corpus.open([tmp_path / "u.txt"]).split(0.33, seed=0)
+    split = make_split(Corpus.open([tmp_path / "u.txt"]), 0.33, seed=0)
     train, val = _join(split.iter_train()), _join(split.iter_val())
     assert train + val == text and "\ufffd" not in train + val
     assert abs(len(val) / len(text) - 0.33) < 0.01
@@ -126,9 +128,9 @@ def test_many_documents_split_by_document_seeded(tmp_path: Path) -> None:
     lines = [json.dumps({"text": f"document number {i} " + "x" * (i % 7)}) for i in range(200)]
     (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
     corpus = Corpus.open([tmp_path / "docs.jsonl"])
-    a = corpus.split(0.1, seed=3)
-    b = corpus.split(0.1, seed=3)
-    c = corpus.split(0.1, seed=4)
+    a = make_split(corpus, 0.1, seed=3)
+    b = make_split(corpus, 0.1, seed=3)
+    c = make_split(corpus, 0.1, seed=4)
     assert a.mode == "documents"
     assert (a.val_docs == b.val_docs).all() and not (a.val_docs == c.val_docs).all()
     assert 0.05 < a.val_chars / (a.train_chars + a.val_chars) < 0.15
@@ -140,13 +142,13 @@ def test_many_documents_split_by_document_seeded(tmp_path: Path) -> None:
 def test_two_unequal_documents_fall_back_to_a_cut(tmp_path: Path) -> None:
     (tmp_path / "big.txt").write_text("b" * 10_000)
     (tmp_path / "small.txt").write_text("s" * 100)
-    split = Corpus.open([tmp_path]).split(0.1, seed=0)
+    split = make_split(Corpus.open([tmp_path]), 0.1, seed=0)
     assert split.mode == "cut"
     assert abs(split.val_chars - 1010) <= 2
 
 
 def test_reopening_uses_the_scan_cache(small_corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shiftstudio.core.corpus as corpus_mod
+    import shiftstudio.core.data.corpus as corpus_mod
 
     first = Corpus.open([small_corpus])
     monkeypatch.setattr(corpus_mod, "_scan_text", lambda *a, **k: pytest.fail("file was scanned again"))

@@ -6,13 +6,8 @@ import pytest
 import torch
 
 from shiftstudio.config import ModelConfig, TrainConfig
-from shiftstudio.core.estimate import (
-    count_params,
-    estimate_memory,
-    flops_per_token,
-    padded_vocab,
-)
-from shiftstudio.core.model import GPT
+from shiftstudio.core.model.estimate import count_params, estimate_memory, flops_per_token, padded_vocab
+from shiftstudio.core.model.gpt import GPT
 from shiftstudio.format import human_count
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from shiftstudio.config import ModelConfig
-from shiftstudio.core.model import GPT
+from shiftstudio.core.model.gpt import GPT
 
 VOCAB = 50  # padded to 64 inside the model: the padding must never matter
 

@@ -9,8 +9,10 @@ import pytest
 from tokenizers import Tokenizer
 
 from shiftstudio.config import DataConfig
-from shiftstudio.core.corpus import Corpus
-from shiftstudio.core.tokenizer import EOT, TextTokenizer, TokenizerError, build_tokenizer, char_tokenizer, train_bpe
+from shiftstudio.core.data.corpus import Corpus
+from shiftstudio.core.data.split import make_split
+from shiftstudio.core.data.tokenizer import EOT, TextTokenizer, build_tokenizer, char_tokenizer, train_bpe
+from shiftstudio.core.errors import TokenizerError
 
 ODD_TEXT = "Ünïcödé — “quotes”, emoji 🙂, tabs\tand\r\nCRLF, 中文, and <angle> brackets.\n"
 
@@ -90,7 +92,7 @@ def test_build_tokenizer_bpe_learns_from_train_split_only(tmp_path: Path) -> Non
     # The val tail holds a word that never appears in the head: BPE must not learn it whole.
     text = "alpha beta gamma\n" * 400 + "zyxwvu " * 100
     (tmp_path / "c.txt").write_text(text)
-    split = Corpus.open([tmp_path / "c.txt"]).split(0.1, seed=0)
+    split = make_split(Corpus.open([tmp_path / "c.txt"]), 0.1, seed=0)
     tok = build_tokenizer(DataConfig(tokenizer="bpe", vocab_size=300, min_frequency=2), split)
     assert " zyxwvu" not in tok.longest_tokens(50)
     assert len(tok.encode("alpha")) == 1 and len(tok.encode(" beta")) == 1
@@ -111,7 +113,7 @@ def test_char_fast_path_matches_tokenizers_exactly(tmp_path: Path, shakespeare_t
     # The vectorised code-point lookup must give the ids tokenizers gives, for
     # known characters, unknown ones (including astral code points past the
     # table), and for a char tokenizer loaded back from its tokenizer.json.
-    from shiftstudio.core.tokenizer import corpus_alphabet
+    from shiftstudio.core.data.tokenizer import corpus_alphabet
 
     alphabet = corpus_alphabet([shakespeare_text, "é—"])
     assert alphabet == set(shakespeare_text) | {"é", "—"}

@@ -11,17 +11,10 @@ import pytest
 import torch
 
 from shiftstudio.config import DataConfig
-from shiftstudio.core.corpus import Cancelled, CorpusError
-from shiftstudio.core.tokens import (
-    BatchSampler,
-    DataError,
-    Progress,
-    TokenStore,
-    encode_to_file,
-    ids_dtype,
-    prepare,
-    shifted_windows,
-)
+from shiftstudio.core.errors import Cancelled, CorpusError
+from shiftstudio.core.data.batches import BatchSampler, shifted_windows
+from shiftstudio.core.errors import DataError
+from shiftstudio.core.data.store import Progress, TokenStore, encode_to_file, ids_dtype, prepare
 
 
 def test_shifted_windows_align_exactly_including_the_window_end() -> None:
@@ -63,7 +56,7 @@ def test_sampler_batches_are_seeded_and_resumable() -> None:
 
 
 def test_sampler_refuses_a_split_shorter_than_one_window() -> None:
-    with pytest.raises(DataError, match="fewer than one window"):
+    with pytest.raises(DataError, match=r"larger than the validation split \(10 tokens\)"):
         BatchSampler(np.arange(10, dtype=np.uint16), 2, block_size=9, shift=2, split="val")
     BatchSampler(np.arange(11, dtype=np.uint16), 2, block_size=9, shift=2)  # exactly one window is fine
 
@@ -101,7 +94,7 @@ def test_documents_are_separated_by_endoftext(tmp_path: Path) -> None:
 
 
 def test_store_is_cached_by_content(small_corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shiftstudio.core.tokens as tokens_mod
+    import shiftstudio.core.data.store as tokens_mod
 
     data = DataConfig(corpus=[str(small_corpus)], tokenizer="char")
     first = prepare(data)
@@ -114,7 +107,7 @@ def test_store_is_cached_by_content(small_corpus: Path, monkeypatch: pytest.Monk
 
 
 def test_uint32_store_for_large_vocabularies(tmp_path: Path) -> None:
-    from shiftstudio.core.tokenizer import char_tokenizer
+    from shiftstudio.core.data.tokenizer import char_tokenizer
 
     tok = char_tokenizer("ab")
     path = tmp_path / "ids.bin"
@@ -172,7 +165,7 @@ def test_memory_stays_flat_while_encoding(tmp_path: Path, shakespeare_text: str)
     code = (
         "import resource, sys\n"
         "from shiftstudio.config import DataConfig\n"
-        "from shiftstudio.core.tokens import prepare\n"
+        "from shiftstudio.core.data.store import prepare\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"s = prepare(DataConfig(corpus=[{str(big)!r}], tokenizer='char'), {str(tmp_path / 'store')!r})\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

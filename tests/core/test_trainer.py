@@ -14,12 +14,14 @@ import torch
 from safetensors.torch import load_file
 
 from shiftstudio.config import RunConfig
-from shiftstudio.core.checkpoint import list_checkpoints
-from shiftstudio.core.estimate import count_params
-from shiftstudio.core.metrics import read_metrics
-from shiftstudio.core.run import create_run, run_summary
-from shiftstudio.core.tokens import TokenStore
-from shiftstudio.core.trainer import Trainer
+from shiftstudio.core.errors import ConfigError
+from shiftstudio.core.runs.checkpoint import list_checkpoints
+from shiftstudio.core.model.estimate import count_params
+from shiftstudio.core.runs.metrics import read_metrics
+from shiftstudio.core.runs.folder import create_run, run_summary
+from shiftstudio.core.data.store import TokenStore
+from shiftstudio.core.train.control import ViewRequest
+from shiftstudio.core.train.trainer import Trainer
 
 TINY = {
     "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 4,
@@ -219,12 +221,11 @@ def test_keeps_the_last_n_checkpoints_and_the_best(store: TokenStore, tmp_path: 
     assert not list((run_dir / "checkpoints").glob(".*"))  # no temporary folders left
 
 
-def test_nan_loss_fails_naming_the_step_and_keeps_the_last_good_checkpoint(store: TokenStore, tmp_path: Path) -> None:
-    # absurd learning rate: step 1 is computed with sane weights, its update blows them up
-    run_dir = make_run(
-        store, tmp_path / "run", learning_rate=1e30, min_lr=0.0, warmup_iters=0, log_interval=1, checkpoint_interval=1,
-        max_iters=20,
-    )
+def test_nan_loss_fails_naming_the_step_and_keeps_the_last_good_checkpoint(store: TokenStore, tmp_path: Path, poison_checkpoint) -> None:
+    # step 1 is trained and saved; a NaN is then planted in its weights, so the resumed step 2 diverges
+    run_dir = make_run(store, tmp_path / "run", log_interval=1, checkpoint_interval=1, max_iters=20)
+    assert kinds(run_all(Trainer(run_dir, store, max_iters=1)))[-1] == "finished"
+    poison_checkpoint(run_dir, 1)
     reports = run_all(Trainer(run_dir, store))
     failed = reports[-1]
     assert failed.kind == "failed" and failed.expected
@@ -233,6 +234,12 @@ def test_nan_loss_fails_naming_the_step_and_keeps_the_last_good_checkpoint(store
     assert [c.step for c in list_checkpoints(run_dir)] == [1]
     assert "finished" not in kinds(reports)
     assert read_metrics(run_dir)[-1]["kind"] == "failed"
+
+
+def test_an_absurd_learning_rate_is_refused_before_anything_runs(store: TokenStore, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="learning_rate must be above 0 and at most 10"):
+        make_run(store, tmp_path / "run", learning_rate=1e30)
+    assert not (tmp_path / "run" / "run.json").exists()
 
 
 def test_cuda_without_cuda_is_a_clear_failure(store: TokenStore, tmp_path: Path) -> None:
@@ -273,17 +280,18 @@ def test_view_row_follows_the_request_and_cycles_without_one(store: TokenStore, 
         if r.kind == "batch":
             rows.append(r.row)
             if r.step == 8:
-                trainer.set_view_row(6)  # beyond the batch of 4: taken modulo
+                trainer.set_views(ViewRequest(row=6))  # beyond the batch of 4: taken modulo
             if r.step == 14:
-                trainer.set_view_row(None)
+                trainer.set_views(ViewRequest(row=None))
     assert len(set(rows[:8])) == 4  # cycles through all four rows of the batch
     assert rows[8:14] == [2] * 6
     assert len(set(rows[14:])) > 1
 
 
 def test_snapshot_copies_the_live_weights_between_steps(store: TokenStore, tmp_path: Path) -> None:
-    from shiftstudio.core.checkpoint import RunError
-    from shiftstudio.core.sampler import Generation, SamplingSettings
+    from shiftstudio.core.errors import RunError
+    from shiftstudio.core.generate.generation import Generation
+    from shiftstudio.core.generate.filters import SamplingSettings
 
     run_dir = make_run(store, tmp_path / "run", max_iters=100_000, log_interval=1, eval_interval=100_000)
     trainer = Trainer(run_dir, store)
@@ -301,10 +309,11 @@ def test_snapshot_copies_the_live_weights_between_steps(store: TokenStore, tmp_p
     while reports.get(timeout=30).step < step + 3:  # training goes on: the copy does not move with it
         pass
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    live = trainer.model.state_dict()
-    assert any(not torch.equal(before[k], live[k].float()) for k in before)
-    text = "".join(t.text for t in Generation(model, tokenizer, "a", SamplingSettings(max_new_tokens=8, seed=1)))
-    assert len(text) > 0
+    later, _, later_step = trainer.snapshot(timeout=30)
+    assert later_step >= step + 3
+    assert any(not torch.equal(before[k], v) for k, v in later.state_dict().items())  # a fresh copy has moved on
+    tokens = list(Generation(model, tokenizer, "a", SamplingSettings(max_new_tokens=8, seed=1, stop_at_eot=False)))
+    assert len(tokens) == 8 and "".join(t.text for t in tokens) == tokenizer.decode([t.id for t in tokens])
     trainer.pause()  # served while paused as well
     time.sleep(0.2)
     assert trainer.snapshot(timeout=10)[2] >= step + 3
@@ -319,7 +328,7 @@ def test_samples_and_batch_views_do_not_change_the_training(store: TokenStore, t
     """The inspector's data and the eval samples run on the side: same seed, same losses to the last bit."""
     plain = make_run(store, tmp_path / "plain", dropout=0.1)
     watched = make_run(store, tmp_path / "watched", dropout=0.1)
-    bare = run_all(Trainer(plain, store, batch_views=False))
+    bare = run_all(Trainer(plain, store, views=ViewRequest(batch_views=False)))
     full = run_all(Trainer(watched, store, sample_prompt="ROMEO:"))
     assert "batch" not in kinds(bare) and "sample" not in kinds(bare)
     assert kinds(full).count("batch") == 4 and kinds(full).count("sample") == 2
@@ -329,7 +338,8 @@ def test_samples_and_batch_views_do_not_change_the_training(store: TokenStore, t
 
 def test_sampling_from_live_snapshots_leaves_the_run_unchanged(store: TokenStore, tmp_path: Path) -> None:
     """Generating while training (the playground's live weights): same seed, same losses as a run left alone."""
-    from shiftstudio.core.sampler import Generation, SamplingSettings
+    from shiftstudio.core.generate.generation import Generation
+    from shiftstudio.core.generate.filters import SamplingSettings
 
     alone = make_run(store, tmp_path / "alone", dropout=0.1, log_interval=1, max_iters=30)
     watched = make_run(store, tmp_path / "watched", dropout=0.1, log_interval=1, max_iters=30)
@@ -348,7 +358,7 @@ def test_sampling_from_live_snapshots_leaves_the_run_unchanged(store: TokenStore
             askers.append(threading.Thread(target=sample_live))
             askers[-1].start()
             deadline = time.monotonic() + 10
-            while not trainer._snapshot_waiters and time.monotonic() < deadline:
+            while not trainer.control.has_snapshot_requests() and time.monotonic() < deadline:
                 time.sleep(0.005)  # the request is in: the next step boundary serves it
     for asker in askers:
         asker.join(timeout=30)

@@ -51,7 +51,7 @@ def test_generation_streams_into_the_view_and_is_reproducible(qtbot, pane: Gener
 
 
 def test_stop_ends_the_stream_within_one_token(qtbot, tiny_run: Path) -> None:
-    from shiftstudio.core.sampler import SamplingSettings
+    from shiftstudio.core.generate.filters import SamplingSettings
 
     worker = GenerationWorker([Source(tiny_run, "latest")], "ROMEO", SamplingSettings(max_new_tokens=100_000, seed=1, stop_at_eot=False))
     seen: list[int] = []

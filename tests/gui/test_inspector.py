@@ -10,10 +10,10 @@ import torch
 from PySide6.QtCore import Qt
 
 from shiftstudio.config import ModelConfig
-from shiftstudio.core.evaluation import batch_view
-from shiftstudio.core.model import GPT
-from shiftstudio.core.tokenizer import char_tokenizer, train_bpe
-from shiftstudio.core.tokens import BatchSampler
+from shiftstudio.core.train.evaluation import batch_view
+from shiftstudio.core.model.gpt import GPT
+from shiftstudio.core.data.tokenizer import char_tokenizer, train_bpe
+from shiftstudio.core.data.batches import BatchSampler
 from shiftstudio.gui.panes.inspector import InspectorPane, visible_token
 
 
@@ -133,7 +133,7 @@ def test_bpe_tokens_show_visible_spaces_and_long_context_scrolls(qtbot, pane: In
 
 
 def test_colour_by_probability_and_samples(qtbot, pane: InspectorPane, shakespeare_text: str) -> None:
-    from shiftstudio.core.reports import SampleReport
+    from shiftstudio.core.train.reports import SampleReport
 
     report = make_view(pane.tokenizer, shakespeare_text[:3000])
     report.loss[0, 3] = 0.01

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from shiftstudio.core.reports import EvalReport, StepReport
+from shiftstudio.core.train.reports import EvalReport, StepReport
 from shiftstudio.gui.metrics_store import Ema, MetricsStore
 
 

@@ -158,7 +158,7 @@ def test_an_unexpected_error_in_the_worker_has_expandable_details(window, qtbot)
 
 
 def test_a_nan_loss_reported_by_the_engine_is_a_plain_message(window, qtbot) -> None:
-    from shiftstudio.core.reports import FailedReport, StartedReport, StepReport
+    from shiftstudio.core.train.reports import FailedReport, StartedReport, StepReport
 
     class NanTrainer:
         def pause(self): ...

@@ -7,7 +7,7 @@ import time
 
 from PySide6.QtCore import QObject, QThread
 
-from shiftstudio.core.reports import CheckpointReport, EvalReport, FinishedReport, StepReport
+from shiftstudio.core.train.reports import CheckpointReport, EvalReport, FinishedReport, StepReport
 from shiftstudio.gui.workers import StepBatcher, Task, ThrottledProgress, TrainingWorker
 
 

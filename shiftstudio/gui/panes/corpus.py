@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
@@ -230,12 +229,8 @@ class CorpusPane(QWidget):
         self.split_label.setText(
             f"Train: {docs(split.train_documents)}, {human_count(split.train_chars)} characters · "
             f"Validation: {docs(split.val_documents)}, {human_count(split.val_chars)} characters"
-            + (" (the document is cut in two)" if getattr(split, "mode", "") == "cut" else "")
+            + (" (the document is cut in two)" if split.mode == "cut" else "")
         )
-
-    # -- for the window (and tests) -----------------------------------------
-    def open_paths(self, sources: list[str | Path]) -> None:
-        self.session.open_corpus([str(s) for s in sources])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Sampling runs in a :class:`~shiftstudio.gui.generation_worker.GenerationWorker` on its own ``QThread``: it loads
 the weights (a checkpoint, its EMA copy, or a snapshot of a running training
 handed over by :class:`~shiftstudio.gui.run_controller.RunController`) and
-advances one or two :class:`~shiftstudio.core.sampler.Generation` iterators a
+advances one or two :class:`~shiftstudio.core.generate.generation.Generation` iterators a
 token at a time, sending tokens to the GUI in batches (at most ~30 a second).
 Stop is a flag checked before every token, so it ends a stream within one.
 
@@ -208,7 +208,7 @@ class GeneratePane(QWidget):
         steps = []
         if self.run_dir is not None:
             try:
-                from shiftstudio.core.checkpoint import list_checkpoints  # light: no torch work until used
+                from shiftstudio.core.runs.checkpoint import list_checkpoints  # light: no torch work until used
 
                 steps = list_checkpoints(self.run_dir)
             except (OSError, ValueError):
@@ -245,7 +245,7 @@ class GeneratePane(QWidget):
             self.status.setText("No checkpoint yet: train a run (or open one) to generate from it.")
 
     def settings(self):
-        from shiftstudio.core.sampler import SamplingSettings
+        from shiftstudio.core.generate.filters import SamplingSettings
 
         stop = self.stop_text.text().replace("\\n", "\n").replace("\\t", "\t")
         return SamplingSettings(

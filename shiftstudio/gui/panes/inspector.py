@@ -1,6 +1,6 @@
 """The batch inspector: a row of the current batch, inputs above the targets they are scored against.
 
-The engine sends a :class:`~shiftstudio.core.reports.BatchViewReport` every log
+The engine sends a :class:`~shiftstudio.core.train.reports.BatchViewReport` every log
 interval: one row's input ids ``x[0..T-1]``, for each horizon ``k`` the
 targets ``x[k..T-1+k]`` with their per-position loss and mask, and the model's
 top-5 guesses. :class:`~shiftstudio.gui.widgets.shift_view.ShiftView` draws the inputs as a strip of cells and,
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QSplitter, QTextBrowser, QVBoxLayout, QWidget,
 )
 
+from shiftstudio.core.train.control import ViewRequest
 from shiftstudio.gui.widgets.shift_view import GAP, ROW_H, BatchModel, ColourLegend, ShiftView, visible_token
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class InspectorPane(QWidget):
         if run_dir is None:
             return
         try:
-            from shiftstudio.core.tokenizer import TextTokenizer
+            from shiftstudio.core.data.tokenizer import TextTokenizer
 
             self.set_tokenizer(TextTokenizer.load(Path(run_dir) / "tokenizer.json"))
         except (OSError, ValueError) as exc:
@@ -190,7 +191,7 @@ class InspectorPane(QWidget):
     def _on_row_changed(self, row: int) -> None:
         runs = self.runs
         if runs is not None:
-            runs.set_view_row(None if row < 0 else row)
+            runs.set_views(ViewRequest(row=None if row < 0 else row))
 
     def _on_colour_changed(self) -> None:
         mode = self.colour_by.currentData()

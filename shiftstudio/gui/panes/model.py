@@ -266,7 +266,7 @@ class ModelPane(QWidget):
             for label in labels.values():
                 label.setText("–")
             return
-        from shiftstudio.core import estimate
+        from shiftstudio.core.model import estimate
 
         cfg = self.config.config
         vocab, known = self._vocab()

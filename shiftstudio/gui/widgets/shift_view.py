@@ -1,6 +1,6 @@
 """Drawing the shift: a row's input tokens as a strip of cells, its targets below them offset by k.
 
-:class:`BatchModel` wraps one :class:`~shiftstudio.core.reports.BatchViewReport`
+:class:`BatchModel` wraps one :class:`~shiftstudio.core.train.reports.BatchViewReport`
 (inputs, per-horizon targets, losses, mask, top-5 guesses). :class:`ShiftView`
 paints the inputs as cells and, under them, one strip per horizon shifted
 right by ``k`` cells, so that each target sits under the input it continues;

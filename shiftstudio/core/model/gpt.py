@@ -3,6 +3,11 @@
 The trunk is the usual pre-norm transformer: token embedding (+ learned
 absolute positions, or rotary positions inside attention), ``n_layer`` blocks
 of causal self-attention and a GELU MLP, each wrapped as ``x + f(norm(x))``.
+The architecture switches (activation, norm, positions, bias, tied
+unembedding, heads) are read from :class:`ModelConfig` here and only here:
+the fast decoder in ``core.generate`` calls the same functions
+(:func:`norm_function`, :func:`activation_function`, :func:`rope_tables`) on
+the same weights, and a parity test runs every combination through both.
 Its last hidden state feeds ``K = shift`` heads: head ``k`` predicts token
 ``t + k`` from the reading of tokens ``0..t``. Head 1 is the plain next-token
 head and the only one generation uses; heads 2..K are light — one residual
@@ -22,14 +27,15 @@ for generation is a matter of threading them through (see
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from functools import partial
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from shiftstudio.config import ModelConfig
-from shiftstudio.core.estimate import padded_vocab
+from shiftstudio.core.model.estimate import padded_vocab
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (keys, values), each (B, nh, T_total, hs)
 
@@ -40,10 +46,31 @@ class ModelOutput(NamedTuple):
     logits: torch.Tensor | None  # (B, K, T, V) over the real vocabulary, only when asked for
 
 
+NORM_EPS = 1e-5
+
+
 def make_norm(config: ModelConfig) -> nn.Module:
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(config.n_embd, eps=1e-5)
-    return nn.LayerNorm(config.n_embd, bias=config.bias)
+        return nn.RMSNorm(config.n_embd, eps=NORM_EPS)
+    return nn.LayerNorm(config.n_embd, eps=NORM_EPS, bias=config.bias)
+
+
+def norm_function(norm: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The functional form of one of the model's norm modules (same weights, no module call)."""
+    if isinstance(norm, nn.LayerNorm):
+        return lambda x: F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    if isinstance(norm, nn.RMSNorm):
+        return lambda x: F.rms_norm(x, norm.normalized_shape, norm.weight, norm.eps)
+    raise TypeError(f"not a norm of this model: {type(norm).__name__}")
+
+
+def activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The MLP's activation: exact GELU, or GPT-2's tanh approximation."""
+    if name == "gelu":
+        return F.gelu
+    if name == "gelu_tanh":
+        return partial(F.gelu, approximate="tanh")
+    raise ValueError(f"unknown activation {name!r}")
 
 
 def rope_tables(head_size: int, length: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,12 +130,12 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.act = activation_function(config.activation)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)  # residual projection
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        return self.drop(self.c_proj(self.act(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
 
 
 class Block(nn.Module):
@@ -275,3 +302,20 @@ class GPT(nn.Module):
         z = self.ln_f(h[:, -1, :])  # (B, C): only the last position is needed
         logits = F.linear(z, self.unembedding)[:, : self.vocab_size]  # (B, V)
         return logits, presents
+
+
+def clone_model(model: GPT, device: str | torch.device = "cpu") -> GPT:
+    """An independent float32 copy of ``model``'s weights (call it between training steps):
+    generation on the copy never reads tensors the training thread is changing."""
+    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper shares its module's weights
+    # Built on the meta device: no random initialisation, so the training's RNG stream is left exactly as it
+    # was (a snapshot must not change the run) and a big model is not initialised only to be overwritten.
+    with torch.device("meta"):
+        copy = GPT(model.config, model.vocab_size)
+    copy = copy.to_empty(device=device)
+    with torch.no_grad():
+        source = dict(model.named_buffers())
+        for name, buffer in copy.named_buffers():  # derived tables (rotary angles), not in the state dict
+            buffer.copy_(source[name])
+        copy.load_state_dict({k: v.detach().float() for k, v in model.state_dict().items()})
+    return copy.eval()

@@ -2,7 +2,7 @@
 
 Pure Python on purpose: the GUI calls these on every keystroke of the model
 form, before torch is imported. :func:`count_params` mirrors
-:class:`shiftstudio.core.model.GPT` exactly (a test holds them together);
+:class:`shiftstudio.core.model.gpt.GPT` exactly (a test holds them together);
 FLOPs and memory are the usual back-of-the-envelope estimates.
 """
 

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from shiftstudio.core.reports import BatchViewReport, _Report
+from shiftstudio.core import io
+from shiftstudio.core.runs.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
+STEP_KINDS = ("train", "eval", "sample", "checkpoint")  # records tied to a step: dropped past a resume point
 
 
 class MetricsLog:
     """Appends reports to ``metrics.jsonl``; flushed after each line so a crash loses nothing written."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / METRICS_FILE
+        self.path = RunLayout(run_dir).metrics_file
         self._file = None
 
     def open(self) -> "MetricsLog":
@@ -34,13 +34,8 @@ class MetricsLog:
         self._file = open(self.path, "a", encoding="utf-8")
         return self
 
-    def append(self, report: _Report, **extra: Any) -> None:
-        """Write ``report`` (plus ``extra`` fields it lacks, e.g. time_s and tokens); batch views are skipped."""
-        if isinstance(report, BatchViewReport):
-            return
-        record = report.to_json()
-        for key, value in extra.items():
-            record.setdefault(key, value)
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one JSON-ready record (a report's ``to_json()``) as a line."""
         if self._file is None:
             self.open()
         assert self._file is not None
@@ -68,14 +63,12 @@ class MetricsLog:
                 except json.JSONDecodeError:  # a line cut short by a crash
                     dropped += 1
                     continue
-                if rec.get("kind") in ("train", "eval", "sample", "checkpoint") and int(rec.get("step", 0)) > step:
+                if rec.get("kind") in STEP_KINDS and int(rec.get("step", 0)) > step:
                     dropped += 1
                     continue
                 kept.append(line if line.endswith("\n") else line + "\n")
         if dropped:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+            io.write_text(self.path, "".join(kept))
         return dropped
 
 
@@ -85,7 +78,7 @@ def read_metrics(run_dir: str | Path, kinds: tuple[str, ...] | None = None) -> l
 
 
 def iter_metrics(run_dir: str | Path, kinds: tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_FILE
+    path = RunLayout(run_dir).metrics_file
     if not path.is_file():
         return
     with open(path, encoding="utf-8") as f:

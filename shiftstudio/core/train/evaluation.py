@@ -13,11 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shiftstudio.core.model import GPT
-from shiftstudio.core.reports import BatchViewReport
-from shiftstudio.core.tokens import BatchSampler
+from shiftstudio.core.data.batches import BatchSampler
+from shiftstudio.core.model.gpt import GPT
+from shiftstudio.core.train.reports import BatchViewReport
 
 TOP_K_VIEW = 5
+EVAL_SEED_OFFSETS = {"train": 1_000_003, "val": 2_000_003}  # fixed eval batches, distinct from training's
 
 
 @contextlib.contextmanager
@@ -109,3 +110,13 @@ def sample_ids(
             ids.append(nxt)
             fresh = [nxt]
     return out
+
+
+def split_losses(
+    model: torch.nn.Module, train_ids: np.ndarray, val_ids: np.ndarray, config_batch: tuple[int, int, int], iters: int,
+    seed: int, device: torch.device, autocast: ContextManager | None = None,
+) -> tuple[list[float], list[float]]:
+    """Per-head mean losses on the train and the validation split, each on its own fixed batches."""
+    train = mean_loss(model, train_ids, config_batch, iters, seed + EVAL_SEED_OFFSETS["train"], device, autocast, "train")
+    val = mean_loss(model, val_ids, config_batch, iters, seed + EVAL_SEED_OFFSETS["val"], device, autocast, "val")
+    return train, val

@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from typing import ContextManager
 
 import torch
 
-from shiftstudio.config import ConfigError
+from shiftstudio.core.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class DeviceError(ConfigError):
-    """The requested device or precision is not available on this machine."""
 
 
 def mps_available() -> bool:
@@ -123,10 +118,3 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "not enough memory" in text)
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1

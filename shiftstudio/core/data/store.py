@@ -1,4 +1,4 @@
-"""The token store (train/val ids on disk) and the shifted batches drawn from it.
+"""The token store: a corpus's train/val ids on disk, memory-mapped.
 
 ``prepare`` turns a corpus into a folder::
 
@@ -13,10 +13,6 @@ size. Documents are separated by ``<|endoftext|>`` where the tokenizer has it.
 Without an explicit folder the store is cached under the cache directory,
 keyed by corpus content and tokenizer settings: opening the same corpus again
 costs nothing.
-
-``BatchSampler`` draws random windows and builds the shifted targets: input
-``x = ids[i : i+T]`` and, for each horizon ``k = 1..K``, ``y_k = ids[i+k :
-i+k+T]``; head k is scored on ``y_k``. ``K = 1`` is next-token prediction.
 """
 
 from __future__ import annotations
@@ -29,21 +25,26 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator
 
 import numpy as np
-import torch
 
-from shiftstudio.core.corpus import Cancelled, Corpus, CorpusError
-from shiftstudio.core.tokenizer import TextTokenizer, build_tokenizer
+from shiftstudio.config import DataConfig
+from shiftstudio.core import io
+from shiftstudio.core.data.batches import check_windows
+from shiftstudio.core.data.corpus import Corpus
+from shiftstudio.core.data.split import make_split
+from shiftstudio.core.data.tokenizer import TextTokenizer, build_tokenizer
+from shiftstudio.core.errors import Cancelled, CorpusError, DataError
 
 STORE_VERSION = 1
 ENCODE_BATCH_CHARS = 1 << 20  # characters per encode_batch call (Encodings cost ~80 B a token)
 UINT16_MAX_VOCAB = 65535
-
-
-class DataError(ValueError):
-    """The token data cannot serve the requested windows (too short, corrupt)."""
+# The store folder's files (the one place that names them).
+META_FILE = "meta.json"
+TRAIN_FILE = "train.bin"
+VAL_FILE = "val.bin"
+TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclass
@@ -76,8 +77,8 @@ class TokenStore:
         self.meta = meta
         self.vocab_size = int(meta["vocab_size"])
         dtype = np.dtype(meta["dtype"])
-        self.train = self._map("train.bin", dtype, int(meta["train_tokens"]))
-        self.val = self._map("val.bin", dtype, int(meta["val_tokens"]))
+        self.train = self._map(TRAIN_FILE, dtype, int(meta["train_tokens"]))
+        self.val = self._map(VAL_FILE, dtype, int(meta["val_tokens"]))
 
     def _map(self, name: str, dtype: np.dtype, count: int) -> np.ndarray:
         path = self.dir / name
@@ -91,7 +92,7 @@ class TokenStore:
     @classmethod
     def open(cls, folder: str | os.PathLike) -> "TokenStore":
         folder = Path(folder)
-        meta_path = folder / "meta.json"
+        meta_path = folder / META_FILE
         if not meta_path.is_file():
             raise DataError(f"{folder} is not a prepared data folder (no meta.json); run 'shiftstudio prepare' first")
         try:
@@ -100,8 +101,13 @@ class TokenStore:
             raise DataError(f"{meta_path} is unreadable: {exc}") from None
         if int(meta.get("version", 0)) > STORE_VERSION:
             raise DataError(f"{folder} was written by a newer ShiftStudio (store version {meta.get('version')})")
-        tokenizer = TextTokenizer.load(folder / "tokenizer.json")
+        tokenizer = TextTokenizer.load(folder / TOKENIZER_FILE)
         return cls(folder, tokenizer, meta)
+
+    def check_windows(self, block_size: int, shift: int) -> None:
+        """Raise :class:`DataError` unless both splits hold at least one window of ``block_size + shift``."""
+        check_windows(len(self.train), block_size, shift, "training")
+        check_windows(len(self.val), block_size, shift, "validation")
 
     def summary(self) -> str:
         m = self.meta
@@ -111,7 +117,7 @@ class TokenStore:
         )
 
 
-def _store_key(corpus: Corpus, data: Any) -> str:
+def _store_key(corpus: Corpus, data: DataConfig) -> str:
     spec = data.tokenizer.strip()
     if spec in ("char", "bpe"):
         tok = f"{spec}|{data.vocab_size if spec == 'bpe' else 0}|{data.min_frequency if spec == 'bpe' else 0}"
@@ -123,7 +129,7 @@ def _store_key(corpus: Corpus, data: Any) -> str:
 
 
 def prepare(
-    data: Any,
+    data: DataConfig,
     out_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -148,7 +154,7 @@ def prepare(
     key = _store_key(corpus, data)
     if out_dir is None:
         target = paths.cache_dir() / "stores" / key
-        if (target / "meta.json").is_file():
+        if (target / META_FILE).is_file():
             try:
                 return TokenStore.open(target)
             except (DataError, ValueError):
@@ -158,7 +164,7 @@ def prepare(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target.parent))
     try:
-        split = corpus.split(data.val_fraction, data.split_seed)
+        split = make_split(corpus, data.val_fraction, data.split_seed)
         tokenizer = build_tokenizer(data, split, progress=lambda d, t: report("tokenizer", d, t), cancel=cancel)
         dtype = ids_dtype(tokenizer.vocab_size)
         train_bytes, val_bytes = split.split_bytes()
@@ -173,13 +179,13 @@ def prepare(
             if cancel is not None and cancel():
                 raise Cancelled()
 
-        n_train = encode_to_file(split.iter_train(), tokenizer, tmp / "train.bin", dtype, tick)
-        n_val = encode_to_file(split.iter_val(), tokenizer, tmp / "val.bin", dtype, tick)
+        n_train = encode_to_file(split.iter_train(), tokenizer, tmp / TRAIN_FILE, dtype, tick)
+        n_val = encode_to_file(split.iter_val(), tokenizer, tmp / VAL_FILE, dtype, tick)
         if n_train == 0:
             raise CorpusError("the training split holds no tokens: the corpus is too small")
         if n_val == 0:
             raise CorpusError("the validation split holds no tokens: raise val_fraction or add text")
-        tokenizer.save(tmp / "tokenizer.json")
+        tokenizer.save(tmp / TOKENIZER_FILE)
         meta = {
             "version": STORE_VERSION,
             "key": key,
@@ -204,7 +210,7 @@ def prepare(
             "warnings": corpus.warnings,
             "encode_seconds": round(time.perf_counter() - started, 3),
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        io.write_json(tmp / META_FILE, meta)
         _move_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -216,9 +222,9 @@ def _move_into_place(tmp: Path, target: Path) -> None:
     if not target.exists():
         tmp.rename(target)
         return
-    for name in ("train.bin", "val.bin", "tokenizer.json"):
-        os.replace(tmp / name, target / name)
-    os.replace(tmp / "meta.json", target / "meta.json")  # last: the store is valid once meta is
+    for name in (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE):
+        io.replace(tmp / name, target / name)
+    io.replace(tmp / META_FILE, target / META_FILE)  # last: the store is valid once meta is
 
 
 def encode_to_file(
@@ -246,10 +252,7 @@ def encode_to_file(
             nonlocal count, first_doc, size
             if not batch:
                 return
-            if tokenizer.char_table() is not None:
-                encoded = [tokenizer.encode_array(t) for t in batch]
-            else:
-                encoded = [e.ids for e in tokenizer.tk.encode_batch_fast(batch, add_special_tokens=False)]
+            encoded = tokenizer.encode_many(batch)
             parts: list[np.ndarray] = []
             for new_doc, ids in zip(starts, encoded):
                 if new_doc and not first_doc and eot is not None:
@@ -274,95 +277,3 @@ def encode_to_file(
                 flush()
         flush()
     return count
-
-
-# -- shifted batches ------------------------------------------------------------
-
-
-class Batch(NamedTuple):
-    x: torch.Tensor  # (B, T) int64: the tokens the model reads
-    y: torch.Tensor  # (B, K, T) int64: y[:, k-1, t] is the token k places after x[:, t]
-    mask: torch.Tensor  # (B, K, T) float32: 1 where the target is scored
-
-
-def shifted_windows(ids: np.ndarray, offsets: np.ndarray, block_size: int, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and shifted targets for windows starting at ``offsets``.
-
-    Returns ``x`` of shape (B, T) and ``y`` of shape (B, K, T) with
-    ``x[b] = ids[o : o+T]`` and ``y[b, k-1] = ids[o+k : o+k+T]``.
-    """
-    T, K = block_size, shift
-    offsets = np.asarray(offsets, dtype=np.int64)
-    if offsets.size and (offsets.min() < 0 or offsets.max() + T + K > len(ids)):
-        raise DataError(f"window out of range: offsets need {T + K} tokens from each start, ids hold {len(ids)}")
-    span = offsets[:, None] + np.arange(T + K, dtype=np.int64)[None, :]  # (B, T+K)
-    window = np.asarray(ids[span], dtype=np.int64)  # one gather from the memmap
-    x = window[:, :T]
-    y = np.lib.stride_tricks.sliding_window_view(window[:, 1:], T, axis=1)[:, :K]  # (B, K, T), a view
-    return x, y
-
-
-def check_windows(n_tokens: int, block_size: int, shift: int, split: str = "val") -> None:
-    need = block_size + shift
-    if n_tokens < need:
-        raise DataError(
-            f"the {split} split holds {n_tokens:,} tokens, fewer than one window of block_size + shift = {need:,}; "
-            f"use a smaller block_size, a larger val_fraction or more text"
-        )
-
-
-class BatchSampler:
-    """Random windows from a flat id array, seeded and resumable.
-
-    The generator state is part of :meth:`state_dict`, so a resumed run draws
-    exactly the batches the uninterrupted run would have drawn.
-    """
-
-    def __init__(
-        self,
-        ids: np.ndarray,
-        batch_size: int,
-        block_size: int,
-        shift: int = 1,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        split: str = "train",
-    ):
-        check_windows(len(ids), block_size, shift, split)
-        self.ids = ids
-        self.batch_size = batch_size
-        self.block_size = block_size
-        self.shift = shift
-        self.device = torch.device(device)
-        self.n_windows = len(ids) - block_size - shift + 1
-        self._rng = np.random.Generator(np.random.PCG64(seed))
-        self._pin = self.device.type == "cuda"
-        self._mask = torch.ones(batch_size, shift, block_size, dtype=torch.float32, device=self.device)
-
-    def offsets(self) -> np.ndarray:
-        return self._rng.integers(0, self.n_windows, size=self.batch_size)
-
-    def next(self) -> Batch:
-        x, y = shifted_windows(self.ids, self.offsets(), self.block_size, self.shift)
-        xt = torch.from_numpy(x)
-        yt = torch.from_numpy(np.ascontiguousarray(y))
-        if self._pin:
-            xt = xt.pin_memory().to(self.device, non_blocking=True)
-            yt = yt.pin_memory().to(self.device, non_blocking=True)
-        elif self.device.type != "cpu":
-            xt, yt = xt.to(self.device), yt.to(self.device)
-        return Batch(xt, yt, self._mask)
-
-    __next__ = next
-
-    def __iter__(self) -> "BatchSampler":
-        return self
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"bit_generator": self._rng.bit_generator.state, "n_windows": self.n_windows}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        bg = state["bit_generator"]
-        if bg.get("bit_generator") != "PCG64":
-            raise DataError("sampler state is not a PCG64 state")
-        self._rng.bit_generator.state = bg

@@ -15,23 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-if TYPE_CHECKING:
-    from shiftstudio.config import DataConfig
-    from shiftstudio.core.split import CorpusSplit
+from shiftstudio.config import UINT32_MAX, DataConfig
+from shiftstudio.core import io
+from shiftstudio.core.data.split import CorpusSplit
+from shiftstudio.core.errors import Cancelled, TokenizerError
 
 EOT = "<|endoftext|>"
 UNK = "<unk>"
-UINT32_MAX = 2**32 - 1
 BYTE_ALPHABET = 256
-
-
-class TokenizerError(ValueError):
-    """The tokenizer cannot be built or loaded; one readable line."""
 
 
 class TextTokenizer:
@@ -85,8 +81,12 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.tk.encode(text, add_special_tokens=False).ids
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tk.encode_batch_fast(texts, add_special_tokens=False)]
+    def encode_many(self, texts: list[str]) -> list[np.ndarray]:
+        """Ids of each text (no special tokens added): vectorised for char tokenizers, else one parallel
+        ``encode_batch`` call in Rust."""
+        if self.char_table() is not None:
+            return [self.encode_array(t) for t in texts]
+        return [np.asarray(e.ids, dtype=np.int64) for e in self.tk.encode_batch_fast(texts, add_special_tokens=False)]
 
     def encode_with_offsets(self, text: str) -> list[tuple[int, int, int]]:
         """(id, start, end) per token, offsets in characters of ``text``."""
@@ -114,10 +114,8 @@ class TextTokenizer:
 
     # -- files ---------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        self.tk.save(str(tmp))
-        tmp.replace(path)
+        with io.atomic_path(path) as tmp:
+            self.tk.save(str(tmp))
 
     @classmethod
     def load(cls, path: str | Path) -> "TextTokenizer":
@@ -183,8 +181,6 @@ def corpus_alphabet(pieces: Iterable[str], cancel: Callable[[], bool] | None = N
             if points.size:
                 alphabet.update(map(chr, np.flatnonzero(np.bincount(points)).tolist()))
         if cancel is not None and i % 64 == 0 and cancel():
-            from shiftstudio.core.corpus import Cancelled
-
             raise Cancelled()
     return alphabet
 
@@ -219,8 +215,8 @@ def train_bpe(
 
 
 def build_tokenizer(
-    data: "DataConfig",
-    split: "CorpusSplit",
+    data: DataConfig,
+    split: CorpusSplit,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> TextTokenizer:
@@ -245,8 +241,6 @@ def build_tokenizer(
             if progress is not None:
                 progress(min(done, total), total)
             if cancel is not None and cancel():
-                from shiftstudio.core.corpus import Cancelled
-
                 raise Cancelled()
 
     if spec == "char":

@@ -1,13 +1,7 @@
 """Run folders: create one from a config and a token store, read one back.
 
-A run is a folder::
-
-    run.json         schema version, full config, versions, created time, data location and shape
-    tokenizer.json   the run's tokenizer (a run keeps its own copy)
-    metrics.jsonl    every report, one JSON object a line (see metrics.py)
-    checkpoints/     step-N/ folders (see checkpoint.py)
-
-The token ids themselves stay in the token store (usually the cache); a run
+The folder's files are named in :mod:`~shiftstudio.core.runs.layout`. The
+token ids themselves stay in the token store (usually the cache); a run
 records where, and :func:`open_run_store` finds or rebuilds them.
 """
 
@@ -15,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import re
 import time
@@ -24,21 +17,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shiftstudio import __version__
-from shiftstudio.config import ConfigError, RunConfig
-from shiftstudio.core.checkpoint import CheckpointInfo, RunError, list_checkpoints
-from shiftstudio.core.estimate import count_params, flops_per_token
+from shiftstudio.config import RunConfig
+from shiftstudio.core import io
+from shiftstudio.core.data.store import META_FILE, TokenStore, prepare
+from shiftstudio.core.data.tokenizer import TextTokenizer
+from shiftstudio.core.errors import ConfigError, DataError, RunError
+from shiftstudio.core.model.estimate import count_params, flops_per_token
+from shiftstudio.core.runs.checkpoint import list_checkpoints
+from shiftstudio.core.runs.layout import RUN_FILE, RunLayout
+from shiftstudio.core.runs.metrics import iter_metrics
 
 log = logging.getLogger(__name__)
 
 RUN_SCHEMA = 1
-RUN_FILE = "run.json"
-TOKENIZER_FILE = "tokenizer.json"
-DATA_LINK = "data"  # an optional prepared folder inside the run, preferred over the recorded store
-
-__all__ = [
-    "RUN_SCHEMA", "RunError", "CheckpointInfo", "create_run", "load_run", "load_run_config", "list_checkpoints",
-    "validate_against_store", "open_run_store", "prepare_and_create", "run_summary", "default_run_dir",
-]
 
 
 def _slug(text: str, limit: int = 24) -> str:
@@ -58,21 +49,18 @@ def default_run_dir(config: RunConfig) -> Path:
     return candidate
 
 
-def validate_against_store(config: RunConfig, store: Any) -> None:
-    """Config checks that need the data: each split must hold at least one window. Raises ConfigError."""
-    need = config.model.block_size + config.model.shift
-    for split, ids in (("training", store.train), ("validation", store.val)):
-        if len(ids) < need:
-            raise ConfigError(
-                f"block_size {config.model.block_size} (+ shift {config.model.shift}) is larger than the {split} split "
-                f"({len(ids):,} tokens): use a smaller block_size, "
-                + ("a larger val_fraction or more text" if split == "validation" else "or more text")
-            )
+def validate_against_store(config: RunConfig, store: TokenStore) -> None:
+    """Config checks that need the data: each split must hold at least one window (raises DataError), the
+    vocabulary at least two tokens (ConfigError)."""
+    try:
+        store.check_windows(config.model.block_size, config.model.shift)
+    except DataError as exc:  # the data is fine; the setting does not fit it
+        raise ConfigError(str(exc)) from None
     if store.vocab_size < 2:
         raise ConfigError(f"the tokenizer has only {store.vocab_size} token(s)")
 
 
-def create_run(config: RunConfig, store: Any, out_dir: str | Path | None = None) -> Path:
+def create_run(config: RunConfig, store: TokenStore, out_dir: str | Path | None = None) -> Path:
     """A new run folder for ``config`` trained on ``store``; returns its path.
 
     Raises :class:`ConfigError` when the config does not fit the data and
@@ -80,8 +68,9 @@ def create_run(config: RunConfig, store: Any, out_dir: str | Path | None = None)
     """
     validate_against_store(config, store)
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
+    layout = RunLayout(run_dir)
     if run_dir.exists():
-        if (run_dir / RUN_FILE).exists():
+        if layout.is_run():
             raise RunError(f"{run_dir} already holds a run: resume it ('shiftstudio resume {run_dir}') or pick another folder")
         if not run_dir.is_dir() or any(run_dir.iterdir()):
             raise RunError(f"{run_dir} exists and is not an empty folder")
@@ -109,21 +98,20 @@ def create_run(config: RunConfig, store: Any, out_dir: str | Path | None = None)
             "flops_per_token": flops_per_token(config.model, vocab),
         },
     }
-    store.tokenizer.save(run_dir / TOKENIZER_FILE)
-    _write_json(run_dir / RUN_FILE, record)  # last: a folder with run.json is a complete run
+    store.tokenizer.save(layout.tokenizer_file)
+    io.write_json(layout.run_file, record)  # last: a folder with run.json is a complete run
     log.info("created run %s", run_dir)
     return run_dir
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+def save_run_record(run_dir: str | Path, record: dict[str, Any]) -> None:
+    """Replace ``run.json`` (atomically) with ``record``."""
+    io.write_json(RunLayout(run_dir).run_file, record)
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """The raw ``run.json``; raises :class:`RunError` if missing, corrupt or from a newer ShiftStudio."""
-    path = Path(run_dir) / RUN_FILE
+    path = RunLayout(run_dir).run_file
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run folder (no {RUN_FILE})")
     try:
@@ -147,29 +135,24 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     try:
         return RunConfig.from_dict(record["config"])
     except ConfigError as exc:
-        raise RunError(f"{Path(run_dir) / RUN_FILE}: {exc}") from None
+        raise RunError(f"{RunLayout(run_dir).run_file}: {exc}") from None
 
 
-def open_run_store(run_dir: str | Path, prepare_missing: bool = False, progress: Callable | None = None) -> Any:
-    """The token store a run trains on: ``RUN_DIR/data``, else the recorded folder, else (if allowed) rebuilt
-    from the corpus in the config. The store's tokenizer must be the run's."""
-    from shiftstudio.core.tokenizer import TextTokenizer
-    from shiftstudio.core.tokens import DataError, TokenStore, prepare
-
+def open_run_store(run_dir: str | Path, prepare_missing: bool = False, progress: Callable | None = None) -> TokenStore:
+    """The token store a run trains on: the recorded folder, else (if allowed) rebuilt from the corpus in the
+    config. The store's tokenizer must be the run's."""
     run_dir = Path(run_dir)
     record = load_run(run_dir)
     recorded = record["data"].get("store")
     store = None
-    for candidate in (run_dir / DATA_LINK, Path(recorded) if recorded else None):
-        if candidate is not None and (candidate / "meta.json").is_file():
-            store = TokenStore.open(candidate)
-            break
+    if recorded and (Path(recorded) / META_FILE).is_file():
+        store = TokenStore.open(recorded)
     if store is None:
         if not prepare_missing:
             raise RunError(f"the token data of {run_dir} is gone ({recorded}); run 'shiftstudio resume {run_dir}' to rebuild it")
         store = prepare(load_run_config(run_dir).data, progress=progress)
     expected = record["data"].get("tokenizer_fingerprint")
-    run_tok = run_dir / TOKENIZER_FILE
+    run_tok = RunLayout(run_dir).tokenizer_file
     if run_tok.is_file():
         expected = TextTokenizer.load(run_tok).fingerprint()
     if expected and store.tokenizer.fingerprint() != expected:
@@ -190,8 +173,6 @@ def prepare_and_create(
     data_dir: str | Path | None = None,
 ) -> Path:
     """Corpus (or an already prepared ``data_dir``) -> token store -> new run folder, for the CLI and the GUI."""
-    from shiftstudio.core.tokens import TokenStore, prepare
-
     if data_dir is not None:
         store = TokenStore.open(data_dir)
     else:
@@ -201,8 +182,6 @@ def prepare_and_create(
 
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """What ``shiftstudio info`` and the GUI's run list show: config, size, steps, best val loss."""
-    from shiftstudio.core.metrics import iter_metrics
-
     record = load_run(run_dir)
     config = load_run_config(run_dir)
     checkpoints = list_checkpoints(run_dir)

@@ -31,22 +31,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from shiftstudio.core import io
+from shiftstudio.core.errors import CorruptCheckpoint, IncompatibleCheckpoint, RunError
+from shiftstudio.core.runs.layout import EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, RunLayout, checkpoint_name, step_of
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SCHEMA = 1
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "state.json"
-MODEL_FILE = "model.safetensors"
-OPTIMIZER_FILE = "optimizer.safetensors"
-EMA_FILE = "ema.safetensors"
-
-
-class RunError(ValueError):
-    """A run folder or checkpoint cannot be used: corrupt, truncated, newer schema, mismatched shapes."""
-
-
-class CorruptCheckpoint(RunError):
-    """A checkpoint's files are missing, truncated or unreadable (an earlier checkpoint may still be fine)."""
 
 
 @dataclass
@@ -76,15 +67,11 @@ class Checkpoint:
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINTS
+    return RunLayout(run_dir).checkpoints_dir
 
 
 def _step_of(path: Path) -> int | None:
-    name = path.name
-    if not name.startswith("step-") or not path.is_dir():
-        return None
-    digits = name[len("step-") :]
-    return int(digits) if digits.isdigit() else None
+    return step_of(path.name) if path.is_dir() else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -133,15 +120,6 @@ def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
@@ -153,7 +131,7 @@ def save_checkpoint(
     """Write ``checkpoints/step-N`` atomically; returns its path."""
     folder = checkpoints_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"step-{step}"
+    final = folder / checkpoint_name(step)
     tmp = folder / f".tmp-step-{step}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -165,9 +143,9 @@ def save_checkpoint(
     try:
         for name, tensors in files.items():
             save_file(_cpu(tensors), str(tmp / name), metadata={"format": "pt", "shiftstudio_step": str(step)})
-            _fsync(tmp / name)  # on disk before the rename makes the folder count
+            io.fsync_file(tmp / name)  # on disk before the rename makes the folder count
             sizes[name] = (tmp / name).stat().st_size
-        _write_json(tmp / STATE_FILE, {**state, "schema_version": CHECKPOINT_SCHEMA, "step": step, "files": sizes})
+        io.write_json(tmp / STATE_FILE, {**state, "schema_version": CHECKPOINT_SCHEMA, "step": step, "files": sizes}, indent=1)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -178,30 +156,8 @@ def save_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(folder)
+    io.fsync_dir(folder)
     return final
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def set_best(run_dir: str | Path, step: int) -> None:
@@ -216,7 +172,7 @@ def set_best(run_dir: str | Path, step: int) -> None:
         except RunError:
             continue
         state["best"] = want
-        _write_json(path, state)
+        io.write_json(path, state, indent=1)
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> list[int]:
@@ -231,7 +187,7 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> list[int]:
     for stale in checkpoints_dir(run_dir).glob(".tmp-step-*"):  # left by a crash mid-save
         shutil.rmtree(stale, ignore_errors=True)
     for old in checkpoints_dir(run_dir).glob(".old-step-*"):  # a crash mid-swap: put the old one back if it is alone
-        final = old.with_name("step-" + old.name.split("-")[2])
+        final = old.with_name(checkpoint_name(int(old.name.split("-")[2])))
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -287,10 +243,10 @@ def check_shapes(what: str, saved: dict[str, torch.Tensor], expected: dict[str, 
             parts.append(f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
         if extra:
             parts.append(f"unexpected {', '.join(extra[:3])}{' …' if len(extra) > 3 else ''}")
-        raise RunError(f"{what} does not match the run's config: {'; '.join(parts)}")
+        raise IncompatibleCheckpoint(f"{what} does not match the run's config: {'; '.join(parts)}")
     for name, tensor in expected.items():
         if tuple(saved[name].shape) != tuple(tensor.shape):
-            raise RunError(
+            raise IncompatibleCheckpoint(
                 f"{what} does not match the run's config: {name} has shape {tuple(saved[name].shape)}, "
                 f"the model needs {tuple(tensor.shape)}"
             )
@@ -324,9 +280,9 @@ def load_optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimi
     for key, value in tensors.items():
         name, _, slot = key.rpartition("::")
         if name not in index:
-            raise RunError(f"optimizer state does not match the run's config: unknown parameter {name}")
+            raise IncompatibleCheckpoint(f"optimizer state does not match the run's config: unknown parameter {name}")
         if slot != "step" and tuple(value.shape) != tuple(params[name].shape):
-            raise RunError(
+            raise IncompatibleCheckpoint(
                 f"optimizer state does not match the run's config: {key} has shape {tuple(value.shape)}, "
                 f"the model needs {tuple(params[name].shape)}"
             )

@@ -22,6 +22,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from shiftstudio.core import io
+from shiftstudio.core.errors import Cancelled, CorpusError
+
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20  # read size when streaming a file
@@ -40,10 +43,6 @@ BINARY_MAGIC = {
     b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"%PDF": "a PDF document",
     b"PK\x03\x04": "a ZIP archive", b"\x1f\x8b": "a gzip archive", b"\x7fELF": "a program", b"BZh": "a bzip2 archive",
 }
-
-
-class CorpusError(ValueError):
-    """The corpus cannot be used; the message is one line a person can act on."""
 
 
 @dataclass
@@ -135,11 +134,8 @@ def _save_scan_cache(cache: dict) -> None:
     if len(entries) > 2000:  # keep the cache small: drop the oldest entries
         for key in list(entries)[: len(entries) - 2000]:
             del entries[key]
-    path = _scan_cache_path()
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(cache), encoding="utf-8")
-        tmp.replace(path)
+        io.write_json(_scan_cache_path(), cache, indent=None, durable=False)
     except OSError as exc:  # a cache that cannot be written only costs time
         log.warning("cannot write corpus scan cache: %s", exc)
 
@@ -210,10 +206,6 @@ def _scan_jsonl(path: Path, errors: str, tick: Callable[[int], None], cancel: Ca
             lines += text.count("\n") + (1 if text and not text.endswith("\n") else 0)
             doc_chars.append(len(text))
     return CorpusFile(path, size, "jsonl", docs, chars, lines, digest.hexdigest(), doc_chars)
-
-
-class Cancelled(Exception):
-    """The user cancelled a long operation."""
 
 
 class Corpus:
@@ -344,9 +336,9 @@ class Corpus:
             with f.path.open("r", encoding="utf-8", errors=self.errors) as fh:
                 for line in fh:
                     if line.strip():
-                        yield iter(_pieces(json.loads(line)["text"]))
+                        yield iter(text_pieces(json.loads(line)["text"]))
         else:
-            yield _stream_text(f.path, self.errors)
+            yield stream_text(f.path, self.errors)
 
     def preview(self, max_chars: int = 5000) -> str:
         """The first characters of the corpus (documents separated by a blank line)."""
@@ -364,13 +356,9 @@ class Corpus:
                         return "".join(out)[:max_chars]
         return "".join(out)[:max_chars]
 
-    def split(self, val_fraction: float = 0.1, seed: int = 1337) -> "CorpusSplit":
-        from shiftstudio.core.split import make_split
-
-        return make_split(self, val_fraction, seed)
 
 
-def _pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
+def text_pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
     """Cut text into pieces of about ``size`` characters, after a newline where possible."""
     start = 0
     n = len(text)
@@ -384,7 +372,7 @@ def _pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
         start = end
 
 
-def _stream_text(path: Path, errors: str, start_byte: int = 0, end_byte: int | None = None) -> Iterator[str]:
+def stream_text(path: Path, errors: str, start_byte: int = 0, end_byte: int | None = None) -> Iterator[str]:
     """Decoded text of ``path[start_byte:end_byte]`` as pieces cut after newlines."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors=errors)
     carry = ""
@@ -400,15 +388,11 @@ def _stream_text(path: Path, errors: str, start_byte: int = 0, end_byte: int | N
             text = carry + decoder.decode(chunk, final=final)
             if final:
                 if text:
-                    yield from _pieces(text)
+                    yield from text_pieces(text)
                 return
             cut = text.rfind("\n")
             if cut == -1 or len(text) - cut > PIECE_CHARS:
                 cut = len(text) - 1
             carry = text[cut + 1 :]
-            yield from _pieces(text[: cut + 1])
+            yield from text_pieces(text[: cut + 1])
 
-
-from shiftstudio.core.split import CorpusSplit  # noqa: E402  (re-export; split.py imports this module lazily)
-
-__all__ = ["Corpus", "CorpusError", "CorpusFile", "CorpusSplit", "Cancelled"]

@@ -12,12 +12,12 @@ straddles the fraction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from shiftstudio.core.corpus import Corpus
+from shiftstudio.core.data.corpus import Corpus, stream_text, text_pieces
+from shiftstudio.core.errors import CorpusError
 
 Piece = tuple[bool, str]  # (starts a new document, text)
 
@@ -45,7 +45,7 @@ def _utf8_boundary(path, offset: int) -> int:
 class CorpusSplit:
     """Which documents (or which part of the one document) train and validate."""
 
-    def __init__(self, corpus: "Corpus", val_fraction: float, seed: int, val_docs: np.ndarray, cut: _Cut | None):
+    def __init__(self, corpus: Corpus, val_fraction: float, seed: int, val_docs: np.ndarray, cut: _Cut | None):
         self.corpus = corpus
         self.val_fraction = val_fraction
         self.seed = seed
@@ -77,18 +77,16 @@ class CorpusSplit:
                 g += 1
 
     def _doc_part(self, doc_index: int, val: bool) -> Iterator[Piece]:
-        from shiftstudio.core.corpus import _pieces, _stream_text
-
         cut = self.cut
         f = self.corpus.files[cut.file]
         if cut.byte is not None:
             rng = (cut.byte, None) if val else (0, cut.byte)
-            stream = _stream_text(f.path, self.corpus.errors, rng[0], rng[1])
+            stream = stream_text(f.path, self.corpus.errors, rng[0], rng[1])
         else:
             for g, fi, doc in self._documents():
                 if g == doc_index:
                     text = "".join(doc)
-                    stream = _pieces(text[cut.char :] if val else text[: cut.char])
+                    stream = text_pieces(text[cut.char :] if val else text[: cut.char])
                     break
             else:  # pragma: no cover - the cut document always exists
                 return
@@ -124,10 +122,8 @@ class CorpusSplit:
         return total - val, val
 
 
-def make_split(corpus: "Corpus", val_fraction: float, seed: int) -> CorpusSplit:
+def make_split(corpus: Corpus, val_fraction: float, seed: int) -> CorpusSplit:
     if not 0.0 < val_fraction < 1.0:
-        from shiftstudio.core.corpus import CorpusError
-
         raise CorpusError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     sizes = corpus.doc_chars()
     total = int(sizes.sum())

@@ -1,0 +1,63 @@
+"""The errors a person can act on, in one small hierarchy.
+
+Everything the core raises *on purpose* — a missing or binary file, a setting
+out of range, a corrupt checkpoint, a prompt the tokenizer cannot read — is a
+:class:`ShiftStudioError` whose message is one line for a person. The CLI
+prints that line and exits non-zero; the window shows it as a message with no
+traceback. Any other exception is a bug and is shown with its traceback.
+
+:class:`Cancelled` is not an error: the user asked a long operation to stop.
+
+Imports nothing, so every layer (and the torch-free config) can use it.
+"""
+
+from __future__ import annotations
+
+
+class ShiftStudioError(Exception):
+    """An expected problem with the user's input or files; ``str()`` is one readable line."""
+
+
+class ConfigError(ShiftStudioError):
+    """A setting is missing, unknown, of the wrong type or out of range."""
+
+
+class DeviceError(ConfigError):
+    """The requested device or precision is not available on this machine."""
+
+
+class CorpusError(ShiftStudioError):
+    """The corpus cannot be used (missing, empty, binary, not UTF-8, malformed records)."""
+
+
+class TokenizerError(ShiftStudioError):
+    """The tokenizer cannot be built or loaded."""
+
+
+class DataError(ShiftStudioError):
+    """The token data cannot serve the requested windows (too short, missing, corrupt)."""
+
+
+class RunError(ShiftStudioError):
+    """A run folder cannot be used: not a run, corrupt, from a newer ShiftStudio, or not matching its data."""
+
+
+class CorruptCheckpoint(RunError):
+    """A checkpoint's files are missing, truncated or unreadable (an earlier checkpoint may still be fine)."""
+
+
+class IncompatibleCheckpoint(RunError):
+    """A checkpoint is readable but does not fit the model it is loaded into (other shapes or names)."""
+
+
+class GenerationError(ShiftStudioError):
+    """The prompt or the sampling settings cannot be used."""
+
+
+class Cancelled(Exception):
+    """The user cancelled a long operation (not an error: nothing is reported)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` folded to a single line (its type name if it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,223 @@
+"""Text generation: a token-by-token iterator over the KV-cache decoder.
+
+``Generation(model, tokenizer, prompt, settings)`` is an iterator of
+:class:`Token` objects (id, decoded text piece, probability, top-5
+alternatives). Nothing runs until the caller asks for the next token, so
+stopping is simply not asking for more; ``finish_reason`` says why a stream
+that ran out ended.
+
+The cached path (:mod:`~shiftstudio.core.generate.decoder`) writes each new
+token's keys and values into per-layer buffers sized ``block_size``: one token
+costs one position's work, not a re-run of the prefix. When the window is full
+it slides: the cache is re-filled from the last ``keep`` tokens.
+``use_cache=False`` runs the same windows through the model's ``forward``
+without a cache (the baseline and the test oracle: greedy output must be
+identical). The sampling filters are in :mod:`~shiftstudio.core.generate.filters`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from shiftstudio.core.data.tokenizer import TextTokenizer
+from shiftstudio.core.errors import GenerationError
+from shiftstudio.core.generate.decoder import Decoder, uncached_forward
+from shiftstudio.core.generate.filters import (
+    SamplingSettings, apply_repetition_penalty, apply_temperature, pick, top_k_filter, top_p_filter,
+)
+from shiftstudio.core.model.gpt import GPT
+
+TOP_ALTERNATIVES = 5
+HOLD_BACK_TOKENS = 4  # a UTF-8 character spans at most 4 byte-level tokens
+
+# -- tokens out ----------------------------------------------------------------
+
+
+@dataclass
+class Token:
+    index: int  # 0 for the first generated token
+    id: int
+    text: str  # the text this token releases ("" while a split UTF-8 character or a possible stop string is held back)
+    prob: float  # the model's probability of this token (temperature 1, no filters)
+    top: list[tuple[int, str, float]]  # the model's top-5 (id, token text, probability) at this position
+
+
+class TextStream:
+    """Turns generated ids into text pieces: holds back byte-level pieces until a UTF-8
+    character is whole, and text that might be the start of a stop string."""
+
+    def __init__(self, tokenizer: TextTokenizer, stop: Sequence[str] = ()):
+        self.tokenizer = tokenizer
+        self.stop = tuple(stop)
+        self.pending_ids: list[int] = []
+        self.held = ""  # decoded text not yet released
+        self.text = ""  # text released so far
+        self.stopped = False
+
+    def push(self, token_id: int) -> str:
+        """Add one id; returns the text released by it (maybe ""; always "" once stopped)."""
+        if self.stopped:
+            return ""
+        self.pending_ids.append(token_id)
+        piece = self.tokenizer.decode(self.pending_ids)
+        if piece.endswith("\ufffd") and len(self.pending_ids) < HOLD_BACK_TOKENS:
+            return ""  # the last bytes start a character the next token(s) finish
+        self.pending_ids.clear()
+        self.held += piece
+        return self._release()
+
+    def _release(self) -> str:
+        for s in self.stop:
+            cut = self.held.find(s)
+            if cut != -1:
+                out, self.held, self.stopped = self.held[:cut], "", True
+                self.text += out
+                return out
+        keep = 0  # longest tail of held text that could still grow into a stop string
+        for s in self.stop:
+            for n in range(min(len(s) - 1, len(self.held)), 0, -1):
+                if self.held.endswith(s[:n]):
+                    keep = max(keep, n)
+                    break
+        out = self.held[: len(self.held) - keep]
+        self.held = self.held[len(self.held) - keep :]
+        self.text += out
+        return out
+
+    def flush(self) -> str:
+        """Release whatever is held (at the end of a stream that did not stop on a stop string)."""
+        if self.stopped:
+            return ""
+        rest = (self.tokenizer.decode(self.pending_ids) if self.pending_ids else "")
+        out = self.held + rest
+        self.pending_ids.clear()
+        self.held = ""
+        self.text += out
+        return out
+
+
+# -- the generation iterator -----------------------------------------------------
+
+
+def encode_prompt(tokenizer: TextTokenizer, prompt: str | Sequence[int]) -> list[int]:
+    """Prompt ids; a character tokenizer rejects characters it has never seen, and an
+    empty prompt starts from ``<|endoftext|>`` (a document start)."""
+    if not isinstance(prompt, str):
+        ids = [int(i) for i in prompt]
+        bad = [i for i in ids if not 0 <= i < tokenizer.vocab_size]
+        if bad or not ids:
+            raise GenerationError(f"prompt ids must be 1 or more in 0..{tokenizer.vocab_size - 1}, got {bad[:5] or 'none'}")
+        return ids
+    if prompt == "":
+        start = tokenizer.eot_id if tokenizer.eot_id is not None else tokenizer.tk.token_to_id("\n")
+        if start is None:
+            raise GenerationError("the prompt is empty and the tokenizer has no <|endoftext|> to start from; type a prompt")
+        return [start]
+    ids = tokenizer.encode(prompt)
+    if tokenizer.kind == "char" and tokenizer.unk_id is not None and tokenizer.unk_id in ids:
+        table = tokenizer.char_table()
+        unknown = sorted({c for c in prompt if table is None or ord(c) >= len(table) - 1 or table[ord(c)] == tokenizer.unk_id})
+        shown = ", ".join(repr(c) for c in unknown[:8]) + (" …" if len(unknown) > 8 else "")
+        raise GenerationError(f"the prompt has characters this model's tokenizer never saw: {shown}")
+    return ids
+
+
+class Generation:
+    """An iterator of :class:`Token`; see the module docstring."""
+
+    def __init__(
+        self,
+        model: GPT,
+        tokenizer: TextTokenizer,
+        prompt: str | Sequence[int],
+        settings: SamplingSettings | None = None,
+        *,
+        use_cache: bool = True,
+        keep: int | None = None,
+    ) -> None:
+        self.model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper shares its module's weights
+        self.tokenizer = tokenizer
+        self.settings = settings or SamplingSettings()
+        self.use_cache = use_cache
+        block = self.model.config.block_size
+        # After a slide the window holds `keep` tokens, so the cache has room for block - keep more.
+        self.keep = max(1, min(block - 1, keep if keep is not None else block - max(1, block // 4)))
+        self.prompt_ids = encode_prompt(tokenizer, prompt)
+        self.seed = self.settings.seed if self.settings.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        self.finish_reason: str | None = None  # "length" | "eot" | "stop" once the stream ends by itself
+        self.n_generated = 0
+        self.stream = TextStream(tokenizer, self.settings.stop)
+
+    def __iter__(self) -> Iterator[Token]:
+        return self._run()
+
+    @torch.inference_mode()
+    def _run(self) -> Iterator[Token]:
+        model, s = self.model, self.settings
+        was_training = model.training
+        model.eval()
+        try:
+            device = next(model.parameters()).device
+            generator = torch.Generator(device="cpu").manual_seed(self.seed)
+            block = model.config.block_size
+            ids = list(self.prompt_ids)
+            seen = torch.zeros(model.vocab_size, dtype=torch.bool, device=device)
+            seen[torch.tensor(ids, device=device)] = True
+            decoder = Decoder(model) if self.use_cache else None
+            cache = decoder.cache if decoder is not None else None
+            unk_id = self.tokenizer.unk_id
+            unk = torch.tensor([unk_id], device=device) if unk_id is not None and unk_id < model.vocab_size else None
+            window_start = max(0, len(ids) - block)  # the window is ids[window_start:]
+            fresh = ids[window_start:]  # ids not yet in the cache
+            for index in range(s.max_new_tokens):
+                if len(ids) - window_start > block:
+                    window_start = len(ids) - self.keep  # slide: keep the last `keep` tokens
+                    if cache is not None:
+                        cache.reset()
+                        fresh = ids[window_start:]
+                if cache is not None:
+                    logits = decoder(torch.tensor([fresh], device=device))[0]
+                else:
+                    logits = uncached_forward(model, torch.tensor([ids[window_start:]], device=device))[0]
+                logits = logits.float()  # (V,)
+                probs = torch.softmax(logits, dim=-1)
+                top_p, top_i = torch.topk(probs, min(TOP_ALTERNATIVES, probs.numel()))
+                filtered = logits
+                if s.repetition_penalty != 1.0:
+                    filtered = apply_repetition_penalty(logits, seen.nonzero().squeeze(1), s.repetition_penalty)
+                if unk is not None:
+                    filtered = filtered.index_fill(0, unk, float("-inf"))  # <unk> stands for no text: never write it
+                if s.temperature > 0:
+                    filtered = top_p_filter(top_k_filter(apply_temperature(filtered, s.temperature), s.top_k), s.top_p)
+                token_id = pick(filtered, s.temperature, generator)
+                self.n_generated = index + 1
+                top = [(int(i), self.tokenizer.token_text(int(i)), float(p)) for p, i in zip(top_p.tolist(), top_i.tolist())]
+                if s.stop_at_eot and token_id == self.tokenizer.eot_id:
+                    # The end of the document: the token carries only text that was held back.
+                    self.finish_reason = "eot"
+                    yield Token(index, token_id, self.stream.flush(), float(probs[token_id]), top)
+                    return
+                ids.append(token_id)
+                fresh = [token_id]
+                seen[token_id] = True
+                text = self.stream.push(token_id)
+                if index == s.max_new_tokens - 1 and not self.stream.stopped:
+                    text += self.stream.flush()
+                yield Token(index, token_id, text, float(probs[token_id]), top)
+                if self.stream.stopped:
+                    self.finish_reason = "stop"
+                    return
+            else:
+                self.finish_reason = "length"
+                return
+        finally:
+            model.train(was_training)
+
+    @property
+    def text(self) -> str:
+        """The text released so far."""
+        return self.stream.text

@@ -1,0 +1,56 @@
+"""A run's model at one of its checkpoints, ready to generate from or to start another run from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from shiftstudio.core.data.tokenizer import TextTokenizer
+from shiftstudio.core.errors import RunError
+from shiftstudio.core.model.gpt import GPT
+from shiftstudio.core.runs import checkpoint as ckpt
+from shiftstudio.core.runs.folder import load_run_config
+from shiftstudio.core.runs.layout import RunLayout
+
+
+def load_model(
+    run_dir: str | Path, checkpoint: str | None = None, *, ema: bool = False, device: str | torch.device = "cpu"
+) -> tuple[GPT, TextTokenizer, dict]:
+    """A run's model (latest checkpoint, ``best``, or ``step-N``; raw or EMA weights) and tokenizer.
+
+    Raises :class:`~shiftstudio.core.errors.RunError` with a readable line for
+    a missing, corrupt or mismatched checkpoint.
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    infos = ckpt.list_checkpoints(run_dir)
+    if not infos:
+        raise RunError(f"{run_dir} has no checkpoints yet: train it first")
+    if checkpoint in (None, "", "latest"):
+        info = infos[-1]
+    elif checkpoint == "best":
+        best = [i for i in infos if i.is_best]
+        if not best:
+            raise RunError(f"{run_dir} has no checkpoint marked best yet")
+        info = best[-1]
+    else:
+        wanted = checkpoint.removeprefix("step-")
+        found = [i for i in infos if str(i.step) == wanted]
+        if not found:
+            steps = ", ".join(f"step-{i.step}" for i in infos)
+            raise RunError(f"{run_dir} has no checkpoint {checkpoint!r} (it has {steps})")
+        info = found[0]
+    saved = ckpt.load_checkpoint(info.path)
+    weights = saved.model
+    if ema:
+        if saved.ema is None:
+            raise RunError(f"checkpoint step-{info.step} has no EMA weights (the run trained with ema_decay = 0)")
+        weights = saved.ema
+    tokenizer = TextTokenizer.load(RunLayout(run_dir).tokenizer_file)
+    model = GPT(config.model, tokenizer.vocab_size)
+    ckpt.check_shapes("model", weights, model.state_dict())
+    model.load_state_dict(weights)
+    model.to(device).eval()
+    meta = {"step": info.step, "path": str(info.path), "ema": ema, "is_best": info.is_best, "val_loss": info.val_loss}
+    return model, tokenizer, meta

@@ -1,0 +1,181 @@
+"""Everything a training loop needs before its first step, and the state it carries between steps.
+
+:func:`build` resolves the device, seeds every generator, builds the model,
+optimizer, gradient scaler, weight EMA and batch sampler, and restores them
+from the run's latest checkpoint if it has one. What the loop changes as it
+goes (step, tokens, best validation loss …) lives in :class:`Progress`, which
+is exactly what a checkpoint's ``state.json`` records besides RNG and sampler
+state. Which parameters train is decided here too (those that require
+gradients): fine-tuning only has to freeze the others before the optimizer is
+built.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ContextManager
+
+import numpy as np
+import torch
+
+from shiftstudio.config import RunConfig
+from shiftstudio.core.data.batches import BatchSampler
+from shiftstudio.core.data.store import TokenStore
+from shiftstudio.core.errors import CorruptCheckpoint, RunError
+from shiftstudio.core.model.gpt import GPT
+from shiftstudio.core.runs import checkpoint as ckpt
+from shiftstudio.core.runs.folder import open_run_store
+from shiftstudio.core.train import device as dev
+from shiftstudio.core.train.optim import WeightEMA, build_optimizer
+
+
+@dataclass
+class Progress:
+    """What the loop changes between steps (and a checkpoint restores)."""
+
+    step: int = 0
+    tokens: int = 0
+    best_val: float = math.inf
+    best_step: int | None = None
+    evals_since_best: int = 0
+    last_val: tuple[int, float] | None = None  # (step, val loss) of the latest evaluation
+    time_offset_s: float = 0.0  # run time before this session (resumed runs)
+    last_saved: int = -1  # step of the newest checkpoint on disk, -1 = none
+
+    @property
+    def best_val_or_none(self) -> float | None:
+        return self.best_val if math.isfinite(self.best_val) else None
+
+
+@dataclass
+class Setup:
+    """The objects one training session works with."""
+
+    info: dev.DeviceInfo
+    autocast: ContextManager
+    store: TokenStore
+    model: GPT  # the raw module: checkpoints, EMA, snapshots and batch views use it
+    train_model: torch.nn.Module  # what the step calls (compiled when asked for)
+    params: list[torch.nn.Parameter]  # the parameters that train
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: WeightEMA | None
+    sampler: BatchSampler
+    progress: Progress = field(default_factory=Progress)
+    resumed: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.info.device
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.store.tokenizer
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build(run_dir: Path, config: RunConfig, record: dict[str, Any], store: TokenStore | None = None) -> Setup:
+    """Set up a session for the run in ``run_dir``, resumed from its latest checkpoint when it has one.
+
+    Raises the core's expected errors (bad device, missing or mismatched data, corrupt checkpoint).
+    """
+    tc, mc = config.train, config.model
+    info = dev.setup(tc.device, tc.dtype, tc.num_threads)
+    if store is None:
+        store = open_run_store(run_dir)
+    vocab = int(record["data"]["vocab_size"])
+    if int(store.vocab_size) != vocab:
+        raise RunError(f"the token data has vocabulary {store.vocab_size}, the run was made for {vocab}")
+    store.check_windows(mc.block_size, mc.shift)
+    seed_everything(tc.seed)
+    model = GPT(mc, vocab).to(info.device)
+    optimizer = build_optimizer(model, tc, info.device)
+    s = Setup(
+        info=info,
+        autocast=dev.autocast(info.device, info.dtype),
+        store=store,
+        model=model,
+        train_model=model,
+        params=[p for p in model.parameters() if p.requires_grad],
+        optimizer=optimizer,
+        scaler=torch.amp.GradScaler(info.device.type, enabled=info.dtype == torch.float16),
+        ema=WeightEMA(model, tc.ema_decay) if tc.ema_decay > 0 else None,
+        sampler=BatchSampler(store.train, tc.batch_size, mc.block_size, mc.shift, seed=tc.seed, device=info.device),
+    )
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is not None:
+        try:
+            restore(s, ckpt.load_checkpoint(latest.path))
+        except CorruptCheckpoint as exc:
+            raise RunError(f"{exc}; nothing was changed (to resume from an earlier checkpoint, delete {latest.path})") from None
+    if tc.compile:
+        s.train_model = torch.compile(model)
+    return s
+
+
+def restore(s: Setup, c: ckpt.Checkpoint) -> None:
+    """Put a checkpoint's weights, optimizer, EMA, sampler, scaler, RNG and progress into ``s``."""
+    ckpt.check_shapes(f"checkpoint {c.path.name}", c.model, s.model.state_dict())
+    s.model.load_state_dict(c.model)
+    ckpt.load_optimizer_tensors(s.model, s.optimizer, c.optimizer)
+    if s.ema is not None:
+        if c.ema is not None:
+            ckpt.check_shapes(f"EMA weights of {c.path.name}", c.ema, s.ema.state_dict())
+            s.ema.load_state_dict(c.ema)
+        else:  # the run turned EMA on when resumed: start the average from the current weights
+            s.ema.load_state_dict(s.model.state_dict())
+    state = c.state
+    try:
+        s.sampler.load_state_dict(state["sampler"])
+        if s.scaler.is_enabled() and state.get("scaler"):
+            s.scaler.load_state_dict(state["scaler"])
+        best = state.get("best_val_loss")
+        s.progress = Progress(
+            step=int(state["step"]),
+            tokens=int(state["tokens"]),
+            best_val=float(best) if best is not None else math.inf,
+            best_step=state.get("best_step"),
+            evals_since_best=int(state.get("evals_since_best", 0)),
+            time_offset_s=float(state.get("time_s", 0.0)),
+            last_saved=int(state["step"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptCheckpoint(f"checkpoint {c.path.name}: {ckpt.STATE_FILE} is corrupt ({exc})") from None
+    ckpt.set_rng_state(state.get("rng", {}))
+    s.resumed = True
+
+
+def checkpoint_state(s: Setup, time_s: float, max_iters: int) -> dict[str, Any]:
+    """The JSON half of a checkpoint: progress, sampler position, scaler and RNG states, the plan."""
+    p = s.progress
+    return {
+        "step": p.step,
+        "tokens": p.tokens,
+        "time_s": time_s,
+        "best": p.best_step == p.step,
+        "val_loss": p.last_val[1] if p.last_val and p.last_val[0] == p.step else None,
+        "best_val_loss": p.best_val_or_none,
+        "best_step": p.best_step,
+        "evals_since_best": p.evals_since_best,
+        "sampler": s.sampler.state_dict(),
+        "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else None,
+        "rng": ckpt.rng_state(),
+        "max_iters": max_iters,
+    }
+
+
+def teardown(s: Setup | None) -> None:
+    """Drop the session's tensors (and the CUDA cache), so a finished run leaves no memory held."""
+    if s is not None:
+        s.model = s.train_model = s.optimizer = s.ema = s.sampler = None  # type: ignore[assignment]
+        s.params = []
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -1,0 +1,394 @@
+"""The training loop: an iterator of plain reports.
+
+``Trainer(run_dir).run()`` sets up (or resumes) a run and yields
+:mod:`~shiftstudio.core.train.reports` objects: started, step metrics and a
+batch view every ``log_interval`` steps, evals, samples, checkpoints, and
+last finished or failed. It knows nothing of Qt or terminals. Requests from
+other threads (pause, resume, stop, checkpoint now, a copy of the live
+weights, what to show of the batch) go through :class:`TrainerControl` and
+are served between steps. Set-up and the state a checkpoint records live in
+:mod:`~shiftstudio.core.train.setup`; measuring in
+:mod:`~shiftstudio.core.train.evaluation`.
+
+The hot path avoids device syncs: losses stay tensors until a log point,
+where one ``tolist()`` fetches them all (and finds the first non-finite one).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from shiftstudio.core.data.store import TokenStore
+from shiftstudio.core.errors import ConfigError, RunError, ShiftStudioError, one_line
+from shiftstudio.core.model.gpt import clone_model
+from shiftstudio.core.runs import checkpoint as ckpt
+from shiftstudio.core.runs.folder import load_run, load_run_config
+from shiftstudio.core.runs.metrics import MetricsLog
+from shiftstudio.core.train import device as dev
+from shiftstudio.core.train import setup
+from shiftstudio.core.train.control import TrainerControl, ViewRequest
+from shiftstudio.core.train.evaluation import batch_view, sample_ids, split_losses
+from shiftstudio.core.train.optim import lr_at
+from shiftstudio.core.train.reports import (
+    BatchViewReport, CheckpointReport, EvalReport, FailedReport, FinishedReport, Report, SampleReport, StartedReport,
+    StepReport,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLE_TOKENS = 200
+
+
+@dataclass
+class _Clock:
+    """Run time across resumes, less paused time; and the throughput window between log points."""
+
+    offset_s: float = 0.0
+    paused_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.start = time.perf_counter()
+        self.window_start, self.window_steps, self.window_excluded = self.start, 0, 0.0
+
+    def run_time(self) -> float:
+        return self.offset_s + (time.perf_counter() - self.start) - self.paused_s
+
+    def window(self) -> tuple[float, int]:
+        """(seconds of training, steps) since the last call; evaluation, saving and pauses excluded."""
+        dt = max(time.perf_counter() - self.window_start - self.window_excluded, 1e-9)
+        steps = self.window_steps
+        self.window_start, self.window_steps, self.window_excluded = time.perf_counter(), 0, 0.0
+        return dt, steps
+
+
+class Trainer:
+    """Trains the run in ``run_dir``, resuming from its latest checkpoint if it has one.
+
+    ``__init__`` only reads ``run.json`` (raising :class:`RunError` if it is
+    unusable); everything else happens in :meth:`run`, which never raises but
+    yields a :class:`FailedReport`.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, store: TokenStore | None = None, *, max_iters: int | None = None,
+        sample_prompt: str | None = None, views: ViewRequest | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.record = load_run(self.run_dir)
+        self.config = load_run_config(self.run_dir)
+        self.max_iters = self.config.train.max_iters if max_iters is None else int(max_iters)
+        if self.max_iters < 1:
+            raise ConfigError(f"max_iters must be at least 1, got {self.max_iters}")
+        self.sample_prompt = sample_prompt
+        self.control = TrainerControl(views)
+        self._store = store
+        self._metrics = MetricsLog(self.run_dir)
+        self._s: setup.Setup | None = None
+        self._clock = _Clock()
+
+    # -- steering, from any thread ---------------------------------------------------------
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def stop(self) -> None:
+        self.control.stop()
+
+    def request_checkpoint(self) -> None:
+        self.control.request_checkpoint()
+
+    def set_views(self, views: ViewRequest) -> None:
+        self.control.set_views(views)
+
+    @property
+    def paused(self) -> bool:
+        return self.control.paused
+
+    @property
+    def step(self) -> int:
+        return self._s.progress.step if self._s is not None else 0
+
+    def snapshot(self, timeout: float = 60.0) -> tuple[Any, Any, int]:
+        """``(model, tokenizer, step)``: an independent float32 CPU copy of the weights taken at the next step
+        boundary (served while paused too), for sampling from a run that is still training.
+
+        Raises :class:`RunError` when the run is not training or does not reach a step boundary in time.
+        """
+        return self.control.request_snapshot(timeout)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> Iterator[Report]:
+        try:
+            s = self._s = setup.build(self.run_dir, self.config, self.record, self._store)
+            self._clock = _Clock(offset_s=s.progress.time_offset_s)
+            if s.resumed:  # before opening: truncation replaces the file, an open handle would write to the old one
+                self._metrics.truncate_after(s.progress.step)
+            self._metrics.open()
+            self.control.start_serving()
+            yield from self._loop(s)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a report
+            yield self._emit(self._failure(exc))
+        finally:
+            self.control.stop_serving("the run ended before its weights could be copied: pick a checkpoint")
+            self._metrics.close()
+            setup.teardown(self._s)
+            self._s = None
+
+    def _loop(self, s: setup.Setup) -> Iterator[Report]:
+        tc, p = self.config.train, s.progress
+        tokens_per_step = tc.batch_size * tc.gradient_accumulation_steps * self.config.model.block_size
+        yield self._emit(StartedReport(
+            run_dir=str(self.run_dir), step=p.step, max_iters=self.max_iters, n_params=s.model.num_params(),
+            device=s.info.describe(), dtype=dev.dtype_name(s.info.dtype), tokens_per_step=tokens_per_step,
+            resumed=s.resumed,
+        ))
+        pending: list[torch.Tensor] = []  # per-step losses since the last sync, the first of step p.step + 1
+        while p.step < self.max_iters:
+            # -- step boundary: requests from other threads (served while paused too) -------------
+            boundary = time.perf_counter()
+            while True:
+                served = self._serve_requests(s, pending)
+                yield from served
+                if _ends(served):
+                    return
+                if not self.control.paused:
+                    break
+                self._clock.paused_s += self.control.wait_for_resume()
+            self._clock.window_excluded += time.perf_counter() - boundary
+            if self.control.stop_requested:
+                yield from self._finish(s, pending, "stopped")
+                return
+            # -- the step ---------------------------------------------------------------------
+            lr = lr_at(p.step, tc)
+            loss, norm, batch = self._train_step(s, lr)
+            p.step += 1
+            p.tokens += tokens_per_step
+            self._clock.window_steps += 1
+            pending.append(loss)
+            # -- log point ---------------------------------------------------------------------
+            if p.step % tc.log_interval == 0 or p.step == self.max_iters:
+                losses, failed = self._sync(s, pending)
+                if failed is not None:
+                    yield self._emit(failed)
+                    return
+                dt, steps = self._clock.window()
+                yield self._emit(StepReport(
+                    step=p.step, loss=losses[-1], lr=lr, grad_norm=float(norm.item()),
+                    tokens_per_s=steps * tokens_per_step / dt, tokens=p.tokens, time_s=self._clock.run_time(),
+                    ms_per_iter=1000.0 * dt / steps, max_iters=self.max_iters,
+                ))
+                views = self.control.views
+                if views.batch_views:  # the raw model: a compiled one would recompile for a single row
+                    row = (p.step // tc.log_interval) % len(batch.x) if views.row is None else views.row % len(batch.x)
+                    yield batch_view(s.model, batch.x, batch.y, batch.mask, row, p.step, s.autocast)
+            # -- evaluation and checkpoints ------------------------------------------------------
+            t = time.perf_counter()
+            reports: list[Report] = []
+            if p.step % tc.eval_interval == 0 or p.step == self.max_iters:
+                reports += self._evaluate(s, pending)
+            if tc.checkpoint_interval > 0 and p.step % tc.checkpoint_interval == 0 and p.last_saved != p.step \
+                    and not _ends(reports):
+                reports += self._save(s, pending)
+            self._clock.window_excluded += time.perf_counter() - t
+            yield from reports
+            if _ends(reports):
+                return
+            if _early_stop(reports, tc.early_stop_patience, p):
+                yield from self._finish(s, pending, "early_stop")
+                return
+        yield from self._finish(s, pending, "completed")
+
+    # -- one optimizer step ----------------------------------------------------------------
+    def _train_step(self, s: setup.Setup, lr: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        tc = self.config.train
+        for group in s.optimizer.param_groups:
+            group["lr"] = lr
+        accum = tc.gradient_accumulation_steps
+        total = torch.zeros((), device=s.device)
+        for _ in range(accum):
+            batch = s.sampler.next()
+            with s.autocast:
+                loss = s.train_model(batch.x, batch.y, batch.mask).loss
+            if accum > 1:
+                loss = loss / accum
+            s.scaler.scale(loss).backward()  # scale() is the identity when the scaler is off
+            total += loss.detach()
+        if s.scaler.is_enabled():
+            s.scaler.unscale_(s.optimizer)
+        if tc.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(s.params, tc.grad_clip, foreach=True)
+        else:
+            norm = torch.nn.utils.get_total_norm([q.grad for q in s.params if q.grad is not None], foreach=True)
+        s.scaler.step(s.optimizer)  # skips the step on inf/NaN gradients when scaling; a plain step otherwise
+        s.scaler.update()
+        s.optimizer.zero_grad(set_to_none=True)
+        if s.ema is not None:
+            s.ema.update(s.model, s.progress.step)
+        return total, norm, batch
+
+    # -- between steps -------------------------------------------------------------------------
+    def _serve_requests(self, s: setup.Setup, pending: list[torch.Tensor]) -> list[Report]:
+        """Checkpoint-now and snapshot requests (served while paused too)."""
+        out: list[Report] = []
+        if self.control.take_checkpoint_request() and s.progress.last_saved != s.progress.step:
+            out += self._save(s, pending)
+        if self.control.has_snapshot_requests():
+            self.control.serve_snapshots(lambda: (clone_model(s.model), s.tokenizer, s.progress.step))
+        return out
+
+    def _sync(self, s: setup.Setup, pending: list[torch.Tensor]) -> tuple[list[float], FailedReport | None]:
+        """Fetch the pending losses (one device sync); a failure names the first non-finite one."""
+        if not pending:
+            return [], None
+        losses = torch.stack(pending).tolist()
+        first = s.progress.step - len(pending) + 1
+        pending.clear()
+        for i, value in enumerate(losses):
+            if not math.isfinite(value):
+                return losses, FailedReport(
+                    step=first + i,
+                    message=f"the loss became {value} at step {first + i}: lower learning_rate or check the data"
+                    + self._kept(s),
+                )
+        return losses, None
+
+    def _evaluate(self, s: setup.Setup, pending: list[torch.Tensor]) -> list[Report]:
+        """The eval report, a sample and (per policy) a checkpoint; or a failure."""
+        tc, mc, p = self.config.train, self.config.model, s.progress
+        _, failed = self._sync(s, pending)
+        if failed is not None:
+            return [self._emit(failed)]
+        shape = (tc.batch_size, mc.block_size, mc.shift)
+        train_h, val_h = split_losses(s.train_model, s.store.train, s.store.val, shape, tc.eval_iters, tc.seed, s.device, s.autocast)
+        train_loss, val_loss = sum(train_h) / len(train_h), sum(val_h) / len(val_h)
+        if not math.isfinite(val_loss):
+            return [self._emit(FailedReport(
+                step=p.step, message=f"the validation loss became {val_loss} at step {p.step}{self._kept(s)}",
+            ))]
+        ema_train = ema_val = None
+        if s.ema is not None:
+            et, ev = split_losses(s.ema.model, s.store.train, s.store.val, shape, tc.eval_iters, tc.seed, s.device, s.autocast)
+            ema_train, ema_val = sum(et) / len(et), sum(ev) / len(ev)
+        is_best = val_loss < p.best_val
+        if is_best:
+            p.best_val, p.best_step, p.evals_since_best = val_loss, p.step, 0
+        else:
+            p.evals_since_best += 1
+        p.last_val = (p.step, val_loss)
+        out: list[Report] = [self._emit(EvalReport(
+            step=p.step, tokens=p.tokens, time_s=self._clock.run_time(), train_loss=train_loss, val_loss=val_loss,
+            val_ppl=_exp(val_loss), train_ppl=_exp(train_loss), best_val_loss=p.best_val, is_best=is_best,
+            val_loss_per_horizon=val_h, train_loss_per_horizon=train_h, ema_train_loss=ema_train, ema_val_loss=ema_val,
+        ))]
+        if self.sample_prompt is not None:
+            sample = self._sample(s)
+            if sample is not None:
+                out.append(self._emit(sample))
+        if tc.checkpoint_interval == 0 or is_best:
+            out += self._save(s, pending)
+        return out
+
+    def _sample(self, s: setup.Setup) -> SampleReport | None:
+        tok = s.tokenizer
+        try:
+            prompt = tok.encode(self.sample_prompt) if self.sample_prompt else []
+        except ShiftStudioError:
+            return None
+        if not prompt:
+            prompt = [tok.eot_id if tok.eot_id is not None else 0]
+        model = s.ema.model if s.ema is not None else s.model
+        ids = sample_ids(model, prompt, SAMPLE_TOKENS, seed=self.config.train.seed + s.progress.step, autocast=s.autocast)
+        return SampleReport(step=s.progress.step, prompt=self.sample_prompt or "", text=tok.decode(ids))
+
+    def _save(self, s: setup.Setup, pending: list[torch.Tensor]) -> list[Report]:
+        """A checkpoint of the current step (never of weights that went bad), or a failure."""
+        p = s.progress
+        _, failed = self._sync(s, pending)
+        if failed is None and not all(bool(torch.isfinite(q).all()) for q in s.params):
+            failed = FailedReport(
+                step=p.step, message=f"the weights became NaN or infinite by step {p.step}: lower learning_rate{self._kept(s)}",
+            )
+        if failed is not None:
+            return [self._emit(failed)]
+        is_best = p.best_step == p.step
+        path = ckpt.save_checkpoint(
+            self.run_dir, p.step, setup.checkpoint_state(s, self._clock.run_time(), self.max_iters), s.model.state_dict(),
+            ckpt.optimizer_tensors(s.model, s.optimizer), s.ema.state_dict() if s.ema is not None else None,
+        )
+        if is_best:
+            ckpt.set_best(self.run_dir, p.step)
+        ckpt.prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+        p.last_saved = p.step
+        return [self._emit(CheckpointReport(step=p.step, path=str(path), is_best=is_best))]
+
+    def _finish(self, s: setup.Setup, pending: list[torch.Tensor], reason: str) -> Iterator[Report]:
+        p = s.progress
+        if p.last_saved != p.step:
+            saved = self._save(s, pending)
+            yield from saved
+            if _ends(saved):
+                return
+        yield self._emit(FinishedReport(
+            step=p.step, reason=reason, best_val_loss=p.best_val_or_none, run_dir=str(self.run_dir),
+            time_s=self._clock.run_time(),
+        ))
+
+    # -- reporting -------------------------------------------------------------------------------
+    def _emit(self, report: Report) -> Report:
+        """Log ``report`` to metrics.jsonl (all but batch views, which are large and only matter live)."""
+        if not isinstance(report, BatchViewReport):
+            record = report.to_json()
+            record.setdefault("time_s", self._clock.run_time())
+            record.setdefault("tokens", self._s.progress.tokens if self._s is not None else 0)
+            self._metrics.append(record)
+        return report
+
+    @staticmethod
+    def _kept(s: setup.Setup) -> str:
+        last = s.progress.last_saved
+        return f"; the last good checkpoint is step {last}" if last >= 0 else ""
+
+    def _failure(self, exc: Exception) -> FailedReport:
+        step = self.step
+        if dev.is_out_of_memory(exc):
+            where = "CUDA" if isinstance(exc, torch.cuda.OutOfMemoryError) else "the device"
+            tc = self.config.train
+            return FailedReport(
+                step=step,
+                message=(
+                    f"{where} ran out of memory at step {step}: use a smaller batch_size (e.g. {max(1, tc.batch_size // 2)}) "
+                    f"with more gradient_accumulation_steps (e.g. {tc.gradient_accumulation_steps * 2}) to keep the "
+                    "effective batch, or a smaller model or block_size"
+                ),
+            )
+        if isinstance(exc, ShiftStudioError):
+            return FailedReport(step=step, message=one_line(exc))
+        return FailedReport(
+            step=step, message=f"{type(exc).__name__}: {one_line(exc)}", detail=traceback.format_exc(), expected=False,
+        )
+
+
+def _ends(reports: list[Report]) -> bool:
+    return any(isinstance(r, FailedReport) for r in reports)
+
+
+def _early_stop(reports: list[Report], patience: int, p: setup.Progress) -> bool:
+    evaluated = any(isinstance(r, EvalReport) for r in reports)
+    return evaluated and patience > 0 and p.evals_since_best >= patience
+
+
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 700 else math.inf
+
+
+__all__ = ["Trainer", "TrainerControl", "ViewRequest", "RunError"]
