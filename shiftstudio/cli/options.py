@@ -59,10 +59,6 @@ def _show(f: Any) -> str:
     return repr(value)
 
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
 def _coerce(opt: Option, raw: str) -> Any:
     try:
         if opt.kind == "int":
@@ -72,9 +68,9 @@ def _coerce(opt: Option, raw: str) -> Any:
     except ValueError:
         raise UsageError(f"--{opt.name} expects a {'whole number' if opt.kind == 'int' else 'number'}, got {raw!r}") from None
     if opt.kind == "bool":
-        low = raw.strip().lower()
-        if low in _TRUE | _FALSE:
-            return low in _TRUE
+        word = cfg.parse_bool_word(raw)
+        if word is not None:
+            return word
         raise UsageError(f"--{opt.name} expects true or false, got {raw!r}")
     return raw
 
@@ -120,7 +116,7 @@ def parse(command: Command, argv: list[str]) -> tuple[dict[str, Any], list[str],
         if eq:
             raw = inline
         elif opt.kind == "bool":
-            if i < len(argv) and argv[i].strip().lower() in _TRUE | _FALSE:
+            if i < len(argv) and cfg.parse_bool_word(argv[i]) is not None:
                 raw = argv[i]
                 i += 1
             else:

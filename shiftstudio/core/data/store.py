@@ -220,7 +220,7 @@ def prepare(
 def _move_into_place(tmp: Path, target: Path) -> None:
     """Put the finished store at ``target``; files already there are replaced."""
     if not target.exists():
-        tmp.rename(target)
+        io.replace(tmp, target)
         return
     for name in (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE):
         io.replace(tmp / name, target / name)

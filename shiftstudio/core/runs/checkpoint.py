@@ -152,11 +152,10 @@ def save_checkpoint(
     if final.exists():  # the same step saved again (e.g. stop right after an eval): swap, then drop the old one
         old = folder / f".old-step-{step}-{os.getpid()}"
         os.replace(final, old)
-        os.replace(tmp, final)
+        io.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, final)
-    io.fsync_dir(folder)
+        io.replace(tmp, final)
     return final
 
 
