@@ -10,24 +10,67 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import assert_one_line_error
 from shiftstudio.cli import main
+from shiftstudio.cli.generate import COMMAND
+from shiftstudio.core.generate.filters import SamplingSettings
+from shiftstudio.core.generate.generation import Generation
+from shiftstudio.core.runs.loading import load_model
+
+CLI_DEFAULTS = {o.name: o.default for o in COMMAND.options}
+
+
+def expected_generation(run_dir: Path, prompt: str, **options) -> Generation:
+    """The oracle: the core's ``Generation`` on the run's latest checkpoint (CPU), with the CLI's defaults for any
+    option not given, run to its end. What ``generate`` prints must be its text plus a newline."""
+    values = {**CLI_DEFAULTS, **options}
+    model, tokenizer, _ = load_model(run_dir)
+    settings = SamplingSettings(
+        max_new_tokens=values["max_new_tokens"], temperature=values["temperature"], top_k=values["top_k"],
+        top_p=values["top_p"], repetition_penalty=values["repetition_penalty"], seed=values["seed"],
+    )
+    generation = Generation(model, tokenizer, prompt, settings)
+    tokens = list(generation)
+    assert tokens, "the oracle generated nothing"
+    return generation
 
 
 def test_generate_streams_reproducible_text(tiny_run: Path, capsys) -> None:
-    args = ["generate", str(tiny_run), "--prompt", "ROMEO:", "--max_new_tokens=30", "--seed=3", "--temperature", "1.0"]
+    args = ["generate", str(tiny_run), "--prompt", "ROMEO:", "--max_new_tokens=30", "--seed=3", "--device=cpu",
+            "--temperature", "1.0"]
     assert main(args) == 0
     first = capsys.readouterr().out
     assert main(args) == 0
     assert capsys.readouterr().out == first
-    assert 1 <= len(first.rstrip("\n")) <= 30
-    assert main([*args[:-1], "0"]) == 0  # greedy
+    sampled = expected_generation(tiny_run, "ROMEO:", max_new_tokens=30, seed=3, temperature=1.0)
+    assert first == sampled.text + "\n"
+    assert main([arg.replace("--seed=3", "--seed=4") for arg in args]) == 0
+    assert capsys.readouterr().out != first  # the seed is passed through: another seed, another text
+
+
+def test_greedy_generate_prints_the_cores_greedy_text(tiny_run: Path, capsys) -> None:
+    """temperature 0: exactly the core's greedy continuation from the same checkpoint and prompt; the seed is
+    irrelevant, so two runs with different seeds print the same."""
+    base = ["generate", str(tiny_run), "--prompt", "ROMEO:", "--max_new_tokens=30", "--temperature=0", "--device=cpu"]
+    assert main([*base, "--seed=3"]) == 0
+    first = capsys.readouterr().out
+    assert main([*base, "--seed=11"]) == 0
+    second = capsys.readouterr().out
+    greedy = expected_generation(tiny_run, "ROMEO:", max_new_tokens=30, temperature=0.0, seed=0)
+    assert first == second == greedy.text + "\n"
+    sampled = expected_generation(tiny_run, "ROMEO:", max_new_tokens=30, temperature=1.0, seed=3)
+    assert greedy.text != sampled.text  # the comparison can tell greedy from sampled text
 
 
 def test_generate_reads_the_prompt_from_stdin(tiny_run: Path, capsys, monkeypatch) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("First Citizen:\n"))
-    assert main(["generate", str(tiny_run), "--prompt", "-", "--max_new_tokens=5", "--seed=1", "--stats"]) == 0
+    assert main(["generate", str(tiny_run), "--prompt", "-", "--max_new_tokens=5", "--seed=1", "--device=cpu", "--stats"]) == 0
     captured = capsys.readouterr()
-    assert "tokens/s" in captured.err and "seed 1" in captured.err
+    expected = expected_generation(tiny_run, "First Citizen:\n", max_new_tokens=5, seed=1)
+    assert captured.out == expected.text + "\n"  # the prompt came from stdin: its continuation is printed
+    stats = captured.err.strip()
+    assert stats.count("\n") == 0 and stats.startswith(f"{expected.n_generated} tokens in ")
+    assert "tokens/s" in stats and stats.endswith(f"finished: {expected.finish_reason}, seed 1")
 
 
 @pytest.mark.parametrize(
@@ -54,13 +97,15 @@ def test_generate_errors_are_one_line(tiny_run: Path, capsys, extra, needle, cod
 
 def test_generate_on_a_folder_that_is_not_a_run(tmp_path: Path, capsys) -> None:
     assert main(["generate", str(tmp_path)]) == 1
-    assert "run" in capsys.readouterr().err
+    assert_one_line_error(capsys.readouterr().err, str(tmp_path), "is not a run folder")
 
 
 def test_generate_in_a_real_process(tiny_run: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "shiftstudio", "generate", str(tiny_run), "--prompt=First", "--max_new_tokens=12", "--seed=5"],
+        [sys.executable, "-m", "shiftstudio", "generate", str(tiny_run), "--prompt=First", "--max_new_tokens=12", "--seed=5",
+         "--device=cpu"],
         capture_output=True, text=True, timeout=120, env=dict(os.environ),
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == "" and 1 <= len(proc.stdout.strip("\n")) <= 12
+    assert proc.stderr == ""
+    assert proc.stdout == expected_generation(tiny_run, "First", max_new_tokens=12, seed=5).text + "\n"

@@ -31,7 +31,10 @@ def test_prepare_writes_a_complete_store(tmp_path: Path, small_corpus: Path, sha
     # a single file is cut once near 80 %: the two halves decode back to the text
     assert tok.decode(train.tolist()) + tok.decode(val.tolist()) == shakespeare_text
     assert abs(len(val) / (len(train) + len(val)) - 0.2) < 0.01
-    assert "prepared" in stdout and "train" in stdout
+    lines = stdout.splitlines()
+    assert lines[0].startswith(f"prepared {out} in ")
+    assert f"  tokenizer  char, vocab {len(set(shakespeare_text)) + 2}" in lines  # alphabet + <|endoftext|> + <unk>
+    assert f"  split      {len(train):,} train / {len(val):,} val tokens (cut), uint16" in lines
 
 
 def test_prepare_bpe_with_equals_syntax(tmp_path: Path, small_corpus: Path, capsys) -> None:
@@ -90,6 +93,9 @@ def test_errors_replace_accepts_invalid_utf8(tmp_path: Path, capsys) -> None:
     assert code == 0
     tok = TextTokenizer.load(tmp_path / "out" / "tokenizer.json")
     assert tok.encode("\ufffd") != [tok.unk_id]
+    train = np.fromfile(tmp_path / "out" / "train.bin", dtype=np.uint16).tolist()
+    val = np.fromfile(tmp_path / "out" / "val.bin", dtype=np.uint16).tolist()
+    assert tok.decode(train) + tok.decode(val) == bad.read_bytes().decode("utf-8", errors="replace")
 
 
 @pytest.mark.parametrize(

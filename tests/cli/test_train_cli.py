@@ -13,8 +13,14 @@ import pytest
 import torch
 
 from cli_helpers import assert_one_line_error, run_cli
+from shiftstudio.config import ModelConfig
+from shiftstudio.core.model.gpt import GPT
 from shiftstudio.core.runs.checkpoint import list_checkpoints
+from shiftstudio.core.runs.loading import load_model
 from shiftstudio.core.runs.metrics import read_metrics
+from shiftstudio.core.train.evaluation import sample_ids
+from shiftstudio.core.train.trainer import SAMPLE_TOKENS
+from shiftstudio.format import human_count
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -24,15 +30,34 @@ TINY = [
 
 
 
-def test_train_info_resume(tmp_path: Path, small_corpus: Path, capsys) -> None:
+def test_train_info_resume(tmp_path: Path, small_corpus: Path, shakespeare_text: str, capsys) -> None:
     run_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, "train", "--corpus", small_corpus, *TINY, "--shift=2", "--out", run_dir, "--sample", "KING")
     assert code == 0, err
     assert "training for 12 steps" in out
+    # the size line: the parameters of the model built for this config and the corpus's character vocabulary
+    vocab = len(set(shakespeare_text)) + 2  # the corpus alphabet, <|endoftext|> and <unk>
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, shift=2), vocab).parameters())
+    assert f"model: {human_count(n_params)} parameters on CPU (1 thread, float32), 64 tokens per step" in out.splitlines()
     assert [line.split()[1] for line in out.splitlines() if line.startswith("step ")] == ["3/12", "6/12", "9/12", "12/12"]
-    assert "eval step 6:" in out and "eval step 12:" in out and "t+2" in out  # per-horizon losses for shift 2
-    assert "sample at step 12:\nKING" in out
-    assert "finished at step 12" in out and "best val loss" in out
+    evals = {r["step"]: r for r in read_metrics(run_dir, ("eval",))}
+    assert sorted(evals) == [6, 12]
+    for step, ev in evals.items():  # the logged numbers, as printed; per-horizon losses for shift 2
+        assert (
+            f"eval step {step}: train loss {ev['train_loss']:.4f}, val loss {ev['val_loss']:.4f}, val ppl {ev['val_ppl']:.2f}"
+            in out
+        )
+        t1, t2 = ev["val_loss_per_horizon"]
+        assert f"  val loss per horizon: t+1 {t1:.4f}, t+2 {t2:.4f}" in out.splitlines()
+    # the sample is the step-12 weights' continuation of the prompt, with the trainer's seed for that step
+    model, tokenizer, _ = load_model(run_dir, "step-12")
+    seed = json.loads((run_dir / "run.json").read_text())["config"]["train"]["seed"]
+    ids = sample_ids(model, tokenizer.encode("KING"), SAMPLE_TOKENS, seed=seed + 12)
+    assert len(ids) == SAMPLE_TOKENS
+    assert f"sample at step 12:\nKING{tokenizer.decode(ids)}\n" in out
+    best = min(r["val_loss"] for r in evals.values())
+    assert "finished at step 12" in out and f"best val loss {best:.4f}" in out
     assert [c.step for c in list_checkpoints(run_dir)] == [6, 12]
     record = json.loads((run_dir / "run.json").read_text())
     assert record["config"]["model"]["shift"] == 2
@@ -40,15 +65,22 @@ def test_train_info_resume(tmp_path: Path, small_corpus: Path, capsys) -> None:
 
     code, out, _ = run_cli(capsys, "info", run_dir)
     assert code == 0
-    assert "step 12 of 12" in out and "step-12" in out and "best val" in out and "shift = 2" in out
+    lines = out.splitlines()
+    assert "step 12 of 12" in out and "shift = 2" in out
+    assert f"size         {n_params:,} parameters ({human_count(n_params)}; " in out
+    assert f"best val     {best:.4f}" in lines
+    best_step = min(evals, key=lambda s: evals[s]["val_loss"])
+    marks = ", ".join(f"step-{s}" + (" (best)" if s == best_step else "") for s in (6, 12))
+    assert f"checkpoints  {marks}" in lines
     code, out, _ = run_cli(capsys, "info", run_dir, "--json")
     info = json.loads(out)
-    best = min(r["val_loss"] for r in read_metrics(run_dir, ("eval",)))
     assert info["steps"] == 12 and info["best_val_loss"] == pytest.approx(best)
-    assert info["n_params"] > 20_000 and [c["step"] for c in info["checkpoints"]] == [6, 12]
+    assert info["n_params"] == n_params and info["vocab_size"] == vocab
+    assert [c["step"] for c in info["checkpoints"]] == [6, 12]
 
     code, out, _ = run_cli(capsys, "resume", run_dir)
     assert code == 0 and "nothing to do" in out
+    assert [c.step for c in list_checkpoints(run_dir)] == [6, 12]  # nothing was trained or saved
     code, out, err = run_cli(capsys, "resume", run_dir, "--max_iters=18")
     assert code == 0, err
     assert "resuming at step 12 of 18" in out and "finished at step 18" in out
@@ -168,7 +200,13 @@ def test_real_process_exit_codes_and_ctrl_c(tmp_path: Path, small_corpus: Path) 
         proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert "stopping: saving a checkpoint" in out and "stopped at step" in out
+    assert "stopping: saving a checkpoint" in out
+    stopped = [line for line in out.splitlines() if line.startswith("stopped at step ")]
+    assert len(stopped) == 1, out
+    step = int(stopped[0].split()[3].replace(",", ""))
+    assert step >= 1  # at least the step whose line was read before the signal
     saved = list_checkpoints(run_dir)
-    assert len(saved) == 1 and saved[0].step > 0
-    assert read_metrics(run_dir)[-1]["kind"] == "finished" and read_metrics(run_dir)[-1]["reason"] == "stopped"
+    assert [c.step for c in saved] == [step]  # the checkpoint is of the step it says it stopped at
+    finished = read_metrics(run_dir)[-1]
+    assert (finished["kind"], finished["reason"], finished["step"]) == ("finished", "stopped", step)
+    assert max(r["step"] for r in read_metrics(run_dir, ("train",))) == step  # every step up to it was logged

@@ -69,6 +69,7 @@ def test_saved_checkpoint_round_trips(trained_run: Path) -> None:
     assert c.step == 6 and c.state["tokens"] == 6 * 4 * 16
     assert set(c.state["files"]) == {"model.safetensors", "optimizer.safetensors"} and c.ema is None
     assert {"python", "numpy", "torch"} <= c.state["rng"].keys() and "bit_generator" in c.state["sampler"]
+    assert c.state["scaler"] is None  # float32 on the CPU: no gradient scaler (float16's is in test_grad_scaler)
     assert "wte.weight" in c.model and any(k.endswith("::exp_avg_sq") for k in c.optimizer)
     names = {p.name for p in found[-1].path.iterdir()}
     assert names == {"model.safetensors", "optimizer.safetensors", "state.json"}  # no pickle anywhere

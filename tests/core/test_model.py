@@ -70,9 +70,25 @@ def test_masked_loss_is_the_mean_over_heads_of_each_heads_masked_mean(shift: int
     unmasked = model(x, y)
     assert not torch.allclose(unmasked.head_losses, out.head_losses)  # the mask changed what is scored
     # masked targets get no gradient: changing them changes neither loss nor gradients
+    def loss_and_grads(targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss = model(x, targets, mask).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    base_loss, base_grads = loss_and_grads(y)
     y2 = y.clone()
-    y2[:, :, :5] = (y2[:, :, :5] + 1) % VOCAB
-    assert torch.allclose(model(x, y2, mask).loss, out.loss)
+    y2[:, :, :5] = (y2[:, :, :5] + 1) % VOCAB  # only masked positions change
+    loss2, grads2 = loss_and_grads(y2)
+    assert torch.equal(loss2, base_loss)
+    assert base_grads.keys() == grads2.keys() and all(base_grads[n].abs().sum() > 0 for n in base_grads)
+    for name in base_grads:
+        assert torch.equal(grads2[name], base_grads[name]), name
+    # the comparison can fail: changing one scored target does change the gradients
+    y3 = y.clone()
+    y3[:, :, 5] = (y3[:, :, 5] + 1) % VOCAB
+    _, grads3 = loss_and_grads(y3)
+    assert not torch.equal(grads3["wte.weight"], base_grads["wte.weight"])
 
 
 def test_head_k_predicts_token_t_plus_k() -> None:

@@ -101,12 +101,17 @@ def test_seeded_sampling_is_reproducible(shakespeare_text: str) -> None:
     model = tiny_model(vocab=tok.vocab_size, block=32)
     s = SamplingSettings(max_new_tokens=40, temperature=1.0, top_k=20, top_p=0.95, repetition_penalty=1.1, seed=7)
     a = Generation(model, tok, "ROMEO:", s)
-    first = "".join(t.text for t in a)
+    tokens = list(a)
+    first = "".join(t.text for t in tokens)
     second = "".join(t.text for t in Generation(model, tok, "ROMEO:", s))
     other = "".join(t.text for t in Generation(model, tok, "ROMEO:", SamplingSettings(**{**vars(s), "seed": 8})))
     assert first == second == a.text
     assert first != other
-    assert a.finish_reason in ("length", "eot")
+    # the stream ends on <|endoftext|> (stop_at_eot) or after exactly max_new_tokens
+    ended_on_eot = tokens[-1].id == tok.eot_id
+    assert a.finish_reason == ("eot" if ended_on_eot else "length")
+    assert a.n_generated == len(tokens) and (ended_on_eot or len(tokens) == 40)
+    assert tok.eot_id not in [t.id for t in tokens[:-1]]
 
 
 def test_tokens_carry_probabilities_and_top_five(shakespeare_text: str) -> None:
@@ -187,8 +192,9 @@ def test_load_model_from_a_run_and_clone(tiny_run: Path) -> None:
     copy = clone_model(model)
     assert copy is not model
     assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), model.state_dict().values()))
+    original = model.wte.weight.detach().clone()
     copy.wte.weight.data.zero_()
-    assert model.wte.weight.abs().sum() > 0  # independent storage
+    assert torch.equal(model.wte.weight, original) and original.abs().sum() > 0  # independent storage
     from shiftstudio.core.errors import RunError
 
     with pytest.raises(RunError, match="no EMA"):

@@ -18,10 +18,12 @@ from shiftstudio.core.errors import ConfigError
 from shiftstudio.core.runs.checkpoint import list_checkpoints
 from shiftstudio.core.model.estimate import count_params
 from shiftstudio.core.runs.metrics import read_metrics
-from shiftstudio.core.runs.folder import create_run, run_summary
+from shiftstudio.core.runs.folder import create_run, load_run_config, run_summary
 from shiftstudio.core.data.store import TokenStore
+from shiftstudio.core.runs.loading import load_model
 from shiftstudio.core.train.control import ViewRequest
-from shiftstudio.core.train.trainer import Trainer
+from shiftstudio.core.train.evaluation import sample_ids, split_losses
+from shiftstudio.core.train.trainer import SAMPLE_TOKENS, Trainer
 
 TINY = {
     "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 4,
@@ -47,6 +49,23 @@ def kinds(reports: list) -> list[str]:
 
 def losses_by_step(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_metrics(run_dir, ("train",))}
+
+
+def weights_at(run_dir: Path, step: int, ema: bool = False):
+    """The model saved in checkpoint ``step`` (raw or EMA weights), and the run's tokenizer."""
+    model, tokenizer, meta = load_model(run_dir, f"step-{step}", ema=ema)
+    assert meta["step"] == step
+    return model, tokenizer
+
+
+def expected_sample(run_dir: Path, step: int, prompt: str, ema: bool = False) -> str:
+    """What the trainer's sample at ``step`` must be: SAMPLE_TOKENS tokens drawn from the weights saved at that
+    step, with the run's seed + step (the trainer's rule, so successive samples differ)."""
+    model, tokenizer = weights_at(run_dir, step, ema)
+    seed = load_run_config(run_dir).train.seed
+    ids = sample_ids(model, tokenizer.encode(prompt), SAMPLE_TOKENS, seed=seed + step)
+    assert len(ids) == SAMPLE_TOKENS
+    return tokenizer.decode(ids)
 
 
 def test_a_run_yields_reports_and_logs_metrics(store: TokenStore, tmp_path: Path) -> None:
@@ -172,14 +191,25 @@ def test_pause_resume_and_stop_from_another_thread(store: TokenStore, tmp_path: 
 
 def test_ema_evaluation_reports_raw_and_averaged_weights(store: TokenStore, tmp_path: Path) -> None:
     run_dir = make_run(store, tmp_path / "run", ema_decay=0.9, max_iters=10)
-    reports = run_all(Trainer(run_dir, store))
+    reports = run_all(Trainer(run_dir, store, sample_prompt="ROMEO:"))
     ev = [r for r in reports if r.kind == "eval"][-1]
-    assert ev.ema_val_loss is not None and ev.ema_train_loss is not None
-    assert ev.ema_val_loss != ev.val_loss
-    assert abs(ev.ema_val_loss - ev.val_loss) < 1.0
-    assert (run_dir / "checkpoints" / "step-10" / "ema.safetensors").is_file()
+    assert ev.step == 10 and (run_dir / "checkpoints" / "step-10" / "ema.safetensors").is_file()
+    # each reported loss is the loss of the weights saved beside it, on the evaluation's fixed batches
+    raw, _ = weights_at(run_dir, 10)
+    averaged, _ = weights_at(run_dir, 10, ema=True)
+    shape, seed = (TINY["batch_size"], TINY["block_size"], 1), RunConfig().train.seed
+    raw_train, raw_val = split_losses(raw, store.train, store.val, shape, TINY["eval_iters"], seed, torch.device("cpu"))
+    ema_train, ema_val = split_losses(averaged, store.train, store.val, shape, TINY["eval_iters"], seed, torch.device("cpu"))
+    assert (ev.train_loss, ev.val_loss) == (pytest.approx(raw_train[0], abs=1e-6), pytest.approx(raw_val[0], abs=1e-6))
+    assert ev.ema_train_loss == pytest.approx(ema_train[0], abs=1e-6)
+    assert ev.ema_val_loss == pytest.approx(ema_val[0], abs=1e-6)
+    assert abs(ev.ema_val_loss - ev.val_loss) > 1e-4  # two different sets of weights were measured
     record = read_metrics(run_dir, ("eval",))[-1]
     assert record["ema_val_loss"] == pytest.approx(ev.ema_val_loss)
+    # with EMA on, the sample comes from the averaged weights, not the raw ones
+    sample = [r for r in reports if r.kind == "sample"][-1]
+    assert sample.step == 10 and sample.text == expected_sample(run_dir, 10, "ROMEO:", ema=True)
+    assert sample.text != expected_sample(run_dir, 10, "ROMEO:", ema=False)
 
 
 def test_shift_two_reports_each_horizon(store: TokenStore, tmp_path: Path) -> None:
@@ -191,8 +221,13 @@ def test_shift_two_reports_each_horizon(store: TokenStore, tmp_path: Path) -> No
     view = [r for r in reports if r.kind == "batch"][-1]
     assert view.target_ids.shape == (2, 16)
     assert view.target_ids[1, :-2].tolist() == view.input_ids[2:].tolist()  # head 2 is scored on t + 2
-    sample = [r for r in reports if r.kind == "sample"][-1]
-    assert sample.prompt == "ROMEO:" and len(sample.text) > 20
+    samples = [r for r in reports if r.kind == "sample"]
+    assert [r.step for r in samples] == [10]
+    sample = samples[0]
+    assert sample.prompt == "ROMEO:" and sample.text == expected_sample(run_dir, 10, "ROMEO:")
+    tokenizer = store.tokenizer
+    assert tokenizer.kind == "char" and len(tokenizer.encode(sample.text)) == SAMPLE_TOKENS  # one char per token
+    assert expected_sample(run_dir, 10, "KING") != sample.text  # the prompt matters
 
 
 def test_early_stopping_keeps_and_marks_the_best_checkpoint(store: TokenStore, tmp_path: Path) -> None:
@@ -283,9 +318,11 @@ def test_view_row_follows_the_request_and_cycles_without_one(store: TokenStore, 
                 trainer.set_views(ViewRequest(row=6))  # beyond the batch of 4: taken modulo
             if r.step == 14:
                 trainer.set_views(ViewRequest(row=None))
-    assert len(set(rows[:8])) == 4  # cycles through all four rows of the batch
-    assert rows[8:14] == [2] * 6
-    assert len(set(rows[14:])) > 1
+    # without a request the row cycles with the log point: step s (log_interval 1) shows row s % 4
+    assert len(rows) == 20
+    assert rows[:8] == [step % 4 for step in range(1, 9)]
+    assert rows[8:14] == [2] * 6  # requested row 6, taken modulo the batch of 4, from step 9 on
+    assert rows[14:] == [step % 4 for step in range(15, 21)]
 
 
 def test_snapshot_copies_the_live_weights_between_steps(store: TokenStore, tmp_path: Path) -> None:
@@ -341,15 +378,19 @@ def test_sampling_from_live_snapshots_leaves_the_run_unchanged(store: TokenStore
     from shiftstudio.core.generate.generation import Generation
     from shiftstudio.core.generate.filters import SamplingSettings
 
-    alone = make_run(store, tmp_path / "alone", dropout=0.1, log_interval=1, max_iters=30)
-    watched = make_run(store, tmp_path / "watched", dropout=0.1, log_interval=1, max_iters=30)
+    # checkpoints at 7, 14, 21, 28 (all kept): the weights each snapshot must have copied
+    settings = dict(dropout=0.1, log_interval=1, max_iters=30, checkpoint_interval=7, keep_checkpoints=10)
+    alone = make_run(store, tmp_path / "alone", **settings)
+    watched = make_run(store, tmp_path / "watched", **settings)
     run_all(Trainer(alone, store))
     trainer = Trainer(watched, store)
     results: list = []
 
+    settings = SamplingSettings(max_new_tokens=20, seed=3)
+
     def sample_live() -> None:  # the playground's worker thread: copy the weights, then sample beside training
         model, tokenizer, step = trainer.snapshot(timeout=30)
-        text = "".join(t.text for t in Generation(model, tokenizer, "a", SamplingSettings(max_new_tokens=20, seed=3)))
+        text = "".join(t.text for t in Generation(model, tokenizer, "a", settings))
         results.append((step, text))
 
     askers = []
@@ -363,5 +404,8 @@ def test_sampling_from_live_snapshots_leaves_the_run_unchanged(store: TokenStore
     for asker in askers:
         asker.join(timeout=30)
     assert sorted(step for step, _ in results) == [7, 14, 21, 28]
-    assert all(text for _, text in results)
+    for step, text in results:  # each copy held the weights of its step: the same text as the checkpoint gives
+        model, tokenizer = weights_at(watched, step)
+        assert text == "".join(t.text for t in Generation(model, tokenizer, "a", settings)), step
+    assert len({text for _, text in results}) > 1  # the weights moved between snapshots
     assert losses_by_step(alone) == losses_by_step(watched)
