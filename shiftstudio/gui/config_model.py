@@ -8,32 +8,13 @@ and the current error with the keys it names, so forms can mark the fields.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Iterable
 
 from PySide6.QtCore import QObject, Signal
 
-from shiftstudio.config import ConfigError, RunConfig, field_index, parse_value
-
-
-def field_range(key: str) -> tuple[Any, Any]:
-    meta = field_index()[key][1].metadata
-    return meta.get("minimum"), meta.get("maximum")
-
-
-def check_range(key: str, value: Any) -> str:
-    """A one-line complaint when ``value`` is outside the field's GUI range, else ''."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return ""
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{key} must be a finite number"
-    low, high = field_range(key)
-    if low is not None and value < low:
-        return f"{key} must be at least {low:g}"
-    if high is not None and value > high:
-        return f"{key} must be at most {high:g}"
-    return ""
+from shiftstudio.config import RunConfig, field_index, field_problem, parse_value
+from shiftstudio.core.errors import ConfigError
 
 
 class ConfigModel(QObject):
@@ -66,10 +47,11 @@ class ConfigModel(QObject):
 
     # -- editing -------------------------------------------------------------
     def set_value(self, key: str, value: Any) -> None:
-        """A form changed one field. Parses and range-checks it, then revalidates."""
+        """A form changed one field. Parses and range-checks it (with the words the CLI uses: see
+        :func:`~shiftstudio.config.field_problem`), then revalidates."""
         try:
             value = parse_value(key, value)
-            problem = check_range(key, value)
+            problem = field_problem(key, value)
         except ConfigError as exc:
             problem = str(exc)
         if problem:
@@ -121,7 +103,7 @@ class ConfigModel(QObject):
                 value = parse_value(key, raw)
             except ConfigError:
                 continue
-            if self._values.get(key) != value and not check_range(key, value):
+            if self._values.get(key) != value and not field_problem(key, value):
                 self._values[key] = value
                 changed.add(key)
         self._validate()

@@ -81,7 +81,9 @@ class GenerationWorker(QObject):
 
         if source.checkpoint == LIVE:
             if self.snapshot is None:
-                raise ValueError("no training is running: pick a checkpoint instead of the live weights")
+                from shiftstudio.core.errors import RunError
+
+                raise RunError("no training is running: pick a checkpoint instead of the live weights")
             model, tokenizer, step = self.snapshot()  # already an independent CPU copy
             return model, tokenizer, f"live weights at step {step}"
         model, tokenizer, meta = load_model(source.run_dir, source.checkpoint, ema=source.ema)

@@ -9,45 +9,33 @@ torch is first imported by the device probe, in a worker thread.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import (
-    QApplication, QDockWidget, QFileDialog, QFrame, QLabel, QMainWindow, QMenu, QMessageBox, QScrollArea, QTabWidget, QWidget,
-)
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget
 
 from shiftstudio import paths
-from shiftstudio.config import ConfigError, load_preset, preset_paths
+from shiftstudio.config import load_preset, preset_paths
+from shiftstudio.core.errors import ConfigError
+from shiftstudio.core.runs.layout import RUN_FILE, TOKENIZER_FILE, is_run_dir
 from shiftstudio.gui import style
-from shiftstudio.format import human_bytes, human_duration
-from shiftstudio.gui.panes import PANES, PaneContext, create_pane, make_context
-from shiftstudio.gui.run_controller import ACTIVE_STATES, STATE_TEXT
+from shiftstudio.gui.docks import DockLayout
+from shiftstudio.gui.panes import PANES, Pane, PaneContext, create_pane, make_context
+from shiftstudio.gui.run_controller import ACTIVE_STATES
 from shiftstudio.gui.settings import Settings
+from shiftstudio.gui.status_bar import StatusBar
+
+if TYPE_CHECKING:  # the panes' modules import pyqtgraph: only once the window shows (see build)
+    from shiftstudio.gui.panes.model import ModelPane
+    from shiftstudio.gui.panes.train import TrainPane
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PRESET = "cpu-tiny"
 GPU_PRESET = "gpu-small"
 LAYOUT_VERSION = 3  # bump when the default layout changes: a saved layout of another version is ignored
-DEFAULT_LEFT_WIDTH = 470  # at least; wider if a left pane needs it (up to 40 % of the window)
-DEFAULT_BOTTOM_SHARE = 0.36  # of the window's height, for the inspector / playground
-
-
-def process_memory() -> int:
-    """Resident memory of this process in bytes (0 where unknown)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            import os
-
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-        import sys
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return rss if sys.platform == "darwin" else rss * 1024
 
 
 class MainWindow(QMainWindow):
@@ -58,8 +46,11 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings or Settings()
         self.ctx = ctx or make_context(self.settings)
-        self.panes: dict[str, QWidget] = {}
+        self.panes: dict[str, Pane] = {}
         self.docks: dict[str, QDockWidget] = {}
+        self.train_pane: TrainPane | None = None  # the panes the menus act on (None until build, or when unregistered)
+        self.model_pane: ModelPane | None = None
+        self._default_dock_state: QByteArray | None = None  # the layout as built, for View > Reset layout
         self._default_config = True  # nothing chose the settings yet (GPU preset may replace them)
         self._close_after_stop = False
         self._painted = False
@@ -80,7 +71,8 @@ class MainWindow(QMainWindow):
         self.loading_label.setAlignment(Qt.AlignCenter)
         self.setCentralWidget(self.center)
         self.center.addTab(self.loading_label, "Loading")
-        self._make_status_bar()
+        self.status_bar = StatusBar(self.ctx.session, self)
+        self.setStatusBar(self.status_bar)
         self._make_menus()
         geometry = self.settings.get_bytes("geometry")
         if geometry:
@@ -88,31 +80,6 @@ class MainWindow(QMainWindow):
         self._initial_config()
 
     # -- construction --------------------------------------------------------
-    def _make_status_bar(self) -> None:
-        bar = self.statusBar()
-        bar.setObjectName("status_bar")
-        self.device_label = QLabel("Device: probing…", self)
-        self.device_label.setObjectName("status_device_label")
-        self.device_label.setToolTip("Where training runs (CUDA GPU, Apple MPS or the CPU with its threads)")
-        self.memory_label = QLabel("", self)
-        self.memory_label.setObjectName("status_memory_label")
-        self.memory_label.setToolTip("Memory in use by ShiftStudio (and on the GPU, when training there)")
-        self.state_label = QLabel(STATE_TEXT["idle"], self)
-        self.state_label.setObjectName("status_state_label")
-        self.state_label.setToolTip("What the training run is doing")
-        self.step_label = QLabel("", self)
-        self.step_label.setObjectName("status_step_label")
-        self.step_label.setToolTip("Optimizer step and estimated time left")
-        self.step_label.setMinimumWidth(self.step_label.fontMetrics().horizontalAdvance("Step 100,000 / 100,000 · ETA 0:00:00"))
-        self.memory_label.setMinimumWidth(self.memory_label.fontMetrics().horizontalAdvance("Memory: 000.0 MB · GPU 00.0 GB"))
-        for w in (self.state_label, self.step_label, self.memory_label, self.device_label):
-            bar.addPermanentWidget(w)
-        self._memory_timer = QTimer(self)
-        self._memory_timer.setInterval(1000)
-        self._memory_timer.timeout.connect(self._on_memory_timer_timeout)
-        self._memory_timer.start()
-        self._on_memory_timer_timeout()
-
     def _action(self, text: str, name: str, slot, shortcut: str | QKeySequence | None = None, tip: str = "") -> QAction:
         action = QAction(text, self)
         action.setObjectName(name)
@@ -150,16 +117,8 @@ class MainWindow(QMainWindow):
         for a in (runs.start_action, runs.pause_action, runs.stop_action, runs.checkpoint_action):
             self.addAction(a)  # shortcuts work wherever the focus is
         self.view_menu = menu.addMenu("&View")
-        theme_menu = self.view_menu.addMenu("Theme")
-        self.theme_group = QActionGroup(self)
-        current = self.settings.get("theme", "system")
-        for theme in style.THEMES:
-            action = QAction(theme.capitalize(), self, checkable=True)
-            action.setObjectName(f"theme_{theme}_action")
-            action.setData(theme)
-            action.setChecked(theme == current)
-            self.theme_group.addAction(action)
-            theme_menu.addAction(action)
+        self.theme_group = style.theme_actions(self, self.settings.get("theme", "system"))
+        self.view_menu.addMenu("Theme").addActions(self.theme_group.actions())
         self.theme_group.triggered.connect(self._on_theme_group_triggered)
         self.reset_layout_action = self._action("Reset layout", "reset_layout_action", self.reset_layout)
         self.view_menu.addAction(self.reset_layout_action)
@@ -185,47 +144,26 @@ class MainWindow(QMainWindow):
         """Create the panes (imports pyqtgraph); call once, after the window shows."""
         if self.panes:
             return
-        ctx = self.ctx
+        from shiftstudio.gui.panes.model import ModelPane
+        from shiftstudio.gui.panes.train import TrainPane
+
         self.center.removeTab(0)
         self.loading_label.deleteLater()
-        areas = {"left": Qt.LeftDockWidgetArea, "right": Qt.RightDockWidgetArea, "bottom": Qt.BottomDockWidgetArea}
-        first_in_area: dict[str, QDockWidget] = {}
+        docks = DockLayout(self)
         for spec in PANES:
-            pane = create_pane(spec, ctx)
+            pane = create_pane(spec, self.ctx)
             self.panes[spec.key] = pane
+            if isinstance(pane, TrainPane):
+                self.train_pane = pane
+            elif isinstance(pane, ModelPane):
+                self.model_pane = pane
             if spec.area == "center":
                 self.center.addTab(pane, spec.title)
                 continue
-            dock = QDockWidget(spec.title.replace("&", "&&"), self)  # '&' would be read as a shortcut mark
-            dock.setObjectName(f"{spec.key}_dock")
-            # a pane taller or wider than its dock scrolls, so the window fits a 1366x768 laptop screen
-            scroll = QScrollArea(dock)
-            scroll.setObjectName(f"{spec.key}_scroll")
-            scroll.setWidgetResizable(True)
-            scroll.setFrameShape(QFrame.NoFrame)
-            scroll.setWidget(pane)
-            dock.setWidget(scroll)
-            dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable | QDockWidget.DockWidgetClosable)
-            self.addDockWidget(areas.get(spec.area, Qt.LeftDockWidgetArea), dock)
-            if spec.area in first_in_area:
-                self.tabifyDockWidget(first_in_area[spec.area], dock)
-            else:
-                first_in_area[spec.area] = dock
-            toggle = dock.toggleViewAction()
-            toggle.setObjectName(f"view_{spec.key}_action")
-            if spec.shortcut:
-                toggle.setShortcut(QKeySequence(spec.shortcut))
-            toggle.setToolTip(f"Show or hide the {spec.title} pane")
-            self.view_menu.addAction(toggle)
+            dock = docks.add(spec, pane)
+            self.view_menu.addAction(dock.toggleViewAction())
             self.docks[spec.key] = dock
-        for dock in first_in_area.values():
-            dock.raise_()
-        if "left" in first_in_area:
-            needed = max(self.panes[s.key].minimumSizeHint().width() for s in PANES if s.area == "left") + 24
-            width = min(max(DEFAULT_LEFT_WIDTH, needed), int(self.width() * 0.4))
-            self.resizeDocks([first_in_area["left"]], [width], Qt.Horizontal)
-        if "bottom" in first_in_area:
-            self.resizeDocks([first_in_area["bottom"]], [max(260, int(self.height() * DEFAULT_BOTTOM_SHARE))], Qt.Vertical)
+        docks.finish()
         self._default_dock_state = self.saveState(LAYOUT_VERSION)
         state = self.settings.get_bytes("window_state")
         if state:
@@ -270,11 +208,11 @@ class MainWindow(QMainWindow):
         """A file or folder dropped on the window: a run folder, a tokenizer.json or a corpus."""
         if len(sources) == 1:
             path = Path(sources[0])
-            if path.is_dir() and (path / "run.json").is_file():
+            if path.is_dir() and is_run_dir(path):
                 return self.open_run(path)
-            if path.name == "run.json":
+            if path.name == RUN_FILE:
                 return self.open_run(path.parent)
-            if path.name == "tokenizer.json":
+            if path.name == TOKENIZER_FILE:
                 self.ctx.config.set_value("tokenizer", str(path))
                 self.ctx.session.train_tokenizer()
                 self._raise_pane("tokenizer")
@@ -337,20 +275,17 @@ class MainWindow(QMainWindow):
 
     # -- menu actions --------------------------------------------------------
     def _on_save_preset_action_triggered(self) -> None:
-        pane = self.panes.get("model")
-        if pane is not None:
+        if self.model_pane is not None:
             self._raise_pane("model")
-            pane.save_as_preset()
+            self.model_pane.save_as_preset()
 
     def _on_export_png_action_triggered(self) -> None:
-        pane = self.panes.get("train")
-        if pane is not None:
-            pane._on_curves_export_png_requested()
+        if self.train_pane is not None:
+            self.train_pane.ask_export_png()
 
     def _on_export_csv_action_triggered(self) -> None:
-        pane = self.panes.get("train")
-        if pane is not None:
-            pane._on_curves_export_csv_requested()
+        if self.train_pane is not None:
+            self.train_pane.ask_export_csv()
 
     def _on_theme_group_triggered(self, action: QAction) -> None:
         theme = action.data()
@@ -363,26 +298,25 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About ShiftStudio", f"<b>ShiftStudio {__version__}</b><br>A desktop workbench for training small language models.")
 
     def reset_layout(self) -> None:
-        if getattr(self, "_default_dock_state", None) is not None:
+        if self._default_dock_state is not None:
             self.restoreState(self._default_dock_state, LAYOUT_VERSION)
             for dock in self.docks.values():
                 dock.show()
 
     # -- model signals -------------------------------------------------------
     def _on_runs_state_changed(self, state: str) -> None:
-        self.state_label.setText(STATE_TEXT.get(state, state))
+        self.status_bar.show_state(state)
         running = state in ACTIVE_STATES
         self.open_run_action.setEnabled(not running)
         self.recent_menu.setEnabled(not running)
 
     def _on_runs_progress_changed(self, step: int, max_iters: int, eta: float) -> None:
-        eta_text = f" · ETA {human_duration(eta)}" if not math.isnan(eta) and eta > 0 else ""
-        self.step_label.setText(f"Step {step:,} / {max_iters:,}{eta_text}")
+        self.status_bar.show_progress(step, max_iters, eta)
 
     def _on_runs_run_started(self, report) -> None:
         self.settings.add_recent_run(report.run_dir)
         self.settings.save()
-        self.device_label.setText(report.device)
+        self.status_bar.show_device(report.device)
         self.setWindowTitle(f"ShiftStudio – {Path(report.run_dir).name}")
 
     def _on_runs_run_opened(self, run_dir: Path, records: list) -> None:
@@ -393,24 +327,13 @@ class MainWindow(QMainWindow):
 
     def _on_session_device_probed(self, summary) -> None:
         if self.ctx.runs.state not in ACTIVE_STATES:
-            self.device_label.setText(summary.text)
+            self.status_bar.show_device(summary.text)
         if summary.kind == "cuda" and self._default_config and GPU_PRESET in preset_paths():
             self.ctx.config.load(load_preset(GPU_PRESET), keep=("corpus",), preset=GPU_PRESET)
         self._default_config = False
 
     def _on_session_corpus_opened(self, info) -> None:
         self.settings.set("last_corpus", list(info.paths))
-
-    def _on_memory_timer_timeout(self) -> None:
-        text = f"Memory: {human_bytes(process_memory())}"
-        device = self.ctx.session.device
-        if device is not None and device.kind == "cuda":
-            import sys
-
-            torch = sys.modules.get("torch")
-            if torch is not None:
-                text += f" · GPU {human_bytes(torch.cuda.memory_allocated())}"
-        self.memory_label.setText(text)
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
         super().paintEvent(event)
@@ -440,13 +363,11 @@ class MainWindow(QMainWindow):
                 return
             self._close_after_stop = True
             runs.stop()
-            self.statusBar().showMessage("Stopping: saving a checkpoint before quitting…")
+            self.status_bar.showMessage("Stopping: saving a checkpoint before quitting…")
             return
         runs.wait(30_000)  # a run that just ended: its thread is on its last lines
         for pane in self.panes.values():  # panes with threads of their own (the playground's sampler)
-            shutdown = getattr(pane, "shutdown", None)
-            if callable(shutdown):
-                shutdown()
+            pane.shutdown()
         self.save_settings()
         self.ctx.session.shutdown()
         runs.shutdown()
@@ -463,15 +384,11 @@ class MainWindow(QMainWindow):
             s.set_bytes("window_state", bytes(self.saveState(LAYOUT_VERSION).data()))
         s.set("last_config", self.ctx.config.values())
         s.set("last_preset", self.ctx.config.preset)
-        curves = getattr(self.panes.get("train"), "curves", None)
-        if curves is not None:
-            s.set("plot", {"smoothing": curves.smoothing, "x_mode": curves.x_mode, "log_y": curves.log_y})
+        if self.train_pane is not None:
+            s.set("plot", self.train_pane.curves.view_settings())
         s.save()
 
     def restore_view_settings(self) -> None:
-        curves = getattr(self.panes.get("train"), "curves", None)
         plot = self.settings.get("plot")
-        if curves is not None and isinstance(plot, dict):
-            curves.set_smoothing(float(plot.get("smoothing", curves.smoothing)))
-            curves.set_x_mode(str(plot.get("x_mode", "step")))
-            curves.set_log_y(bool(plot.get("log_y", False)))
+        if self.train_pane is not None and isinstance(plot, dict):
+            self.train_pane.curves.apply_view_settings(plot)

@@ -16,12 +16,25 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from shiftstudio.core.train.reports import EvalReport, StepReport
+
 STEP_COLUMNS = ("step", "tokens", "time_s", "loss", "lr", "grad_norm", "tokens_per_s", "ms_per_iter")
 EVAL_COLUMNS = ("step", "tokens", "time_s", "train_loss", "val_loss", "val_ppl", "train_ppl")
+
+
+def _step_row(r: StepReport) -> tuple[float, ...]:
+    """A step report as a row of ``STEP_COLUMNS``."""
+    return tuple(map(_number, (r.step, r.tokens, r.time_s, r.loss, r.lr, r.grad_norm, r.tokens_per_s, r.ms_per_iter)))
+
+
+def _eval_row(r: EvalReport) -> tuple[float, ...]:
+    """An eval report as a row of ``EVAL_COLUMNS``."""
+    return tuple(map(_number, (r.step, r.tokens, r.time_s, r.train_loss, r.val_loss, r.val_ppl, r.train_ppl)))
 
 
 def _number(value: Any) -> float:
@@ -89,14 +102,14 @@ class MetricsStore:
         self.version += 1
         self.eval_version += 1
 
-    def add_steps(self, reports: Iterable[Any]) -> None:
-        rows = [tuple(_number(getattr(r, c, None)) for c in STEP_COLUMNS) for r in reports]
+    def add_steps(self, reports: Iterable[StepReport]) -> None:
+        rows = [_step_row(r) for r in reports]
         self._drop_after(rows[0][0] if rows else None, self.steps)
         self.steps.append(rows)
         self.version += 1
 
-    def add_eval(self, report: Any) -> None:
-        row = tuple(_number(getattr(report, c, None)) for c in EVAL_COLUMNS)
+    def add_eval(self, report: EvalReport) -> None:
+        row = _eval_row(report)
         self._drop_after(row[0], self.evals)
         self.evals.append([row])
         self.version += 1

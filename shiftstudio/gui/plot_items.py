@@ -11,7 +11,7 @@
   opaque colours blended over the background. :class:`GridAxis` draws its grid
   the same way. :class:`CurveItem` ties a curve to its legend entry.
 
-:mod:`shiftstudio.gui.plots` arranges them into the Train pane's plots.
+:mod:`shiftstudio.gui.plot_canvas` arranges them into the Train pane's plots.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ third of it. Re-laying out an axis is what costs (ticks, labels, grid): with
 pyqtgraph's own auto-range every redraw re-lays out all ten axes, ~60 ms of
 the GUI thread on a small CPU; with sticky ranges a redraw is a few ms.
 Panning or zooming with the mouse stops the following; "Fit" resumes it.
+
+The plots and their items are built in :mod:`shiftstudio.gui.plot_canvas`;
+the toolbar and the read-out line are in :mod:`shiftstudio.gui.plot_controls`.
 """
 
 from __future__ import annotations
@@ -34,25 +37,14 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication, QGraphicsItem, QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from shiftstudio.format import human_count, human_duration, short_float
 from shiftstudio.gui.metrics_store import Ema, MetricsStore
-from shiftstudio.gui.plot_items import CurveItem, Extent, GridAxis, XAxis, _over, _Trace, peak_downsample, sticky_range
-from shiftstudio.gui.style import ACCENT
+from shiftstudio.gui.plot_canvas import PLOT_ITEMS, PlotCanvas
+from shiftstudio.gui.plot_controls import X_MODES, PlotToolbar, readout_text
+from shiftstudio.gui.plot_items import Extent, _Trace, peak_downsample, sticky_range
 
-X_MODES = {"step": ("step", "Step"), "tokens": ("tokens", "Tokens seen"), "time": ("time_s", "Wall time")}
-VAL_COLOR = "#e8710a"
 REDRAW_MS = 100
-LEFT_AXIS_WIDTH = 52  # fixed: an axis that resizes to its labels re-lays out every plot
-PLOT_ITEMS = {
-    "loss": ("loss_raw", "loss_smooth", "val_loss"),
-    "ppl": ("train_ppl", "val_ppl"),
-    "lr": ("lr",),
-    "grad_norm": ("grad_norm_raw", "grad_norm"),
-    "tokens_per_s": ("tokens_per_s",),
-}
 
 
 class CurvesView(QWidget):
@@ -80,12 +72,23 @@ class CurvesView(QWidget):
         self._view_dirty = False  # a view was resized: the downsampling may need another bucket size
         self._traces = {name: _Trace() for names in PLOT_ITEMS.values() for name in names}
         self._x_seen = {"loss_raw": Extent(), "val_loss": Extent()}  # the x of the steps and of the evals
-        self._build_toolbar()
-        self._build_plots()
-        self._label_x_axes()
+        self.toolbar = PlotToolbar(self.smoothing, self)
+        self.readout = QLabel(" ", self)
+        self.readout.setObjectName("plot_readout_label")
+        self.readout.setToolTip("Values under the mouse pointer")
+        self.readout.setTextFormat(Qt.RichText)
+        self.graphics = PlotCanvas(self)
+        self.plots, self.items, self.legends = self.graphics.plots, self.graphics.items, self.graphics.legends
+        self.graphics.set_x_mode(self.x_mode)
+        for plot in self.plots.values():
+            box = plot.getViewBox()
+            box.sigRangeChangedManually.connect(self._on_view_range_changed_manually)
+            box.sigXRangeChanged.connect(self._on_view_x_range_changed)
+            box.sigResized.connect(self._on_view_resized)
+        self.graphics.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(self._toolbar)
+        layout.addWidget(self.toolbar)
         layout.addWidget(self.graphics, 1)
         layout.addWidget(self.readout)
         self._timer = QTimer(self)
@@ -93,143 +96,13 @@ class CurvesView(QWidget):
         self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self._on_timer_timeout)
         self._timer.start()
+        self.toolbar.smoothing_changed.connect(self._on_toolbar_smoothing_changed)
+        self.toolbar.log_y_toggled.connect(self._on_toolbar_log_y_toggled)
+        self.toolbar.x_mode_changed.connect(self._on_toolbar_x_mode_changed)
+        self.toolbar.fit_requested.connect(self._on_toolbar_fit_requested)
+        self.toolbar.export_png_requested.connect(self.export_png_requested)
+        self.toolbar.export_csv_requested.connect(self.export_csv_requested)
         self.apply_palette()
-
-    # -- building ------------------------------------------------------------
-    def _build_toolbar(self) -> None:
-        bar = QHBoxLayout()
-        bar.setContentsMargins(0, 0, 0, 0)
-        smooth_label = QLabel("Smoothing", self)
-        self.smoothing_slider = QSlider(Qt.Horizontal, self)
-        self.smoothing_slider.setObjectName("plot_smoothing_slider")
-        self.smoothing_slider.setRange(0, 99)
-        self.smoothing_slider.setValue(int(self.smoothing * 100))
-        self.smoothing_slider.setMaximumWidth(160)
-        self.smoothing_slider.setToolTip("Exponential moving average of the training curves, as in TensorBoard (0 = raw, 0.99 = very smooth)")
-        smooth_label.setToolTip(self.smoothing_slider.toolTip())
-        self.smoothing_value = QLabel(f"{self.smoothing:.2f}", self)
-        self.smoothing_value.setMinimumWidth(32)
-        self.log_y_check = QCheckBox("Log y", self)
-        self.log_y_check.setObjectName("plot_log_y_checkbox")
-        self.log_y_check.setToolTip("Logarithmic y axis for loss and perplexity")
-        self.x_combo = QComboBox(self)
-        self.x_combo.setObjectName("plot_x_axis_combo")
-        self.x_combo.setToolTip("What the x axis counts: optimizer steps, tokens seen or wall time")
-        for key, (_, title) in X_MODES.items():
-            self.x_combo.addItem(title, key)
-        self.export_png_button = QPushButton("Export PNG…", self)
-        self.export_png_button.setObjectName("plot_export_png_button")
-        self.export_png_button.setToolTip("Save the plots as a PNG image")
-        self.export_csv_button = QPushButton("Export CSV…", self)
-        self.export_csv_button.setObjectName("plot_export_csv_button")
-        self.export_csv_button.setToolTip("Save every logged metric as a CSV table")
-        self.fit_button = QPushButton("Fit", self)
-        self.fit_button.setObjectName("plot_fit_button")
-        self.fit_button.setToolTip("Fit the plots to the data and follow new points again (after panning or zooming)")
-        x_label = QLabel("x axis", self)
-        for w in (smooth_label, self.smoothing_slider, self.smoothing_value):
-            bar.addWidget(w)
-        bar.addSpacing(12)
-        bar.addWidget(self.log_y_check)
-        bar.addSpacing(12)
-        bar.addWidget(x_label)
-        bar.addWidget(self.x_combo)
-        bar.addStretch(1)
-        bar.addWidget(self.fit_button)
-        bar.addWidget(self.export_png_button)
-        bar.addWidget(self.export_csv_button)
-        self._toolbar = bar
-        self.readout = QLabel(" ", self)
-        self.readout.setObjectName("plot_readout_label")
-        self.readout.setToolTip("Values under the mouse pointer")
-        self.readout.setTextFormat(Qt.RichText)
-        self.smoothing_slider.valueChanged.connect(self._on_smoothing_slider_value_changed)
-        self.log_y_check.toggled.connect(self._on_log_y_toggled)
-        self.x_combo.currentIndexChanged.connect(self._on_x_combo_index_changed)
-        self.export_png_button.clicked.connect(self.export_png_requested)
-        self.export_csv_button.clicked.connect(self.export_csv_requested)
-        self.fit_button.clicked.connect(self._on_fit_button_clicked)
-
-    def _new_plot(self, row: int, col: int, title: str, colspan: int = 1) -> pg.PlotItem:
-        axis = XAxis(orientation="bottom")
-        self._x_axes.append(axis)
-        plot = self.graphics.addPlot(row=row, col=col, colspan=colspan, title=title,
-                                     axisItems={"bottom": axis, "left": GridAxis(orientation="left")})
-        plot.showGrid(x=True, y=True, alpha=0.12)
-        for name in ("left", "bottom"):
-            plot.getAxis(name).setZValue(-150)  # under the view box (z -100): the grid under the curves
-        # Axes (with their grid lines) and titles change only when a range does: drawn once into a pixmap,
-        # a redraw of the curves blits them instead of calling back into Python to repaint them.
-        for name in ("left", "bottom"):
-            plot.getAxis(name).setCacheMode(QGraphicsItem.DeviceCoordinateCache)
-        plot.titleLabel.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
-        plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
-        plot.getAxis("left").setStyle(autoExpandTextSpace=False)
-        axis.setStyle(autoExpandTextSpace=False)
-        # No pyqtgraph downsampling or clipping: the items get points already clipped to the view and
-        # peak downsampled (see peak_downsample), from caches that a new point only extends.
-        plot.setMenuEnabled(False)
-        plot.hideButtons()
-        plot.disableAutoRange()
-        box = plot.getViewBox()
-        box.setMouseEnabled(x=True, y=False)
-        box.sigRangeChangedManually.connect(self._on_view_range_changed_manually)
-        line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((128, 128, 128, 120), width=1))
-        line.setVisible(False)
-        plot.addItem(line, ignoreBounds=True)
-        self._cursor_lines.append(line)
-        box.sigXRangeChanged.connect(self._on_view_x_range_changed)
-        box.sigResized.connect(self._on_view_resized)
-        return plot
-
-    def _build_plots(self) -> None:
-        self.graphics = pg.GraphicsLayoutWidget(self)
-        self.graphics.setObjectName("plot_canvas")
-        self.graphics.setMinimumSize(360, 220)
-        self.graphics.ci.setSpacing(4)
-        self._x_axes: list[XAxis] = []
-        self._cursor_lines: list[pg.InfiniteLine] = []
-        self.plots: dict[str, pg.PlotItem] = {}
-        self.plots["loss"] = self._new_plot(0, 0, "Loss", colspan=2)
-        self.plots["ppl"] = self._new_plot(0, 2, "Perplexity")
-        self.plots["lr"] = self._new_plot(1, 0, "Learning rate")
-        self.plots["grad_norm"] = self._new_plot(1, 1, "Gradient norm")
-        self.plots["tokens_per_s"] = self._new_plot(1, 2, "Tokens / s")
-        self.graphics.ci.layout.setRowStretchFactor(0, 3)
-        self.graphics.ci.layout.setRowStretchFactor(1, 2)
-        for col in range(3):
-            self.graphics.ci.layout.setColumnStretchFactor(col, 1)
-        self.legends = {k: self.plots[k].addLegend(offset=(-8, 8), labelTextSize="8pt") for k in ("loss", "ppl")}
-        for legend in self.legends.values():
-            legend.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
-        # entries side by side in one line at the top right, where falling loss curves leave room
-        self.legends["loss"].setColumnCount(3)
-        self.legends["ppl"].setColumnCount(2)
-        accent = QColor(ACCENT)
-        faint = QColor(accent)
-        faint.setAlpha(70)
-
-        def curve(plot: str, **opts: Any) -> CurveItem:
-            item = CurveItem(**opts)
-            self.plots[plot].addItem(item)  # (with a name, into the plot's legend)
-            return item
-
-        self.items: dict[str, CurveItem] = {
-            "loss_raw": curve("loss", name="train", pen=pg.mkPen(faint, width=1)),
-            "loss_smooth": curve("loss", name="train (smoothed)", pen=pg.mkPen(accent, width=2)),
-            "val_loss": curve("loss", name="val", pen=pg.mkPen(VAL_COLOR, width=2), symbol="o", symbolSize=5, symbolBrush=VAL_COLOR, symbolPen=None),
-            "train_ppl": curve("ppl", name="train (smoothed)", pen=pg.mkPen(accent, width=2)),
-            "val_ppl": curve("ppl", name="val", pen=pg.mkPen(VAL_COLOR, width=2), symbol="o", symbolSize=5, symbolBrush=VAL_COLOR, symbolPen=None),
-            "lr": curve("lr", pen=pg.mkPen("#2ca02c", width=2)),
-            "grad_norm_raw": curve("grad_norm", pen=pg.mkPen((148, 103, 189, 80), width=1)),
-            "grad_norm": curve("grad_norm", pen=pg.mkPen("#9467bd", width=2)),
-            "tokens_per_s": curve("tokens_per_s", pen=pg.mkPen("#8c564b", width=2)),
-        }
-        self.graphics.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
-
-    def _label_x_axes(self) -> None:
-        for key in ("lr", "grad_norm", "tokens_per_s"):
-            self.plots[key].setLabel("bottom", X_MODES[self.x_mode][1])
 
     # -- drawing -------------------------------------------------------------
     def _on_timer_timeout(self) -> None:
@@ -372,7 +245,7 @@ class CurvesView(QWidget):
     def _on_view_resized(self, *args) -> None:
         self._view_dirty = True
 
-    def _on_fit_button_clicked(self) -> None:
+    def _on_toolbar_fit_requested(self) -> None:
         self.follow = True
         self.update_ranges(force=True)
 
@@ -385,37 +258,44 @@ class CurvesView(QWidget):
         data = self.items[item].xData
         return 0 if data is None else len(data)
 
-    # -- toolbar -------------------------------------------------------------
+    def bucket_size(self, item: str) -> int:
+        """Points per max/min bucket in what the item was last given to draw (1: every point, as it is)."""
+        return self._traces[item].ds
+
+    # -- view options (the toolbar's) ----------------------------------------
     def set_smoothing(self, weight: float) -> None:
-        self.smoothing_slider.setValue(int(round(min(max(weight, 0.0), 0.99) * 100)))
+        self.toolbar.set_smoothing(weight)
 
     def set_x_mode(self, mode: str) -> None:
-        index = self.x_combo.findData(mode)
-        if index >= 0:
-            self.x_combo.setCurrentIndex(index)
+        self.toolbar.set_x_mode(mode)
 
     def set_log_y(self, on: bool) -> None:
-        self.log_y_check.setChecked(on)
+        self.toolbar.set_log_y(on)
 
-    def _on_smoothing_slider_value_changed(self, value: int) -> None:
-        self.smoothing = value / 100
-        self.smoothing_value.setText(f"{self.smoothing:.2f}")
+    def view_settings(self) -> dict[str, Any]:
+        """The view options, for the window to remember between starts."""
+        return {"smoothing": self.smoothing, "x_mode": self.x_mode, "log_y": self.log_y}
+
+    def apply_view_settings(self, saved: dict[str, Any]) -> None:
+        """Options saved by :meth:`view_settings` (any missing one keeps its default)."""
+        self.set_smoothing(float(saved.get("smoothing", self.smoothing)))
+        self.set_x_mode(str(saved.get("x_mode", "step")))
+        self.set_log_y(bool(saved.get("log_y", False)))
+
+    def _on_toolbar_smoothing_changed(self, weight: float) -> None:
+        self.smoothing = weight
         self.refresh()
 
-    def _on_log_y_toggled(self, on: bool) -> None:
+    def _on_toolbar_log_y_toggled(self, on: bool) -> None:
         self.log_y = on
         for key in ("loss", "ppl"):
             self.plots[key].setLogMode(x=False, y=on)
             self._ranges.pop(key, None)
         self.update_ranges()
 
-    def _on_x_combo_index_changed(self, index: int) -> None:
-        self.x_mode = self.x_combo.itemData(index) or "step"
-        for axis in self._x_axes:
-            axis.mode = self.x_mode
-            axis.picture = None
-            axis.update()
-        self._label_x_axes()
+    def _on_toolbar_x_mode_changed(self, mode: str) -> None:
+        self.x_mode = mode
+        self.graphics.set_x_mode(mode)
         self.follow = True
         self._ranges.clear()
         self.refresh()
@@ -426,8 +306,7 @@ class CurvesView(QWidget):
             if plot.sceneBoundingRect().contains(pos):
                 self.show_readout_at(plot.getViewBox().mapSceneToView(pos).x())
                 return
-        for line in self._cursor_lines:
-            line.setVisible(False)
+        self.graphics.hide_cursor()
 
     def show_readout_at(self, x: float) -> str:
         steps, evals = self.store.steps, self.store.evals
@@ -438,28 +317,8 @@ class CurvesView(QWidget):
         i = int(np.clip(np.searchsorted(xs, x), 0, len(xs) - 1))
         if i > 0 and abs(xs[i - 1] - x) < abs(xs[i] - x):
             i -= 1
-        for line in self._cursor_lines:
-            line.setPos(xs[i])
-            line.setVisible(True)
-        smooth = self._smoothed("loss")
-        parts = [
-            f"<b>step {int(steps['step'][i]):,}</b>",
-            f"{human_count(steps['tokens'][i])} tokens",
-            human_duration(steps["time_s"][i]),
-            f"loss <b>{short_float(steps['loss'][i])}</b> (smoothed {short_float(smooth[i])})",
-            f"lr {short_float(steps['lr'][i])}",
-            f"grad {short_float(steps['grad_norm'][i])}",
-            f"{human_count(steps['tokens_per_s'][i])} tok/s",
-        ]
-        if len(evals):
-            ex = evals[column]
-            j = int(np.searchsorted(ex, xs[i], side="right")) - 1
-            if j >= 0:
-                parts.append(
-                    f"<span style='color:{VAL_COLOR}'>val <b>{short_float(evals['val_loss'][j])}</b>"
-                    f" (ppl {short_float(evals['val_ppl'][j])}) @ {int(evals['step'][j]):,}</span>"
-                )
-        text = " · ".join(parts)
+        self.graphics.show_cursor(xs[i])
+        text = readout_text(steps, evals, i, self._smoothed("loss")[i], column)
         self.readout.setText(text)
         return text
 
@@ -478,23 +337,4 @@ class CurvesView(QWidget):
         super().changeEvent(event)
 
     def apply_palette(self) -> None:
-        palette = QApplication.palette()
-        background = palette.color(QPalette.Base)
-        foreground = palette.color(QPalette.Text)
-        faint = 130 if background.lightness() < 128 else 70  # raw curves behind the smoothed ones
-        # Faint = the colour blended over the background once, here, and drawn opaque: the look of a
-        # translucent pen without its cost (Qt blends every pixel of a translucent line; a dense raw
-        # curve that zigzags through its whole plot took ~40 ms to draw that way, ~3 ms opaque).
-        self.items["loss_raw"].setPen(pg.mkPen(_over(QColor(ACCENT), faint, background), width=1))
-        self.items["grad_norm_raw"].setPen(pg.mkPen(_over(QColor(148, 103, 189), faint + 10, background), width=1))
-        self.graphics.setBackground(background)
-        for key, plot in self.plots.items():
-            for name in ("left", "bottom"):
-                axis = plot.getAxis(name)
-                axis.background = QColor(background)
-                axis.setPen(pg.mkPen(foreground))  # (and draws itself again)
-                axis.setTextPen(pg.mkPen(foreground))
-            plot.setTitle(plot.titleLabel.text, color=foreground.name(), size="10pt")
-        for legend in self.legends.values():
-            legend.setLabelTextColor(foreground)
-            legend.setBrush(pg.mkBrush(background.red(), background.green(), background.blue(), 200))
+        self.graphics.apply_palette()

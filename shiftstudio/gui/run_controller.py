@@ -18,10 +18,11 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal
 from PySide6.QtGui import QAction, QKeySequence
 
 from shiftstudio.config import RunConfig
+from shiftstudio.core.errors import Cancelled
 from shiftstudio.core.runs.layout import RunLayout, step_of
 from shiftstudio.core.train.control import ViewRequest
 from shiftstudio.gui.config_model import ConfigModel
-from shiftstudio.gui.workers import Task, TrainingWorker, keep_gui_responsive
+from shiftstudio.gui.workers import CancelFn, ProgressFn, Task, TrainerLike, TrainingWorker, keep_gui_responsive
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ def _new_run(config: RunConfig) -> Callable:
 
         store = prepare(config.data, progress=progress, cancel=cancel)
         if cancel():
-            from shiftstudio.core.errors import Cancelled
-
             raise Cancelled()
         run_dir = create_run(config, store)
         return Trainer(run_dir, store, sample_prompt=SAMPLE_PROMPT)
@@ -157,6 +156,16 @@ class RunController(QObject):
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
 
+    @property
+    def paused(self) -> bool:
+        """The run is paused: the trainer was told to wait between two steps (no step is logged until Resume)."""
+        return self.state == PAUSED
+
+    @property
+    def thread_running(self) -> bool:
+        """The training thread is alive: it ends a moment after the run's last report (or its failure)."""
+        return self._thread is not None
+
     def _set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
@@ -197,6 +206,7 @@ class RunController(QObject):
 
     # -- commands ------------------------------------------------------------
     def start(self) -> bool:
+        """Start (or resume) the run the settings describe, as :meth:`plan` says; False when it cannot."""
         ok, mode, why = self.plan()
         if not ok:
             return False
@@ -208,10 +218,18 @@ class RunController(QObject):
             opener = _new_run(config)
             self.run_config = config
         self.max_iters = config.train.max_iters
-        self._launch(opener)
-        return True
+        return self.start_with(opener)
 
-    def _launch(self, opener: Callable) -> None:
+    def start_with(self, opener: Callable[[ProgressFn, CancelFn], TrainerLike]) -> bool:
+        """Run the trainer that ``opener(progress, cancel)`` sets up, on a new training thread.
+
+        :meth:`start` uses it with an opener that prepares the data and creates (or reopens) the run folder;
+        tools and tests can hand in any opener, e.g. one returning a stand-in that follows
+        :class:`~shiftstudio.gui.workers.TrainerLike`. The run goes through the same states and signals as
+        any other. Returns False (and starts nothing) while a run is active.
+        """
+        if self.is_active:
+            return False
         keep_gui_responsive()
         thread = QThread()
         thread.setObjectName("training")
@@ -235,6 +253,7 @@ class RunController(QObject):
         self._ms_per_iter = 0.0
         self._set_state(PREPARING)
         thread.start()
+        return True
 
     def pause(self) -> None:
         if self._worker is not None and self.state == RUNNING:

@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from shiftstudio import paths
 from shiftstudio.config import DataConfig
+from shiftstudio.core.errors import ConfigError
 from shiftstudio.gui.config_model import ConfigModel
 from shiftstudio.gui.workers import Task
 
@@ -275,7 +276,7 @@ class Session(QObject):
         values = self.config.values()
         try:
             data = DataConfig(**{k: values[k] for k in DataConfig.__dataclass_fields__})
-        except ValueError as exc:
+        except ConfigError as exc:
             self.tokenizer_failed.emit(str(exc), "", True)
             return False
         task = Task(_build_tokenizer(data, self.corpus.split), "Tokenizer")

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from shiftstudio import paths
+from shiftstudio.core import io
+from shiftstudio.core.runs.layout import is_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,7 @@ class Settings:
     def save(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps(self._data, indent=1, sort_keys=True), encoding="utf-8")
-            tmp.replace(self.path)
+            io.write_text(self.path, json.dumps(self._data, indent=1, sort_keys=True))
         except OSError as exc:
             log.warning("cannot save settings to %s: %s", self.path, exc)
 
@@ -75,7 +75,7 @@ class Settings:
     # -- recent runs ---------------------------------------------------------
     def recent_runs(self) -> list[str]:
         runs = self._data.get("recent_runs", [])
-        return [r for r in runs if isinstance(r, str) and (Path(r) / "run.json").is_file()]
+        return [r for r in runs if isinstance(r, str) and is_run_dir(r)]
 
     def add_recent_run(self, run_dir: str | Path) -> None:
         text = str(Path(run_dir))

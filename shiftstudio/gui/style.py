@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QIcon, QPalette
+from PySide6.QtCore import QObject, Qt
+from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
 from shiftstudio import paths
@@ -88,3 +88,16 @@ def apply_theme(app: QApplication, theme: str = "system") -> None:
     sheet = resource("styles", "app.qss")
     text = sheet.read_text(encoding="utf-8") if sheet else ""
     app.setStyleSheet(text.replace("@accent", ACCENT))
+
+
+def theme_actions(parent: QObject, current: str) -> QActionGroup:
+    """One checkable action per theme for a menu (named ``theme_<name>_action``, the theme in its data),
+    ``current`` checked; the group's ``triggered`` tells which was picked."""
+    group = QActionGroup(parent)
+    for theme in THEMES:
+        action = QAction(theme.capitalize(), parent, checkable=True)
+        action.setObjectName(f"theme_{theme}_action")
+        action.setData(theme)
+        action.setChecked(theme == current)
+        group.addAction(action)
+    return group

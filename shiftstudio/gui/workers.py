@@ -11,7 +11,8 @@ Two kinds of worker, each a ``QObject`` moved to its own ``QThread``:
   stop and "checkpoint now" are cooperative flags; nothing is ever terminated.
 
 Signals are connected to bound methods of objects that live in the GUI thread,
-which makes their delivery queued.
+which makes their delivery queued. The rate limits (throttled progress, step
+batches) are in :mod:`shiftstudio.gui.throttling`.
 """
 
 from __future__ import annotations
@@ -20,22 +21,20 @@ import gc
 import logging
 import sys
 import threading
-import time
 import traceback
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from shiftstudio.core.errors import Cancelled, RunError, ShiftStudioError, one_line
 from shiftstudio.core.train.control import ViewRequest
+from shiftstudio.gui.throttling import STEP_EMIT_INTERVAL_S, StepBatcher, ThrottledProgress
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[..., None]
 CancelFn = Callable[[], bool]
 
-STEP_EMIT_INTERVAL_S = 0.05  # at most ~20 steps_logged emissions a second
-PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress emissions a second
 GIL_SWITCH_INTERVAL_S = 0.0003
 
 
@@ -87,42 +86,6 @@ def describe_error(exc: BaseException) -> tuple[str, str, bool]:
     if isinstance(exc, OSError):
         return text, detail, False
     return f"Unexpected error: {type(exc).__name__}: {text}", detail, False
-
-
-# -- throttled progress ------------------------------------------------------
-
-
-class ThrottledProgress:
-    """A progress callback for the core that calls ``emit(phase, done, total)``
-    only when the shown value changes, at most every ``interval`` seconds
-    (and always for the last step). Accepts ``(done, total)``, ``(phase, done,
-    total)`` or one object with ``phase``/``done``/``total`` attributes."""
-
-    def __init__(self, emit: Callable[[str, int, int], None], phase: str = "", interval: float = PROGRESS_INTERVAL_S):
-        self._emit = emit
-        self._phase = phase
-        self._interval = interval
-        self._last_time = 0.0
-        self._last_key: tuple[str, int] | None = None
-
-    def __call__(self, *args: Any) -> None:
-        if len(args) == 1:
-            p = args[0]
-            phase, done, total = str(p.phase), int(p.done), int(p.total)
-        elif len(args) == 2:
-            phase, done, total = self._phase, int(args[0]), int(args[1])
-        else:
-            phase, done, total = str(args[0]), int(args[1]), int(args[2])
-        permille = int(1000 * done / total) if total > 0 else -1
-        key = (phase, permille)
-        finished = total > 0 and done >= total
-        now = time.monotonic()
-        if key == self._last_key:
-            return
-        if not finished and phase == (self._last_key or ("",))[0] and now - self._last_time < self._interval:
-            return
-        self._last_key, self._last_time = key, now
-        self._emit(phase, done, total)
 
 
 # -- one-shot tasks ----------------------------------------------------------
@@ -241,57 +204,16 @@ class Task(QObject):
 
 
 class TrainerLike(Protocol):
-    def run(self): ...
+    """What :class:`TrainingWorker` needs of a trainer (the engine's ``Trainer``, or a stand-in in tests):
+    ``run()`` yields its reports; the controls may be called from any thread."""
+
+    def run(self) -> Iterator[Any]: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     def stop(self) -> None: ...
     def request_checkpoint(self) -> None: ...
     def set_views(self, views: ViewRequest) -> None: ...
     def snapshot(self, timeout: float = 60.0) -> Any: ...
-
-
-class StepBatcher:
-    """Collects step reports and hands them on in batches, at most one batch per
-    ``interval`` seconds. A held batch is flushed by a short timer thread, so a
-    lone step never waits for the next report. Thread-safe."""
-
-    def __init__(self, emit: Callable[[list], None], interval: float = STEP_EMIT_INTERVAL_S):
-        self._emit = emit
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._pending: list = []
-        self._last = -1e9
-        self._timer: threading.Timer | None = None
-
-    def add(self, report: Any) -> None:
-        with self._lock:
-            self._pending.append(report)
-            wait = self._interval - (time.monotonic() - self._last)
-            if wait <= 0:
-                self._flush_locked()
-            elif self._timer is None:
-                self._timer = threading.Timer(wait, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
-
-    def flush(self) -> None:
-        with self._lock:
-            self._flush_locked()
-
-    def run_locked(self, fn: Callable[[], None]) -> None:
-        """Flush, then call ``fn`` under the same lock (keeps order with other signals)."""
-        with self._lock:
-            self._flush_locked()
-            fn()
-
-    def _flush_locked(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._pending:
-            batch, self._pending = self._pending, []
-            self._last = time.monotonic()
-            self._emit(batch)
 
 
 class TrainingWorker(QObject):

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("PySide6")
-pytest.importorskip("pytestqt")
+# The GUI suite runs wherever the test extras are installed: a missing PySide6 or pytest-qt fails the run
+# (an import error here), so a broken install cannot pass as "skipped". Only an explicit
+# SHIFTSTUDIO_SKIP_GUI_TESTS=1 skips it (e.g. on a machine without a display stack); CI never sets it.
+SKIP_GUI_TESTS = os.environ.get("SHIFTSTUDIO_SKIP_GUI_TESTS") == "1"
+
+if SKIP_GUI_TESTS:
+    collect_ignore_glob = ["test_*.py"]  # (their imports need PySide6)
+
+    def pytest_report_header() -> str:
+        return "SHIFTSTUDIO_SKIP_GUI_TESTS=1: the GUI tests are not collected"
+
+else:
+    import PySide6  # noqa: F401 - the test extras must be installed
+    import pytestqt  # noqa: F401
 
 # A model that trains in well under a second per dozen steps on a CPU.
 TINY = {
@@ -15,6 +28,19 @@ TINY = {
     "max_iters": 40, "warmup_iters": 5, "lr_decay_iters": 40, "eval_interval": 10, "eval_iters": 2,
     "log_interval": 2, "device": "cpu", "dtype": "float32", "compile": False, "num_threads": 1,
 }
+
+
+def expected_device_text(torch_threads: int) -> str:
+    """What the device probe says on this machine, for a process whose torch has ``torch_threads`` threads."""
+    from shiftstudio.core.train.device import DeviceInfo, resolve_device, resolve_dtype
+    from shiftstudio.gui.session import default_cpu_threads
+
+    device = resolve_device("auto")
+    threads = min(torch_threads, default_cpu_threads())
+    text = DeviceInfo(device, resolve_dtype("auto", device), threads).describe()
+    if device.type == "cpu":
+        assert text == f"CPU ({threads} thread{'s' if threads != 1 else ''}, float32)"
+    return text
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.gui.conftest import expected_device_text
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Opens the app through the command line entry point; once the corpus and the device are in, prints
@@ -27,7 +29,10 @@ def check():
         QTimer.singleShot(100, check)
         return
     w = windows[0]
-    print("CORPUS", session.corpus.paths, "PRESET", w.ctx.config.preset, "STATUS", w.device_label.text(), flush=True)
+    import torch  # (the device probe imported it)
+
+    print("THREADS", torch.get_num_threads(), flush=True)
+    print("CORPUS", session.corpus.paths, "PRESET", w.ctx.config.preset, "STATUS", w.status_bar.device_label.text(), flush=True)
     w.close()
 
 QTimer.singleShot(100, check)
@@ -40,12 +45,16 @@ def run_app(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", DRIVER, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
 
 
-def test_no_arguments_opens_the_sample_corpus_with_the_cpu_preset(tmp_path: Path) -> None:
+def test_no_arguments_opens_the_sample_corpus_with_the_preset_for_the_device(tmp_path: Path) -> None:
+    import torch
+
     out = run_app(tmp_path)
     assert out.returncode == 0, out.stderr
-    line = next(l for l in out.stdout.splitlines() if l.startswith("CORPUS"))
-    assert "CORPUS [] PRESET cpu-tiny" in line  # [] = the sample corpus
-    assert "CPU" in line or "CUDA" in line or "MPS" in line
+    lines = out.stdout.splitlines()
+    threads = int(next(l for l in lines if l.startswith("THREADS")).split()[1])
+    line = next(l for l in lines if l.startswith("CORPUS"))
+    preset = "gpu-small" if torch.cuda.is_available() else "cpu-tiny"  # a CUDA GPU found: its preset replaces the default
+    assert line == f"CORPUS [] PRESET {preset} STATUS {expected_device_text(threads)}"  # [] = the sample corpus
     assert "QThread" not in out.stderr and "Traceback" not in out.stderr
 
 

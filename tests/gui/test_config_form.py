@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
 from shiftstudio.config import help_text, iter_fields
@@ -71,3 +72,40 @@ def test_loading_values_updates_the_editors(qtbot) -> None:
     assert float(form.editors["learning_rate"].text()) == 0.02
     assert form.editors["device"].currentText() == "cuda:1"
     assert model.is_valid
+
+
+def test_tooltip_range_and_out_of_range_error_say_the_same(qtbot) -> None:
+    """The range a tooltip shows is the one the error for a value outside it names, in the CLI's words."""
+    from shiftstudio.config import DataConfig, field_problem
+    from shiftstudio.core.errors import ConfigError
+
+    model = ConfigModel()
+    form = ConfigForm(model, keys=["val_fraction", "learning_rate", "n_layer"])
+    qtbot.addWidget(form)
+    assert "Range: above 0 … 0.5" in form.editors["val_fraction"].toolTip()
+    assert form.editors["val_fraction"].minimum() == 0.0 and form.editors["val_fraction"].maximum() == 0.5
+    model.set_value("val_fraction", 0.6)  # (the spin box stops at its maximum: set it as a loaded value would)
+    assert model.error == "val_fraction must be above 0 and at most 0.5, got 0.6"
+    assert form.invalid_keys() == {"val_fraction"}
+    tip = form.editors["val_fraction"].toolTip()
+    assert model.error in tip and "Range: above 0 … 0.5" in tip  # the error above the range it breaks
+    with pytest.raises(ConfigError) as refused:  # the CLI and the config files get the same sentence
+        DataConfig(val_fraction=0.6)
+    assert str(refused.value) == model.error
+    model.set_value("val_fraction", 0.2)
+    assert model.is_valid and form.invalid_keys() == set()
+
+    # a typed number: the float field shows its range, and a value past it is refused with that range
+    edit = form.editors["learning_rate"]
+    assert "Range: above 0 … 10" in edit.toolTip()
+    edit.clear()
+    qtbot.keyClicks(edit, "12")
+    assert model.error == field_problem("learning_rate", 12.0) == "learning_rate must be above 0 and at most 10, got 12"
+    assert form.invalid_keys() == {"learning_rate"}
+    assert model.config.train.learning_rate == 1.0  # the last valid value: "1", on the way to "12"
+
+    # an integer field: its spin box has the bounds the tooltip and the error name
+    spin = form.editors["n_layer"]
+    assert f"Range: {spin.minimum()} … {spin.maximum()}" in spin.toolTip()
+    too_many = spin.maximum() + 1
+    assert field_problem("n_layer", too_many) == f"n_layer must be between {spin.minimum()} and {spin.maximum()}, got {too_many}"

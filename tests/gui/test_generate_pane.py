@@ -14,7 +14,7 @@ from shiftstudio.gui.panes.generate import GeneratePane, GenerationWorker, Sourc
 @pytest.fixture
 def pane(qtbot, tiny_run: Path):
     ctx = make_context()
-    pane = GeneratePane(ctx)
+    pane = GeneratePane(ctx.runs)
     qtbot.addWidget(pane)
     pane.resize(1000, 600)
     pane.show()
@@ -123,7 +123,7 @@ def test_hover_shows_probability_and_top_five(qtbot, pane: GeneratePane) -> None
     fmt_cursor.setPosition(len("ROMEO") + 1)
     assert fmt_cursor.charFormat().background().style() == Qt.BrushStyle.NoBrush
     assert view.token_at(QPoint(rect.right() + 2, rect.center().y())) == 0  # still hoverable
-    assert view.toPlainText().startswith("ROMEO") and pane.output_text() == "".join(t[0] for t in view.tokens)
+    assert pane.output_text() == "".join(t[0] for t in view.tokens) and view.toPlainText() == "ROMEO" + pane.output_text()
 
 
 def test_output_is_reshaded_for_a_new_theme(qtbot, pane: GeneratePane) -> None:
@@ -168,7 +168,7 @@ def test_prompt_history_persists(qtbot, tiny_run: Path, pane: GeneratePane) -> N
         generate(qtbot, pane)
     assert [pane.history.itemData(i) for i in range(pane.history.count())] == ["First", "ROMEO"]
     ctx = make_context()
-    again = GeneratePane(ctx)
+    again = GeneratePane(ctx.runs)
     qtbot.addWidget(again)
     assert again.history.itemData(0) == "First"
     again.history.activated.emit(1)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QColor
 
 from shiftstudio.config import ModelConfig
 from shiftstudio.core.train.evaluation import batch_view
@@ -15,6 +16,7 @@ from shiftstudio.core.model.gpt import GPT
 from shiftstudio.core.data.tokenizer import char_tokenizer, train_bpe
 from shiftstudio.core.data.batches import BatchSampler
 from shiftstudio.gui.panes.inspector import InspectorPane, visible_token
+from shiftstudio.gui.widgets.shift_view import loss_colour
 
 
 def make_view(tokenizer, text: str, shift: int = 1, block: int = 24, step: int = 10, seed: int = 0):
@@ -128,8 +130,19 @@ def test_bpe_tokens_show_visible_spaces_and_long_context_scrolls(qtbot, pane: In
     assert view.width() > pane.scroll.viewport().width() * 5  # 1024 cells: scrolls horizontally
     bar = pane.scroll.horizontalScrollBar()
     bar.setValue(bar.maximum())
-    image = pane.scroll.viewport().grab().toImage()  # painting only the visible columns works at the far end
-    assert not image.isNull()
+    viewport = pane.scroll.viewport()
+    image = viewport.grab().toImage()  # painting only the visible columns works at the far end
+    ratio = image.devicePixelRatio()
+    assert (image.width(), image.height()) == (round(viewport.width() * ratio), round(viewport.height() * ratio))
+    T = view.model.T
+    for t in range(T - 6, T - 1):  # the last targets, each in its colour (by loss; grey when not scored)
+        rect = view.cell_rect(1, t)
+        assert view.visibleRegion().contains(rect.center().toPoint())
+        corner = view.mapTo(viewport, QPoint(int(rect.left()) + 4, int(rect.top()) + 4))  # clear of the label
+        got = image.pixelColor(round(corner.x() * ratio), round(corner.y() * ratio))
+        want = loss_colour(float(report.loss[0, t]), view.scale) if report.mask[0, t] > 0 else QColor(190, 190, 190)
+        difference = max(abs(got.red() - want.red()), abs(got.green() - want.green()), abs(got.blue() - want.blue()))
+        assert difference <= 2, (t, got.name(), want.name())
 
 
 def test_colour_by_probability_and_samples(qtbot, pane: InspectorPane, shakespeare_text: str) -> None:
@@ -143,4 +156,4 @@ def test_colour_by_probability_and_samples(qtbot, pane: InspectorPane, shakespea
     colour = pixel(pane.view, pane.view.cell_rect(1, 3))
     assert colour.green() > colour.red()  # p(target) ≈ 0.99: green
     pane.add_sample(SampleReport(step=250, prompt="ROMEO:", text=" What light"))
-    assert pane.samples.count() == 1 and pane.samples.item(0).text().startswith("step 250: ROMEO: What light")
+    assert pane.samples.count() == 1 and pane.samples.item(0).text() == "step 250: ROMEO: What light"

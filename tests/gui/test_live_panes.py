@@ -3,6 +3,8 @@ the inspector follows the row it is asked for, the playground samples the live w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PySide6.QtCore import Qt
 
@@ -38,14 +40,28 @@ def test_inspector_and_playground_follow_a_running_training(window, qtbot) -> No
     assert LIVE in sources
     playground.source.setCurrentIndex(sources.index(LIVE))
     playground.max_tokens.setValue(40)
+    playground.prompt.setPlainText("ROMEO:")
     assert playground.generate()
     qtbot.waitUntil(lambda: not playground.running, timeout=60_000)
     assert "live weights at step" in playground.title_a.text()
-    assert len(playground.output_text()) > 0
+    # The sample: 40 tokens, or fewer ending with the end-of-document token (which writes no text). The run's
+    # tokenizer is a char one: every other token is one character of the corpus.
+    status = playground.status.text()
+    tokens = [text for text, _, _ in playground.output_a.tokens]
+    text = playground.output_text()
+    assert status.startswith(f"{len(tokens)} tokens in ")
+    if status.endswith("end of document"):
+        assert 1 <= len(tokens) <= 40 and tokens[-1] == ""
+        tokens = tokens[:-1]
+    else:
+        assert status.endswith("reached max new tokens") and len(tokens) == 40
+    corpus_text = Path(window.ctx.session.corpus.paths[0]).read_text(encoding="utf-8")
+    assert all(len(t) == 1 and t in corpus_text for t in tokens)
+    assert text == "".join(tokens) and playground.output_a.toPlainText() == "ROMEO:" + text
     assert runs.state == RUNNING  # sampling did not disturb training
 
     with qtbot.waitSignal(runs.run_finished, timeout=60_000):
         runs.stop()
-    qtbot.waitUntil(lambda: runs._thread is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not runs.thread_running, timeout=30_000)
     sources = [playground.source.itemData(i) for i in range(playground.source.count())]
     assert LIVE not in sources and "latest" in sources  # the stop saved a checkpoint to sample from

@@ -10,6 +10,8 @@ import pytest
 
 from shiftstudio.core.train.reports import EvalReport, StepReport
 from shiftstudio.gui.metrics_store import Ema, MetricsStore
+from shiftstudio.gui.plot_controls import VAL_COLOR
+from shiftstudio.gui.style import ACCENT
 
 
 def steps(first: int, n: int) -> list[StepReport]:
@@ -80,6 +82,8 @@ def curves(qtbot):
 
 
 def test_plot_items_are_fed_with_set_data(curves, qtbot, tmp_path) -> None:
+    from PySide6.QtGui import QColor, QImage
+
     items_before = dict(curves.items)
     curves.store.add_steps(steps(1, 50))
     curves.store.add_eval(evaluation(25, 2.8))
@@ -102,7 +106,15 @@ def test_plot_items_are_fed_with_set_data(curves, qtbot, tmp_path) -> None:
     text = curves.show_readout_at(128 * 30)
     assert "step 30" in text and "val" in text
     png = tmp_path / "plots.png"
-    assert curves.export_png(str(png)) and png.stat().st_size > 1000
+    assert curves.export_png(str(png))
+    image = QImage(str(png)).convertToFormat(QImage.Format.Format_RGB32)
+    ratio = curves.graphics.devicePixelRatioF()
+    assert (image.width(), image.height()) == (round(curves.graphics.width() * ratio), round(curves.graphics.height() * ratio))
+    rgb = np.frombuffer(image.constBits(), dtype=np.uint32).reshape(image.height(), image.bytesPerLine() // 4)[:, : image.width()]
+    colours = set(np.unique(rgb & 0xFFFFFF).tolist())
+    # not blank: the background, the smoothed training loss (accent) and the validation points are all in it
+    for name in (curves.graphics.backgroundBrush().color().name(), ACCENT, VAL_COLOR):
+        assert QColor(name).rgb() & 0xFFFFFF in colours, name
 
 
 # -- at scale: incremental smoothing, peak downsampling, caches ------------------------------------
@@ -266,7 +278,7 @@ def test_curves_after_many_chunks(curves) -> None:
     def drawn_from_scratch(name: str, y: np.ndarray) -> np.ndarray:
         box = curves.plots["loss"].getViewBox()
         _, ys, _ = peak_downsample(store.steps["step"], y, tuple(box.viewRange()[0]), round(box.width()), PeakCache(), None,
-                                   curves._traces[name].ds)
+                                   curves.bucket_size(name))
         return ys
 
     full = ema_loop(loss, curves.smoothing)  # the smoothing, computed in one go the slow way
@@ -287,7 +299,7 @@ def test_curves_after_many_chunks(curves) -> None:
     # zoomed in with the mouse: clipped to the view at once, every point drawn
     curves.plots["grad_norm"].getViewBox().setXRange(10_000, 10_300, padding=0)
     x = curves.items["loss_raw"].xData
-    assert curves._traces["loss_raw"].ds == 1 and x[0] >= 9_999 and x[-1] <= 10_301
+    assert curves.bucket_size("loss_raw") == 1 and x[0] >= 9_999 and x[-1] <= 10_301
     assert list(curves.items["lr"].xData) == list(range(9_999, 10_302))
 
 
@@ -315,7 +327,7 @@ def test_dense_curves_are_painted_across_the_plot(curves) -> None:
     curves.set_x_extent(40_000)
     curves.store.add_steps(noisy_steps(1, 40_000))
     curves.refresh()
-    assert curves._traces["loss_smooth"].ds > 1
+    assert curves.bucket_size("loss_smooth") > 1
     image = curves.graphics.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
     rgb = np.frombuffer(image.constBits(), dtype=np.uint32).reshape(image.height(), image.bytesPerLine() // 4)[:, : image.width()]
     box = curves.plots["loss"].getViewBox()

@@ -40,15 +40,17 @@ def test_train_pause_resume_stop_and_the_run_on_disk(window, qtbot) -> None:
     qtbot.waitUntil(lambda: curves.point_count("val_loss") >= 1 and curves.point_count("loss_raw") >= 5, timeout=10_000)
     assert curves.point_count("loss_smooth") == curves.point_count("loss_raw") == curves.point_count("lr")
     assert curves.point_count("val_ppl") == curves.point_count("val_loss")
-    assert train.progress_bar.value() > 0 and "step" in train.progress_bar.format()
-    assert window.step_label.text().startswith("Step ")
-    assert window.state_label.text() == "Training"
+    # (the controller, the bar and the status bar are updated by the same signal: they agree between events)
+    assert runs.step > 0 and train.progress_bar.value() == runs.step and train.progress_bar.maximum() == 100_000
+    assert train.progress_bar.format().startswith(f"Training · step {runs.step:,} / 100,000")
+    assert window.status_bar.step_label.text().startswith(f"Step {runs.step:,} / 100,000")
+    assert window.status_bar.state_label.text() == "Training"
 
     # pause (F6 through the shared action): the worker stops between two steps
     qtbot.mouseClick(train.pause_button, Qt.LeftButton)
-    assert runs.state == PAUSED and window.state_label.text() == "Paused"
+    assert runs.state == PAUSED and window.status_bar.state_label.text() == "Paused"
     assert runs.pause_action.text() == "Resume"
-    qtbot.waitUntil(lambda: runs._worker._trainer is not None and runs._worker._trainer.paused, timeout=5000)
+    assert runs.paused  # the trainer waits between two steps from here on
     qtbot.wait(300)  # reports already on their way arrive
     paused_at = runs.step
     qtbot.wait(400)
@@ -68,7 +70,7 @@ def test_train_pause_resume_stop_and_the_run_on_disk(window, qtbot) -> None:
     # stop: a checkpoint at the last step, then FinishedReport('stopped')
     with qtbot.waitSignal(runs.run_finished, timeout=60_000) as finished:
         qtbot.mouseClick(train.stop_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: runs._thread is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not runs.thread_running, timeout=30_000)
     report = finished.args[0]
     assert report.reason == "stopped" and runs.state == STOPPED
     assert "Training stopped" in train.messages.text()
@@ -129,11 +131,11 @@ def test_a_failed_run_shows_a_message_and_the_window_stays_usable(window, qtbot)
     window.ctx.config.load_flat({"block_size": 2048, "val_fraction": 0.05})
     with qtbot.waitSignal(runs.run_failed, timeout=60_000) as failed:
         runs.start()
-    assert runs.state == FAILED and window.state_label.text() == "Failed"
+    assert runs.state == FAILED and window.status_bar.state_label.text() == "Failed"
     assert failed.args[0].expected
     assert train.messages.level() == "error" and "block_size" in train.messages.text()
     assert "Traceback" not in train.messages.text()
-    qtbot.waitUntil(lambda: runs._thread is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not runs.thread_running, timeout=30_000)
     # fix it and train: the same window goes on
     window.ctx.config.load_flat({"block_size": 32, "max_iters": 6, "lr_decay_iters": 6})
     start(qtbot, window)
@@ -149,22 +151,28 @@ def test_an_unexpected_error_in_the_worker_has_expandable_details(window, qtbot)
         raise RuntimeError("the engine broke")
 
     with qtbot.waitSignal(runs.run_failed, timeout=10_000):
-        runs._launch(broken)
+        assert runs.start_with(broken)
     bar = train.messages
     assert bar.level() == "error" and "the engine broke" in bar.text()
     assert "Traceback" in bar.detail()
-    qtbot.waitUntil(lambda: runs._thread is None, timeout=10_000)
+    qtbot.waitUntil(lambda: not runs.thread_running, timeout=10_000)
     assert runs.start_action.isEnabled()
 
 
 def test_a_nan_loss_reported_by_the_engine_is_a_plain_message(window, qtbot) -> None:
     from shiftstudio.core.train.reports import FailedReport, StartedReport, StepReport
+    from shiftstudio.gui.workers import TrainerLike
+    from tests.gui.doubles import assert_implements
 
     class NanTrainer:
+        """The engine reporting a NaN loss: a stand-in with the whole TrainerLike protocol."""
+
         def pause(self): ...
         def resume(self): ...
         def stop(self): ...
         def request_checkpoint(self): ...
+        def set_views(self, views): ...
+        def snapshot(self, timeout=60.0): raise AssertionError("not asked for by this test")
 
         def run(self):
             yield StartedReport(run_dir="/tmp/nan-run", step=0, max_iters=10, n_params=1000, device="CPU (1 thread, float32)",
@@ -172,14 +180,15 @@ def test_a_nan_loss_reported_by_the_engine_is_a_plain_message(window, qtbot) -> 
             yield StepReport(step=1, loss=4.0, lr=1e-3, grad_norm=1.0, tokens_per_s=1e3, tokens=128, time_s=0.1, ms_per_iter=5.0)
             yield FailedReport(step=2, message="the loss became nan at step 2: lower learning_rate or check the data")
 
+    assert_implements(NanTrainer(), TrainerLike)
     runs, train = window.ctx.runs, window.panes["train"]
     with qtbot.waitSignal(runs.run_failed, timeout=10_000):
-        runs._launch(lambda progress, cancel: NanTrainer())
+        assert runs.start_with(lambda progress, cancel: NanTrainer())
     assert runs.state == FAILED
     assert train.messages.level() == "error" and "the loss became nan at step 2" in train.messages.text()
     assert not train.messages.detail()  # expected: no traceback
     assert "Failed at step 2" in train.progress_bar.format()
-    qtbot.waitUntil(lambda: runs._thread is None, timeout=10_000)
+    qtbot.waitUntil(lambda: not runs.thread_running, timeout=10_000)
     assert runs.start_action.isEnabled()
 
 
@@ -196,7 +205,7 @@ def test_closing_during_a_run_stops_saves_and_waits(window, qtbot, qtlog) -> Non
     with qtbot.waitSignal(runs.run_finished, timeout=60_000) as finished:
         window.close()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=30_000)
-    assert runs._thread is None
+    assert not runs.thread_running
     step = finished.args[0].step
     assert (Path(finished.args[0].run_dir) / "checkpoints" / f"step-{step}" / "model.safetensors").is_file()
     assert not [m for m in qtlog.records if "QThread" in m.message]
@@ -211,7 +220,7 @@ def test_reopen_a_run_and_resume_it(window, qtbot) -> None:
     start(qtbot, window)
     with qtbot.waitSignal(runs.run_finished, timeout=60_000) as finished:
         pass
-    qtbot.waitUntil(lambda: runs._thread is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not runs.thread_running, timeout=30_000)
     run_dir = Path(finished.args[0].run_dir)
 
     other = MainWindow(Settings())
@@ -237,5 +246,5 @@ def test_reopen_a_run_and_resume_it(window, qtbot) -> None:
     assert finished.args[0].step == 14 and finished.args[0].run_dir == str(run_dir)
     assert "── step 10 ──" in other.panes["train"].sample_text.toPlainText()  # the samples of the first session
     qtbot.waitUntil(lambda: curves.point_count("loss_raw") == 7, timeout=5000)
-    qtbot.waitUntil(lambda: o_runs._thread is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not o_runs.thread_running, timeout=30_000)
     other.ctx.session.shutdown()

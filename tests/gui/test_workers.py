@@ -7,24 +7,30 @@ import time
 
 from PySide6.QtCore import QObject, QThread
 
+from shiftstudio.core.errors import CorpusError
+from shiftstudio.core.train.control import ViewRequest
 from shiftstudio.core.train.reports import CheckpointReport, EvalReport, FinishedReport, StepReport
-from shiftstudio.gui.workers import StepBatcher, Task, ThrottledProgress, TrainingWorker
+from shiftstudio.gui.throttling import StepBatcher, ThrottledProgress
+from shiftstudio.gui.workers import Task, TrainerLike, TrainingWorker
+from tests.gui.doubles import assert_implements
 
 
 class FakeTrainer:
-    """Stands in for the engine's Trainer: yields fast step reports, honours the flags."""
+    """Stands in for the engine's Trainer (the whole TrainerLike protocol): yields fast step reports, honours
+    the flags, records the views it is asked for."""
 
     def __init__(self, n_steps: int = 3000, delay: float = 0.0002, fail_at: int | None = None):
         self.n_steps, self.delay, self.fail_at = n_steps, delay, fail_at
         self._stop = threading.Event()
         self._paused = threading.Event()
         self.checkpoints = 0
+        self.views: list[ViewRequest] = []
 
     def pause(self): self._paused.set()
     def resume(self): self._paused.clear()
     def stop(self): self._stop.set()
     def request_checkpoint(self): self.checkpoints += 1
-    def set_view_row(self, row): self.view_row = row
+    def set_views(self, views): self.views.append(views)
     def snapshot(self, timeout=60.0): raise AssertionError("not used by these tests")
 
     def run(self):
@@ -63,8 +69,14 @@ class Recorder(QObject):
     def on_failed(self, r): self.events.append(("failed", r, time.monotonic()))
 
 
-def run_worker(qtbot, trainer: FakeTrainer, during=None):
+def test_the_fake_trainer_follows_the_protocol() -> None:
+    assert_implements(FakeTrainer(), TrainerLike)
+
+
+def run_worker(qtbot, trainer: FakeTrainer, during=None, views: ViewRequest | None = None):
     worker = TrainingWorker(lambda progress, cancel: trainer)
+    if views is not None:
+        worker.set_views(views)  # before the trainer exists: handed over when it does
     recorder = Recorder(worker)
     thread = QThread()
     worker.moveToThread(thread)
@@ -80,7 +92,9 @@ def run_worker(qtbot, trainer: FakeTrainer, during=None):
 
 def test_steps_are_batched_and_order_is_kept(qtbot) -> None:
     start = time.monotonic()
-    events = run_worker(qtbot, FakeTrainer(n_steps=3000))
+    trainer = FakeTrainer(n_steps=3000)
+    events = run_worker(qtbot, trainer, views=ViewRequest(row=3))
+    assert trainer.views == [ViewRequest(row=3)]
     duration = time.monotonic() - start
     step_batches = [e for e in events if e[0] == "steps"]
     seen = [r.step for kind, batch, _ in step_batches for r in batch]
@@ -153,11 +167,19 @@ def test_task_reports_success_failure_and_cancel(qtbot) -> None:
     assert blocker.args == [42]
     qtbot.waitUntil(lambda: not ok.is_running())
 
-    bad = Task(lambda progress, cancel: (_ for _ in ()).throw(ValueError("not text")))
+    bad = Task(lambda progress, cancel: (_ for _ in ()).throw(CorpusError("not text")))
     with qtbot.waitSignal(bad.failed, timeout=5000) as blocker:
         bad.start()
-    assert blocker.args == ["not text", "", True]
+    assert blocker.args == ["not text", "", True]  # an error of the core's family: its line, no traceback
     qtbot.waitUntil(lambda: not bad.is_running())
+
+    bug = Task(lambda progress, cancel: (_ for _ in ()).throw(ValueError("not text")))
+    with qtbot.waitSignal(bug.failed, timeout=5000) as blocker:
+        bug.start()
+    message, detail, expected = blocker.args  # any other exception is a bug: named, with its traceback
+    assert message == "Unexpected error: ValueError: not text" and not expected
+    assert detail.startswith("Traceback") and detail.rstrip().endswith("ValueError: not text")
+    qtbot.waitUntil(lambda: not bug.is_running())
 
     def slow(progress, cancel):
         while not cancel():

@@ -1,8 +1,11 @@
 """The pane registry: adding a pane to the window is one line in ``PANES``.
 
-A pane is a ``QWidget`` built as ``Pane(ctx)`` from a :class:`PaneContext`
-(the shared models and services). It shows what they publish and calls their
-methods; it never reaches into another pane. Each pane also runs alone:
+A pane is a :class:`Pane` (a ``QWidget``) whose constructor takes the typed
+models and services it uses (``InspectorPane(runs)``, ``CorpusPane(session,
+config)`` …); ``Pane.from_context(ctx)`` picks them out of a
+:class:`PaneContext`, which is how the window and :func:`preview` build it.
+A pane shows what the models publish and calls their methods; it never
+reaches into another pane. Each pane also runs alone:
 ``python -m shiftstudio.gui.panes.model`` opens just that pane.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from PySide6.QtWidgets import QWidget
 
@@ -54,15 +57,36 @@ def make_context(settings: Any = None) -> PaneContext:
     return PaneContext(config=config, session=Session(config), runs=RunController(config), settings=settings)
 
 
-def create_pane(spec: PaneSpec, ctx: PaneContext) -> QWidget:
+class Pane(QWidget):
+    """What the window needs of every pane: a way to build it from a context, and a way to stop it."""
+
+    @classmethod
+    def from_context(cls, ctx: PaneContext) -> Self:
+        """The pane, given the models and services of ``ctx`` that it uses."""
+        raise NotImplementedError(f"{cls.__name__} does not say how to build it from a PaneContext")
+
+    def shutdown(self) -> bool:
+        """Stop the pane's own threads and wait for them (the window calls this as it closes); True when
+        none is left. Most panes have none."""
+        return True
+
+
+def pane_class(spec: PaneSpec) -> type[Pane]:
+    """The pane class a spec names (imports its module: pyqtgraph for the Train pane)."""
     module, _, name = spec.factory.partition(":")
     cls = getattr(importlib.import_module(module), name)
-    pane = cls(ctx)
+    if not (isinstance(cls, type) and issubclass(cls, Pane)):
+        raise TypeError(f"{spec.factory} is not a Pane")
+    return cls
+
+
+def create_pane(spec: PaneSpec, ctx: PaneContext) -> Pane:
+    pane = pane_class(spec).from_context(ctx)
     pane.setObjectName(f"{spec.key}_pane")
     return pane
 
 
-def preview(cls: type, open_sample: bool = True) -> int:
+def preview(cls: type[Pane], open_sample: bool = True) -> int:
     """Run one pane alone in a window (Orange's WidgetPreview idea)."""
     from PySide6.QtWidgets import QApplication
 
@@ -71,7 +95,7 @@ def preview(cls: type, open_sample: bool = True) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     style.apply_theme(app)
     ctx = make_context()
-    pane = cls(ctx)
+    pane = cls.from_context(ctx)
     pane.setWindowTitle(f"ShiftStudio – {cls.__name__}")
     pane.resize(900, 640)
     pane.show()

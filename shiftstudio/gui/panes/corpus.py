@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtGui import QFontDatabase
@@ -22,8 +22,9 @@ from PySide6.QtWidgets import (
 )
 
 from shiftstudio.format import human_bytes, human_count
-from shiftstudio.gui.panes import PaneContext
-from shiftstudio.gui.session import CorpusInfo, corpus_label
+from shiftstudio.gui.config_model import ConfigModel
+from shiftstudio.gui.panes import Pane, PaneContext
+from shiftstudio.gui.session import CorpusInfo, Session, corpus_label
 from shiftstudio.gui.widgets.config_form import ConfigForm
 from shiftstudio.gui.widgets.message_bar import MessageBar
 from shiftstudio.gui.widgets.progress_panel import ProgressPanel
@@ -68,13 +69,15 @@ class FilesModel(QAbstractTableModel):
         return None
 
 
-class CorpusPane(QWidget):
+class CorpusPane(Pane):
+    """Opens the corpus through the session; edits the split settings of the config."""
+
     title = "Corpus"
 
-    def __init__(self, ctx: PaneContext, parent: QWidget | None = None):
+    def __init__(self, session: Session, config: ConfigModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.ctx = ctx
-        self.session = ctx.session
+        self.session = session
+        self.config = config
 
         self.open_files_button = self._button("Open files…", "corpus_open_files_button", "Pick one or more text files (.txt, .md, .py, .jsonl …) — Ctrl+O")
         self.open_folder_button = self._button("Open folder…", "corpus_open_folder_button", "Pick a folder: every text file below it is used")
@@ -99,7 +102,7 @@ class CorpusPane(QWidget):
 
         split_box = QGroupBox("Train / validation split", self)
         split_layout = QVBoxLayout(split_box)
-        self.split_form = ConfigForm(ctx.config, keys=["val_fraction", "split_seed"], parent=split_box)
+        self.split_form = ConfigForm(config, keys=["val_fraction", "split_seed"], parent=split_box)
         self.split_label = QLabel("–", split_box)
         self.split_label.setObjectName("corpus_split_label")
         self.split_label.setWordWrap(True)
@@ -156,6 +159,10 @@ class CorpusPane(QWidget):
         self.session.split_changed.connect(self._on_session_split_changed)
         if self.session.corpus is not None:
             self._on_session_corpus_opened(self.session.corpus)
+
+    @classmethod
+    def from_context(cls, ctx: PaneContext) -> Self:
+        return cls(ctx.session, ctx.config)
 
     def _button(self, text: str, name: str, tip: str) -> QPushButton:
         button = QPushButton(text, self)

@@ -15,11 +15,10 @@ side by side.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 from PySide6.QtCore import QThread, Qt
 from PySide6.QtGui import QGuiApplication
@@ -29,37 +28,49 @@ from PySide6.QtWidgets import (
 )
 
 from shiftstudio import paths
+from shiftstudio.core.errors import GenerationError, ShiftStudioError
+from shiftstudio.core.runs.layout import checkpoint_name
 from shiftstudio.gui.generation_worker import BEST, LATEST, LIVE, GenerationWorker, Source
+from shiftstudio.gui.panes import Pane, PaneContext
+from shiftstudio.gui.run_controller import RunController
+from shiftstudio.gui.widgets.prompt_history import PromptHistory
 from shiftstudio.gui.widgets.token_output import OutputView
 
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "playground-history.json"
-HISTORY_SIZE = 30
 
 # -- the pane -------------------------------------------------------------------------
 
 
-class GeneratePane(QWidget):
-    """Prompt, sampling controls, Generate / Stop, and one or two streaming outputs."""
+class GeneratePane(Pane):
+    """Prompt, sampling controls, Generate / Stop, and one or two streaming outputs.
 
-    def __init__(self, ctx: Any, parent: QWidget | None = None):
+    With a :class:`RunController` it offers the checkpoints of the run on screen (and its live weights
+    while it trains); without one, those of the folder given to :meth:`set_run`.
+    """
+
+    title = "Generate"
+
+    def __init__(self, runs: RunController | None = None, parent: QWidget | None = None):
         super().__init__(parent)
-        self.ctx = ctx
-        self.runs = getattr(ctx, "runs", None)
+        self.runs = runs
         self.run_dir: Path | None = None
         self._thread: QThread | None = None
         self._worker: GenerationWorker | None = None
         self._started = 0.0
         self._counts = [0, 0]
         self._build()
-        self._load_history()
-        if self.runs is not None:
-            for name in ("run_started", "checkpoint_saved", "run_finished", "run_failed"):
-                getattr(self.runs, name).connect(self._refresh_sources)
-            self.runs.run_opened.connect(lambda run_dir, _records: self.set_run(run_dir))
-            self.runs.state_changed.connect(lambda _state: self._refresh_sources())
+        self.history.load()
+        if runs is not None:  # what can be sampled from changes with these
+            for signal in (runs.run_started, runs.checkpoint_saved, runs.run_finished, runs.run_failed, runs.state_changed):
+                signal.connect(self._on_runs_sources_changed)
+            runs.run_opened.connect(self._on_runs_run_opened)
         self._refresh_sources()
+
+    @classmethod
+    def from_context(cls, ctx: PaneContext) -> Self:
+        return cls(ctx.runs)
 
     # -- building ---------------------------------------------------------------------
     def _build(self) -> None:
@@ -71,10 +82,11 @@ class GeneratePane(QWidget):
         self.prompt = tip(QPlainTextEdit(), "generate_prompt", "The text the model continues (empty: start a new document)")
         self.prompt.setPlaceholderText("Type a prompt, e.g. ROMEO:")
         self.prompt.setMaximumHeight(90)
-        self.history = tip(QComboBox(), "generate_history", "Prompts used before: pick one to use it again")
+        self.history = tip(PromptHistory(paths.config_dir() / HISTORY_FILE), "generate_history",
+                           "Prompts used before: pick one to use it again")
         self.history.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.history.setMinimumContentsLength(16)
-        self.history.activated.connect(self._on_history_picked)
+        self.history.activated.connect(self._on_history_activated)
 
         self.temperature = tip(QDoubleSpinBox(), "generate_temperature", "Randomness: 0 always picks the most likely token; 1 samples the model as it is")
         self.temperature.setRange(0.0, 5.0)
@@ -198,7 +210,13 @@ class GeneratePane(QWidget):
         self.run_dir = Path(run_dir) if run_dir else None
         self._refresh_sources()
 
-    def _refresh_sources(self, *_args: Any) -> None:
+    def _on_runs_sources_changed(self, *_args: Any) -> None:
+        self._refresh_sources()
+
+    def _on_runs_run_opened(self, run_dir: Path, records: list) -> None:
+        self.set_run(run_dir)
+
+    def _refresh_sources(self) -> None:
         run_dir = self.runs.run_dir if self.runs is not None else None
         if run_dir is not None:
             self.run_dir = Path(run_dir)
@@ -211,13 +229,13 @@ class GeneratePane(QWidget):
                 from shiftstudio.core.runs.checkpoint import list_checkpoints  # light: no torch work until used
 
                 steps = list_checkpoints(self.run_dir)
-            except (OSError, ValueError):
+            except (OSError, ShiftStudioError):
                 steps = []
         if steps:
             items.append((f"Latest checkpoint (step {steps[-1].step})", LATEST))
             if any(i.is_best for i in steps):
                 items.append(("Best checkpoint", BEST))
-            items += [(f"step {i.step}" + (" · best" if i.is_best else ""), f"step-{i.step}") for i in reversed(steps)]
+            items += [(f"step {i.step}" + (" · best" if i.is_best else ""), checkpoint_name(i.step)) for i in reversed(steps)]
         for combo in (self.source, self.compare_source):
             current = combo.currentData()
             combo.blockSignals(True)
@@ -261,7 +279,7 @@ class GeneratePane(QWidget):
             return False
         try:
             settings = self.settings()
-        except ValueError as exc:
+        except GenerationError as exc:
             self._message(str(exc), error=True)
             return False
         if settings.seed is None:  # draw it here, so that a compared pair shares it
@@ -272,7 +290,7 @@ class GeneratePane(QWidget):
         if self.compare.isChecked() and self.compare_source.count():
             sources.append(Source(self.run_dir, self.compare_source.currentData(), self.ema.isChecked()))
         prompt = self.prompt.toPlainText()
-        self._remember(prompt)
+        self.history.remember(prompt)
         self.title_a.setText(f"Output · {sources[0].label}")
         self.title_b.setText(f"Compare · {sources[1].label}" if len(sources) > 1 else "Compare")
         for view in (self.output_a, self.output_b):
@@ -363,37 +381,9 @@ class GeneratePane(QWidget):
         return "".join(t for t, _, _ in view.tokens)
 
     # -- prompt history -------------------------------------------------------------------
-    def _history_path(self) -> Path:
-        return paths.config_dir() / HISTORY_FILE
-
-    def _load_history(self) -> None:
-        try:
-            items = json.loads(self._history_path().read_text(encoding="utf-8"))
-            items = [s for s in items if isinstance(s, str)][:HISTORY_SIZE]
-        except (OSError, ValueError):
-            items = []
-        self._set_history(items)
-
-    def _set_history(self, items: list[str]) -> None:
-        self.history.clear()
-        for text in items:
-            short = " ".join(text.split())
-            self.history.addItem(short[:60] + ("…" if len(short) > 60 else "") or "(empty prompt)", text)
-
-    def _remember(self, prompt: str) -> None:
-        items = [prompt] + [self.history.itemData(i) for i in range(self.history.count()) if self.history.itemData(i) != prompt]
-        items = items[:HISTORY_SIZE]
-        self._set_history(items)
-        try:
-            path = self._history_path()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(items, ensure_ascii=False, indent=1), encoding="utf-8")
-        except OSError as exc:
-            log.warning("cannot save the prompt history: %s", exc)
-
-    def _on_history_picked(self, index: int) -> None:
-        text = self.history.itemData(index)
-        if isinstance(text, str):
+    def _on_history_activated(self, index: int) -> None:
+        text = self.history.prompt_at(index)
+        if text is not None:
             self.prompt.setPlainText(text)
 
 

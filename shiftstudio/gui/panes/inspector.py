@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
@@ -25,8 +25,15 @@ from PySide6.QtWidgets import (
     QSplitter, QTextBrowser, QVBoxLayout, QWidget,
 )
 
+from shiftstudio.core.errors import ShiftStudioError
+from shiftstudio.core.runs.layout import RunLayout
 from shiftstudio.core.train.control import ViewRequest
+from shiftstudio.gui.panes import Pane, PaneContext
+from shiftstudio.gui.run_controller import RunController
 from shiftstudio.gui.widgets.shift_view import GAP, ROW_H, BatchModel, ColourLegend, ShiftView, visible_token
+
+if TYPE_CHECKING:
+    from shiftstudio.core.data.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +41,19 @@ REDRAW_HZ = 4
 MAX_SAMPLES = 200
 
 
-class InspectorPane(QWidget):
-    """Row picker, freeze, colour mode, the shift view, details of the selected position, and samples."""
+class InspectorPane(Pane):
+    """Row picker, freeze, colour mode, the shift view, details of the selected position, and samples.
 
-    def __init__(self, ctx: Any = None, parent: QWidget | None = None):
+    With a :class:`RunController` it follows the runs: their batch views, samples and tokenizers, and it
+    asks the trainer for the row picked. Without one (tests, tools) it shows what it is handed.
+    """
+
+    title = "Batch inspector"
+
+    def __init__(self, runs: RunController | None = None, parent: QWidget | None = None):
         super().__init__(parent)
-        self.ctx = ctx
-        self.runs = getattr(ctx, "runs", None)
-        self.tokenizer = None
+        self.runs = runs
+        self.tokenizer: TextTokenizer | None = None
         self.vocab_size: int | None = None
         self.batch: BatchModel | None = None
         self._latest = None  # the newest report, drawn on the next tick
@@ -52,11 +64,15 @@ class InspectorPane(QWidget):
         self._timer.setInterval(int(1000 / REDRAW_HZ))
         self._timer.timeout.connect(self._tick)
         self._timer.start()
-        if self.runs is not None:
-            self.runs.batch_viewed.connect(self.show_report)
-            self.runs.sampled.connect(self.add_sample)
-            self.runs.run_started.connect(lambda report: self.set_run(report.run_dir))
-            self.runs.run_opened.connect(lambda run_dir, _records: self.set_run(run_dir))
+        if runs is not None:
+            runs.batch_viewed.connect(self.show_report)
+            runs.sampled.connect(self.add_sample)
+            runs.run_started.connect(self._on_runs_run_started)
+            runs.run_opened.connect(self._on_runs_run_opened)
+
+    @classmethod
+    def from_context(cls, ctx: PaneContext) -> Self:
+        return cls(ctx.runs)
 
     def _build(self) -> None:
         self.row = QSpinBox()
@@ -126,6 +142,12 @@ class InspectorPane(QWidget):
         layout.addWidget(lower, 1)
 
     # -- data in --------------------------------------------------------------------
+    def _on_runs_run_started(self, report: Any) -> None:
+        self.set_run(report.run_dir)
+
+    def _on_runs_run_opened(self, run_dir: Path, records: list) -> None:
+        self.set_run(run_dir)
+
     def set_run(self, run_dir: str | Path | None) -> None:
         """Load the run's tokenizer (for token texts) and clear the samples of the previous run."""
         if run_dir is None:
@@ -133,16 +155,16 @@ class InspectorPane(QWidget):
         try:
             from shiftstudio.core.data.tokenizer import TextTokenizer
 
-            self.set_tokenizer(TextTokenizer.load(Path(run_dir) / "tokenizer.json"))
-        except (OSError, ValueError) as exc:
+            self.set_tokenizer(TextTokenizer.load(RunLayout(run_dir).tokenizer_file))
+        except (OSError, ShiftStudioError) as exc:
             log.warning("inspector: no tokenizer for %s: %s", run_dir, exc)
             self.tokenizer = None
 
-    def set_tokenizer(self, tokenizer: Any) -> None:
+    def set_tokenizer(self, tokenizer: TextTokenizer | None) -> None:
         if tokenizer is not self.tokenizer:
             self.samples.clear()
         self.tokenizer = tokenizer
-        self.vocab_size = getattr(tokenizer, "vocab_size", None)
+        self.vocab_size = None if tokenizer is None else tokenizer.vocab_size
 
     def token_text(self, token_id: int) -> str:
         if self.tokenizer is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Self
 
 from PySide6.QtWidgets import (
     QComboBox,
@@ -20,8 +21,11 @@ from PySide6.QtWidgets import (
 
 from shiftstudio import paths
 from shiftstudio.config import ConfigError, RunConfig, SECTIONS, load_preset, preset_description, preset_paths
+from shiftstudio.core import io
 from shiftstudio.format import human_bytes, human_count
-from shiftstudio.gui.panes import PaneContext
+from shiftstudio.gui.config_model import ConfigModel
+from shiftstudio.gui.panes import Pane, PaneContext
+from shiftstudio.gui.session import Session
 from shiftstudio.gui.widgets.config_form import ConfigForm
 from shiftstudio.gui.widgets.message_bar import MessageBar
 
@@ -54,9 +58,7 @@ def save_preset(config: RunConfig, name: str) -> str:
     if not PRESET_NAME.match(name):
         raise ValueError("a preset name uses letters, digits, '.', '_' or '-' (up to 64)")
     path = paths.user_presets_dir() / f"{name}.toml"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(config.to_toml(name=name, description="Saved from the ShiftStudio app."), encoding="utf-8")
-    tmp.replace(path)
+    io.write_text(path, config.to_toml(name=name, description="Saved from the ShiftStudio app."))
     return str(path)
 
 
@@ -67,14 +69,15 @@ def total_memory_bytes() -> int:
         return 0
 
 
-class ModelPane(QWidget):
+class ModelPane(Pane):
+    """Edits the model and training settings of the config; figures use the session's tokenizer and device."""
+
     title = "Model & training"
 
-    def __init__(self, ctx: PaneContext, parent: QWidget | None = None):
+    def __init__(self, session: Session, config: ConfigModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.ctx = ctx
-        self.config = ctx.config
-        self.session = ctx.session
+        self.session = session
+        self.config = config
 
         self.preset_combo = QComboBox(self)
         self.preset_combo.setObjectName("model_preset_combo")
@@ -142,6 +145,10 @@ class ModelPane(QWidget):
         self.session.device_probed.connect(self._on_session_device_probed)
         self._on_config_validity_changed(self.config.error)
         self.update_figures()
+
+    @classmethod
+    def from_context(cls, ctx: PaneContext) -> Self:
+        return cls(ctx.session, ctx.config)
 
     # -- presets -------------------------------------------------------------
     def reload_presets(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Self
 
 from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QFontDatabase
@@ -25,8 +26,9 @@ from PySide6.QtWidgets import (
 
 from shiftstudio.config import help_text
 from shiftstudio.gui import style
-from shiftstudio.gui.panes import PaneContext
-from shiftstudio.gui.session import TokenizerInfo
+from shiftstudio.gui.config_model import ConfigModel
+from shiftstudio.gui.panes import Pane, PaneContext
+from shiftstudio.gui.session import Session, TokenizerInfo
 from shiftstudio.gui.widgets.config_form import ConfigForm
 from shiftstudio.gui.widgets.message_bar import MessageBar
 from shiftstudio.gui.widgets.progress_panel import ProgressPanel
@@ -53,14 +55,15 @@ def render_tokens(pieces: list[tuple[int, str]], dark: bool = False) -> str:
     return "<div style='line-height:160%'>" + "".join(out) + "</div>"
 
 
-class TokenizerPane(QWidget):
+class TokenizerPane(Pane):
+    """Picks the tokenizer in the config and builds it through the session; shows how it cuts text."""
+
     title = "Tokenizer"
 
-    def __init__(self, ctx: PaneContext, parent: QWidget | None = None):
+    def __init__(self, session: Session, config: ConfigModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.ctx = ctx
-        self.session = ctx.session
-        self.config = ctx.config
+        self.session = session
+        self.config = config
         tip = help_text("tokenizer")
 
         kind_box = QGroupBox("Kind", self)
@@ -166,6 +169,10 @@ class TokenizerPane(QWidget):
         self.session.tokenizer_cancelled.connect(self._on_session_tokenizer_cancelled)
         self._on_session_tokenizer_changed(self.session.tokenizer)
 
+    @classmethod
+    def from_context(cls, ctx: PaneContext) -> Self:
+        return cls(ctx.session, ctx.config)
+
     # -- the kind ------------------------------------------------------------
     def _show_spec(self, spec: str) -> None:
         if spec == "char":
@@ -253,7 +260,9 @@ class TokenizerPane(QWidget):
         self.messages.show_message("Tokenizer training was cancelled.", "info")
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
-        if event.type() == QEvent.PaletteChange and hasattr(self, "tokens_view"):  # light <-> dark: tints follow
+        # light <-> dark: the tints follow. (Only after __init__: nothing in it changes the pane's palette, and
+        # Qt does not call Python overrides from inside the C++ constructor.)
+        if event.type() == QEvent.PaletteChange:
             self._on_try_timer_timeout()
         super().changeEvent(event)
 

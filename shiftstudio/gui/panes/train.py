@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Self
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase
@@ -21,23 +21,23 @@ from PySide6.QtWidgets import (
 )
 
 from shiftstudio.format import human_duration
-from shiftstudio.gui.panes import PaneContext
+from shiftstudio.gui.panes import Pane, PaneContext
 from shiftstudio.gui.plots import CurvesView
-from shiftstudio.gui.run_controller import FAILED, PREPARING, STATE_TEXT
+from shiftstudio.gui.run_controller import FAILED, PREPARING, STATE_TEXT, RunController
 from shiftstudio.gui.widgets.elided_label import ElidedLabel
 from shiftstudio.gui.widgets.message_bar import MessageBar
 
 MAX_SAMPLE_CHARS = 20_000
 
 
-class TrainPane(QWidget):
+class TrainPane(Pane):
+    """The run controller's actions as buttons, its progress, the curves of its metrics and its samples."""
+
     title = "Train"
 
-    def __init__(self, ctx: PaneContext, parent: QWidget | None = None):
+    def __init__(self, runs: RunController, parent: QWidget | None = None):
         super().__init__(parent)
-        self.ctx = ctx
-        self.runs = ctx.runs
-        runs = self.runs
+        self.runs = runs
         icons = self.style()
         runs.start_action.setIcon(icons.standardIcon(QStyle.SP_MediaPlay))
         runs.pause_action.setIcon(icons.standardIcon(QStyle.SP_MediaPause))
@@ -114,6 +114,10 @@ class TrainPane(QWidget):
         self.curves.export_csv_requested.connect(self._on_curves_export_csv_requested)
         ok, _, why = runs.plan()
         self._on_runs_availability_changed(ok, why)
+
+    @classmethod
+    def from_context(cls, ctx: PaneContext) -> Self:
+        return cls(ctx.runs)
 
     def _tool_button(self, action: Any, name: str) -> QToolButton:
         button = QToolButton(self)
@@ -204,12 +208,20 @@ class TrainPane(QWidget):
 
     # -- export --------------------------------------------------------------
     def _on_curves_export_png_requested(self) -> None:
+        self.ask_export_png()
+
+    def _on_curves_export_csv_requested(self) -> None:
+        self.ask_export_csv()
+
+    def ask_export_png(self) -> None:
+        """Ask for a file name and save the plots there as a PNG image (the File menu and the plots' button)."""
         path, _ = QFileDialog.getSaveFileName(self, "Export plots", "curves.png", "PNG image (*.png)")
         if path:
             ok = self.curves.export_png(path)
             self.messages.show_message(f"Saved {path}." if ok else f"Could not write {path}.", "info" if ok else "error")
 
-    def _on_curves_export_csv_requested(self) -> None:
+    def ask_export_csv(self) -> None:
+        """Ask for a file name and save every logged metric there as a CSV table."""
         path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV table (*.csv)")
         if path:
             try:

@@ -1,7 +1,10 @@
 """A form generated from the config dataclasses: one editor per field.
 
 Editors come from each field's type and metadata (``minimum``, ``maximum``,
-``step``, ``decimals``, ``choices``); tooltips come from its help text. There
+``step``, ``decimals``, ``choices``); tooltips come from its help text and
+:func:`~shiftstudio.config.range_text`, and the model checks values with
+:func:`~shiftstudio.config.field_problem`, so the range a tooltip shows is the
+one an error names. There
 is no hand-written list of fields: a new config field shows up by itself.
 The form edits a :class:`~shiftstudio.gui.config_model.ConfigModel` and marks
 the fields that the model's current error names.
@@ -27,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from shiftstudio.config import field_index, field_type
+from shiftstudio.config import field_index, field_type, range_text
 from shiftstudio.gui.config_model import ConfigModel
 
 INT32_MAX = 2**31 - 1
@@ -39,8 +42,9 @@ def field_tooltip(key: str) -> str:
     section, f = field_index()[key]
     meta = f.metadata
     parts = [f"<b>{key}</b> <i>[{section}]</i><br>{meta['help']}"]
-    if "minimum" in meta and "maximum" in meta:
-        parts.append(f"Range: {meta['minimum']:g} … {meta['maximum']:g}")
+    valid = range_text(meta)  # the same bounds, in the same words, as the error for a value outside them
+    if valid:
+        parts.append(f"Range: {valid}")
     if "choices" in meta:
         parts.append("Choices: " + ", ".join(meta["choices"]))
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
