@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from shiftstudio import paths  # noqa: E402
-from shiftstudio.config import ModelConfig, load_preset  # noqa: E402
+from shiftstudio.config import ModelConfig  # noqa: E402
+from shiftstudio.presets import load_preset  # noqa: E402
 from shiftstudio.core.model.gpt import GPT  # noqa: E402
 from shiftstudio.core.generate.generation import Generation
 from shiftstudio.core.generate.filters import SamplingSettings  # noqa: E402

@@ -56,7 +56,7 @@ def settings(steps: int) -> dict:
 
 
 def headless(steps: int, warmup: int) -> float:
-    from shiftstudio.config import load_preset
+    from shiftstudio.presets import load_preset
     from shiftstudio.core.runs.folder import prepare_and_create
     from shiftstudio.core.train.trainer import Trainer
 
@@ -75,7 +75,7 @@ def headless(steps: int, warmup: int) -> float:
 def in_window(app, steps: int, warmup: int) -> tuple[float, list[float]]:
     from PySide6.QtCore import QElapsedTimer, QTimer
 
-    from shiftstudio.config import load_preset
+    from shiftstudio.presets import load_preset
     from shiftstudio.gui.main_window import MainWindow
     from shiftstudio.gui.settings import Settings
 

@@ -400,35 +400,3 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
-# -- presets -----------------------------------------------------------------
-
-
-def preset_paths() -> dict[str, Path]:
-    """Shipped presets, then the user's own (a user preset overrides by name)."""
-    from shiftstudio import paths
-
-    found: dict[str, Path] = {}
-    for folder in (paths.presets_dir(), paths.user_presets_dir()):
-        if folder.is_dir():
-            for p in sorted(folder.glob("*.toml")):
-                found[p.stem] = p
-    return found
-
-
-def load_preset(name: str) -> RunConfig:
-    presets = preset_paths()
-    if name not in presets:
-        raise ConfigError(f"unknown preset '{name}' (available: {', '.join(sorted(presets))})")
-    return RunConfig.load(presets[name])
-
-
-def preset_description(name: str) -> str:
-    path = preset_paths().get(name)
-    if path is None:
-        return ""
-    try:
-        return str(tomllib.loads(path.read_text(encoding="utf-8")).get("description", ""))
-    except (OSError, tomllib.TOMLDecodeError):
-        return ""

@@ -25,7 +25,8 @@ from shiftstudio.cli.options import Command, Option, UsageError, parse
 from shiftstudio.cli.printer import drive
 from shiftstudio.cli.progress import ProgressLine
 from shiftstudio.format import human_bytes, human_count, human_duration
-from shiftstudio.config import ConfigError, RunConfig, load_preset
+from shiftstudio.config import ConfigError, RunConfig
+from shiftstudio.presets import load_preset
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKe
 from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget
 
 from shiftstudio import paths
-from shiftstudio.config import load_preset, preset_paths
+from shiftstudio.presets import load_preset, preset_paths
 from shiftstudio.core.errors import ConfigError
 from shiftstudio.core.runs.layout import RUN_FILE, TOKENIZER_FILE, is_run_dir
 from shiftstudio.gui import style

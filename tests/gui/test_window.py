@@ -12,7 +12,7 @@ from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QAbstractButton, QComboBox, QLineEdit, QPlainTextEdit, QSlider, QSpinBox, QTabBar
 
-from shiftstudio.config import load_preset
+from shiftstudio.presets import load_preset
 from tests.gui.conftest import TINY, expected_device_text
 
 
@@ -153,8 +153,18 @@ def test_presets_and_live_figures(window, qtbot) -> None:
     pane.apply_preset("gpt2-124m")
     config = window.ctx.config
     assert config.value("n_layer") == 12 and config.value("corpus") == [str(window.ctx.session.corpus.paths[0])]
-    params = pane.figure_labels["params"].text()
-    assert params.endswith("M")
+    # the live figures are those of the real model: a GPT built (on the meta device) for the shown vocabulary
+    import torch
+
+    from shiftstudio.core.model.gpt import GPT
+    from shiftstudio.format import human_count
+
+    vocab_text = pane.figure_labels["vocab"].text()
+    vocab = int(vocab_text.split()[0].replace(",", ""))
+    with torch.device("meta"):
+        real = GPT(config.config.model, vocab)
+    assert pane.figure_labels["params"].text() == human_count(real.num_params())
+    assert pane.figure_labels["non_embedding"].text() == human_count(real.num_params(non_embedding=True))
     assert pane.figure_labels["tokens_per_step"].text() == f"{12 * 40 * 1024:,}"
     saved = pane.save_as_preset("mine")
     assert Path(saved).is_file() and not list(Path(saved).parent.glob("*.tmp"))  # written whole, nothing left over

@@ -11,7 +11,7 @@ from shiftstudio.core.errors import RunError
 from shiftstudio.core.model.gpt import GPT
 from shiftstudio.core.runs import checkpoint as ckpt
 from shiftstudio.core.runs.folder import load_run_config
-from shiftstudio.core.runs.layout import RunLayout
+from shiftstudio.core.runs.layout import RunLayout, checkpoint_name, step_of
 
 
 def load_model(
@@ -35,17 +35,17 @@ def load_model(
             raise RunError(f"{run_dir} has no checkpoint marked best yet")
         info = best[-1]
     else:
-        wanted = checkpoint.removeprefix("step-")
-        found = [i for i in infos if str(i.step) == wanted]
+        wanted = int(checkpoint) if checkpoint.isdigit() else step_of(checkpoint)  # '250' or 'step-250'
+        found = [i for i in infos if i.step == wanted]
         if not found:
-            steps = ", ".join(f"step-{i.step}" for i in infos)
+            steps = ", ".join(checkpoint_name(i.step) for i in infos)
             raise RunError(f"{run_dir} has no checkpoint {checkpoint!r} (it has {steps})")
         info = found[0]
     saved = ckpt.load_checkpoint(info.path)
     weights = saved.model
     if ema:
         if saved.ema is None:
-            raise RunError(f"checkpoint step-{info.step} has no EMA weights (the run trained with ema_decay = 0)")
+            raise RunError(f"checkpoint {checkpoint_name(info.step)} has no EMA weights (the run trained with ema_decay = 0)")
         weights = saved.ema
     tokenizer = TextTokenizer.load(RunLayout(run_dir).tokenizer_file)
     model = GPT(config.model, tokenizer.vocab_size)

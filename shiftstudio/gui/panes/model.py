@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (
 )
 
 from shiftstudio import paths
-from shiftstudio.config import ConfigError, RunConfig, SECTIONS, load_preset, preset_description, preset_paths
+from shiftstudio.config import ConfigError, RunConfig, SECTIONS
+from shiftstudio.presets import load_preset, preset_description, preset_paths
 from shiftstudio.core import io
 from shiftstudio.format import human_bytes, human_count
 from shiftstudio.gui.config_model import ConfigModel
