@@ -141,6 +141,7 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
         line.close()
         return error("interrupted while preparing the data: nothing was written", 130)
     line.close()
+    check_sample_prompt(values["sample"], store.tokenizer)
     try:
         run_dir = create_run(config, store, out)
     except (ConfigError, RunError) as exc:  # the config does not fit the data, or --out is taken
@@ -153,6 +154,19 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
     from shiftstudio.core.train.trainer import Trainer
 
     return drive(Trainer(run_dir, store, sample_prompt=values["sample"], views=ViewRequest(batch_views=False)))
+
+
+def check_sample_prompt(prompt: str | None, tokenizer: Any) -> None:
+    """--sample must be text the run's tokenizer can read (a usage error, before anything trains)."""
+    if not prompt:
+        return
+    from shiftstudio.core.errors import GenerationError
+    from shiftstudio.core.generate.generation import encode_prompt
+
+    try:
+        encode_prompt(tokenizer, prompt)
+    except GenerationError as exc:
+        raise UsageError(f"--sample: {exc}") from None
 
 
 def _prepare_progress(line: ProgressLine):
@@ -169,12 +183,9 @@ def _prepare_progress(line: ProgressLine):
 
 def _resume(values: dict[str, Any], run_dir: Path) -> int:
     from shiftstudio.cli import error
-    from shiftstudio.core.errors import RunError
+    from shiftstudio.core.errors import Cancelled, CorpusError, DataError, RunError, TokenizerError
     from shiftstudio.core.runs.checkpoint import latest_checkpoint
-    from shiftstudio.core.errors import Cancelled, CorpusError
     from shiftstudio.core.runs.folder import load_run_config, open_run_store
-    from shiftstudio.core.errors import TokenizerError
-    from shiftstudio.core.errors import DataError
     from shiftstudio.core.train.control import ViewRequest
     from shiftstudio.core.train.trainer import Trainer
 
@@ -195,6 +206,7 @@ def _resume(values: dict[str, Any], run_dir: Path) -> int:
     line = ProgressLine()
     try:
         store = open_run_store(run_dir, prepare_missing=True, progress=_prepare_progress(line))
+        check_sample_prompt(values["sample"], store.tokenizer)
         trainer = Trainer(run_dir, store, max_iters=max_iters, sample_prompt=values["sample"], views=ViewRequest(batch_views=False))
     except (RunError, CorpusError, TokenizerError, DataError, OSError) as exc:
         line.close()
@@ -248,8 +260,16 @@ def format_info(s: dict[str, Any]) -> str:
         f"progress     step {s['steps']:,} of {s['max_iters']:,}, {human_count(s['tokens'])} tokens, "
         f"{human_duration(s['time_s'])} of training",
     ]
+    if s["latest_step"] is not None and s["latest_step"] != s["steps"]:
+        lines[-1] += f"; resumes from step {s['latest_step']:,}"
     best = s["best_val_loss"]
-    lines.append(f"best val     {best:.4f}" if best is not None else "best val     – (not evaluated yet)")
+    head = " (head 1: next token)" if m.shift > 1 else ""
+    lines.append(f"best val     {best:.4f}{head}" if best is not None else "best val     – (not evaluated yet)")
+    last = s.get("last_eval") or {}
+    per = [v for v in last.get("val_loss_per_horizon") or [] if isinstance(v, (int, float))]
+    if len(per) > 1:
+        lines.append(f"last eval    step {last.get('step', 0):,}: val loss per horizon "
+                     + ", ".join(f"t+{k} {v:.4f}" for k, v in enumerate(per, start=1)))
     checkpoints = ", ".join(
         f"step-{ck.step}" + (" (best)" if ck.is_best else "") for ck in s["checkpoints"]
     )

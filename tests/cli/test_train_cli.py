@@ -18,8 +18,8 @@ from shiftstudio.core.model.gpt import GPT
 from shiftstudio.core.runs.checkpoint import list_checkpoints
 from shiftstudio.core.runs.loading import load_model
 from shiftstudio.core.runs.metrics import read_metrics
-from shiftstudio.core.train.evaluation import sample_ids
-from shiftstudio.core.train.trainer import SAMPLE_TOKENS
+from shiftstudio.core.generate.generation import Generation
+from shiftstudio.core.train.trainer import sample_settings
 from shiftstudio.format import human_count
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ TINY = [
 
 def test_train_info_resume(tmp_path: Path, small_corpus: Path, shakespeare_text: str, capsys) -> None:
     run_dir = tmp_path / "run"
-    code, out, err = run_cli(capsys, "train", "--corpus", small_corpus, *TINY, "--shift=2", "--out", run_dir, "--sample", "KING")
+    code, out, err = run_cli(capsys, "train", "--corpus", small_corpus, *TINY, "--shift=2", "--out", run_dir, "--sample", "First")
     assert code == 0, err
     assert "training for 12 steps" in out
     # the size line: the parameters of the model built for this config and the corpus's character vocabulary
@@ -53,9 +53,8 @@ def test_train_info_resume(tmp_path: Path, small_corpus: Path, shakespeare_text:
     # the sample is the step-12 weights' continuation of the prompt, with the trainer's seed for that step
     model, tokenizer, _ = load_model(run_dir, "step-12")
     seed = json.loads((run_dir / "run.json").read_text())["config"]["train"]["seed"]
-    ids = sample_ids(model, tokenizer.encode("KING"), SAMPLE_TOKENS, seed=seed + 12)
-    assert len(ids) == SAMPLE_TOKENS
-    assert f"sample at step 12:\nKING{tokenizer.decode(ids)}\n" in out
+    text = "".join(t.text for t in Generation(model, tokenizer, "First", sample_settings(seed + 12)))
+    assert f"sample at step 12:\nFirst{text}\n" in out
     best = min(r["val_loss"] for r in evals.values())
     assert "finished at step 12" in out and f"best val loss {best:.4f}" in out
     assert [c.step for c in list_checkpoints(run_dir)] == [6, 12]
@@ -68,7 +67,10 @@ def test_train_info_resume(tmp_path: Path, small_corpus: Path, shakespeare_text:
     lines = out.splitlines()
     assert "step 12 of 12" in out and "shift = 2" in out
     assert f"size         {n_params:,} parameters ({human_count(n_params)}; " in out
-    assert f"best val     {best:.4f}" in lines
+    assert f"best val     {best:.4f} (head 1: next token)" in lines
+    last = evals[12]["val_loss_per_horizon"]
+    assert f"last eval    step 12: val loss per horizon t+1 {last[0]:.4f}, t+2 {last[1]:.4f}" in lines
+    assert evals[12]["val_loss"] == last[0]  # the headline is head 1
     best_step = min(evals, key=lambda s: evals[s]["val_loss"])
     marks = ", ".join(f"step-{s}" + (" (best)" if s == best_step else "") for s in (6, 12))
     assert f"checkpoints  {marks}" in lines
@@ -210,3 +212,11 @@ def test_real_process_exit_codes_and_ctrl_c(tmp_path: Path, small_corpus: Path) 
     finished = read_metrics(run_dir)[-1]
     assert (finished["kind"], finished["reason"], finished["step"]) == ("finished", "stopped", step)
     assert max(r["step"] for r in read_metrics(run_dir, ("train",))) == step  # every step up to it was logged
+
+
+def test_a_sample_prompt_the_tokenizer_cannot_read_is_a_usage_error(tmp_path: Path, small_corpus: Path, capsys) -> None:
+    # the char vocabulary is the corpus alphabet: no '§' in shakespeare
+    code, _, err = run_cli(capsys, "train", "--corpus", small_corpus, *TINY, "--out", tmp_path / "run", "--sample", "§1")
+    assert code == 2
+    assert_one_line_error(err, "--sample", "never saw", "'§'")
+    assert not (tmp_path / "run").exists()  # refused before a run folder was made

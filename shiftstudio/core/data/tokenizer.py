@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -28,6 +29,36 @@ from shiftstudio.core.errors import Cancelled, TokenizerError
 EOT = "<|endoftext|>"
 UNK = "<unk>"
 BYTE_ALPHABET = 256
+
+
+def _byte_level_table() -> dict[str, int]:
+    """The byte-level alphabet: each of the 256 byte values is written as one printable character (bytes
+    that are printable Latin-1 stand for themselves; the others are moved up past U+0100, in order)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, shifted = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[chr(b)] = b
+        else:
+            table[chr(256 + shifted)] = b
+            shifted += 1
+    return table
+
+
+_UNICODE_TO_BYTE = _byte_level_table()
+
+
+@dataclass(frozen=True)
+class TokenPiece:
+    """One token of a text, for showing: ``kind`` is 'text' (its characters), 'bytes' (part of a multi-byte
+    character: ``text`` is its bytes in hex), 'unknown' (a character the vocabulary lacks: ``text`` is that
+    character, the id is ``<unk>``) or 'special'. ``start``/``end`` are character offsets in the input."""
+
+    id: int
+    text: str
+    start: int
+    end: int
+    kind: str
 
 
 class TextTokenizer:
@@ -92,6 +123,31 @@ class TextTokenizer:
         """(id, start, end) per token, offsets in characters of ``text``."""
         enc = self.tk.encode(text, add_special_tokens=False)
         return [(i, s, e) for i, (s, e) in zip(enc.ids, enc.offsets)]
+
+    def pieces(self, text: str) -> list[TokenPiece]:
+        """``text`` as the model sees it: one :class:`TokenPiece` per token, honest about what each token
+        holds — a character the vocabulary lacks is an *unknown* piece, a byte-level token that carries only
+        part of a multi-byte character is a *bytes* piece (shown as its bytes, not as the whole character)."""
+        enc = self.tk.encode(text, add_special_tokens=False)
+        byte_level = self.kind == "bpe" or (self.kind == "file" and isinstance(self.tk.decoder, decoders.ByteLevel))
+        specials = {EOT, UNK}
+        out: list[TokenPiece] = []
+        for token_id, token, (start, end) in zip(enc.ids, enc.tokens, enc.offsets):
+            if token_id == self.unk_id:
+                out.append(TokenPiece(token_id, text[start:end], start, end, "unknown"))
+            elif token in specials:
+                out.append(TokenPiece(token_id, token, start, end, "special"))
+            elif byte_level and not all(c in _UNICODE_TO_BYTE for c in token):
+                out.append(TokenPiece(token_id, token, start, end, "text"))  # an added token
+            elif byte_level:
+                raw = bytes(_UNICODE_TO_BYTE[c] for c in token)
+                try:
+                    out.append(TokenPiece(token_id, raw.decode("utf-8"), start, end, "text"))
+                except UnicodeDecodeError:  # part of a character that other tokens finish
+                    out.append(TokenPiece(token_id, " ".join(f"{b:02X}" for b in raw), start, end, "bytes"))
+            else:
+                out.append(TokenPiece(token_id, text[start:end], start, end, "text"))
+        return out
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tk.decode(list(ids), skip_special_tokens=False)

@@ -25,7 +25,7 @@ from shiftstudio.core.errors import ConfigError, DataError, RunError
 from shiftstudio.core.model.estimate import count_params, flops_per_token
 from shiftstudio.core.runs.checkpoint import list_checkpoints
 from shiftstudio.core.runs.layout import RUN_FILE, RunLayout
-from shiftstudio.core.runs.metrics import iter_metrics
+from shiftstudio.core.runs.metrics import headline_val_loss, iter_metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,38 @@ def _slug(text: str, limit: int = 24) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "run"
 
 
-def default_run_dir(config: RunConfig) -> Path:
-    """``runs_dir()/<YYYYmmdd-HHMMSS>-<corpus>-<layers>x<width>``, unique."""
+# Short tags for the settings that tell runs apart (a shift = 2 run is "...-4x128-k2").
+_TAGS = {
+    "shift": lambda v: f"k{v}", "pos": str, "norm": lambda v: {"rmsnorm": "rms", "layernorm": "ln"}[v],
+    "activation": lambda v: {"gelu": "gelu", "gelu_tanh": "tanh"}[v], "block_size": lambda v: f"T{v}",
+    "n_head": lambda v: f"h{v}", "dropout": lambda v: f"drop{v:g}", "bias": lambda v: "bias" if v else "nobias",
+    "tie_weights": lambda v: "tied" if v else "untied", "learning_rate": lambda v: f"lr{v:g}",
+    "batch_size": lambda v: f"b{v}", "ema_decay": lambda v: f"ema{v:g}",
+}
+
+
+def run_name_tags(config: RunConfig, base: RunConfig | None = None) -> list[str]:
+    """Tags for the settings in which ``config`` differs from ``base`` (the preset it came from; the
+    defaults when None), in a fixed order; ``shift`` is always named when it is above 1."""
+    base = base or RunConfig()
+    ours, theirs = config.to_flat(), base.to_flat()
+    tags = [_TAGS[key](ours[key]) for key in _TAGS if ours[key] != theirs[key]]
+    if config.model.shift > 1 and f"k{config.model.shift}" not in tags:
+        tags.insert(0, f"k{config.model.shift}")
+    return tags
+
+
+def default_run_dir(config: RunConfig, base: RunConfig | None = None) -> Path:
+    """``runs_dir()/<YYYYmmdd-HHMMSS>-<corpus>-<layers>x<width>[-<what differs from base>]``, unique."""
     from shiftstudio import paths
 
     corpus = Path(config.data.corpus[0]).stem if config.data.corpus else "sample"
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(corpus)}-{config.model.n_layer}x{config.model.n_embd}"
+    tags = "".join(f"-{_slug(t, 12)}" for t in run_name_tags(config, base)[:4])
+    base_name = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(corpus)}-{config.model.n_layer}x{config.model.n_embd}{tags}"
     parent = paths.runs_dir()
-    candidate, n = parent / base, 2
+    candidate, n = parent / base_name, 2
     while candidate.exists():
-        candidate, n = parent / f"{base}-{n}", n + 1
+        candidate, n = parent / f"{base_name}-{n}", n + 1
     return candidate
 
 
@@ -60,14 +82,14 @@ def validate_against_store(config: RunConfig, store: TokenStore) -> None:
         raise ConfigError(f"the tokenizer has only {store.vocab_size} token(s)")
 
 
-def create_run(config: RunConfig, store: TokenStore, out_dir: str | Path | None = None) -> Path:
+def create_run(config: RunConfig, store: TokenStore, out_dir: str | Path | None = None, base: RunConfig | None = None) -> Path:
     """A new run folder for ``config`` trained on ``store``; returns its path.
 
     Raises :class:`ConfigError` when the config does not fit the data and
     :class:`RunError` when ``out_dir`` already holds a run or other files.
     """
     validate_against_store(config, store)
-    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
+    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(config, base)
     layout = RunLayout(run_dir)
     if run_dir.exists():
         if layout.is_run():
@@ -107,6 +129,19 @@ def create_run(config: RunConfig, store: TokenStore, out_dir: str | Path | None 
 def save_run_record(run_dir: str | Path, record: dict[str, Any]) -> None:
     """Replace ``run.json`` (atomically) with ``record``."""
     io.write_json(RunLayout(run_dir).run_file, record)
+
+
+def update_plan(run_dir: str | Path, max_iters: int) -> RunConfig:
+    """Record a new ``max_iters`` (a run continued further, or stopped sooner, than first planned) in
+    ``run.json``, so that reopening the run, ``info`` and a later resume all see the plan it trains to."""
+    record = load_run(run_dir)
+    record["config"].setdefault("train", {})["max_iters"] = int(max_iters)
+    try:
+        config = RunConfig.from_dict(record["config"])
+    except ConfigError as exc:
+        raise RunError(f"{RunLayout(run_dir).run_file}: {exc}") from None
+    save_run_record(run_dir, record)
+    return config
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -187,12 +222,16 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     checkpoints = list_checkpoints(run_dir)
     best = [c for c in checkpoints if c.is_best]
     last_step, tokens, best_val, time_s = 0, 0, None, 0.0
+    last_eval: dict[str, Any] | None = None
     for rec in iter_metrics(run_dir, ("train", "eval", "finished")):
         last_step = max(last_step, int(rec.get("step") or 0))
         tokens = max(tokens, int(rec.get("tokens") or 0))
         time_s = max(time_s, float(rec.get("time_s") or 0.0))
-        if rec.get("kind") == "eval" and isinstance(rec.get("val_loss"), (int, float)):
-            best_val = rec["val_loss"] if best_val is None else min(best_val, rec["val_loss"])
+        if rec.get("kind") == "eval":
+            last_eval = rec
+            head1 = headline_val_loss(rec)
+            if head1 is not None:
+                best_val = head1 if best_val is None else min(best_val, head1)
     vocab = int(record["data"]["vocab_size"])
     return {
         "run_dir": str(Path(run_dir)),
@@ -212,4 +251,5 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "best_val_loss": best[-1].val_loss if best and best[-1].val_loss is not None else best_val,
         "checkpoints": checkpoints,
         "latest_step": checkpoints[-1].step if checkpoints else None,
+        "last_eval": last_eval,
     }

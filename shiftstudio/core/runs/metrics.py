@@ -90,3 +90,13 @@ def iter_metrics(run_dir: str | Path, kinds: tuple[str, ...] | None = None) -> I
                 continue
             if isinstance(rec, dict) and (kinds is None or rec.get("kind") in kinds):
                 yield rec
+
+
+def headline_val_loss(record: dict) -> float | None:
+    """Head 1's validation loss from a metrics record (older runs logged the mean over heads as ``val_loss``;
+    their per-horizon list has head 1 first)."""
+    per = record.get("val_loss_per_horizon")
+    if isinstance(per, list) and per and isinstance(per[0], (int, float)):
+        return float(per[0])
+    value = record.get("val_loss")
+    return float(value) if isinstance(value, (int, float)) else None

@@ -1,4 +1,4 @@
-"""Measuring a model during training: mean losses, the batch view, a short sample.
+"""Measuring a model during training: mean losses and the batch view (samples come from core.generate).
 
 None of these touch the global random generators or the training sampler,
 so evaluating never changes what training does next (resume stays exact).
@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from shiftstudio.core.data.batches import BatchSampler
-from shiftstudio.core.model.gpt import GPT
 from shiftstudio.core.train.reports import BatchViewReport
 
 TOP_K_VIEW = 5
@@ -81,35 +80,6 @@ def batch_view(
         top_ids=top_ids.to("cpu", torch.int64).numpy(),
         top_probs=top_probs.to("cpu", torch.float32).numpy(),
     )
-
-
-@torch.no_grad()
-def sample_ids(
-    model: GPT, prompt: list[int], max_new_tokens: int, *, temperature: float = 0.8, top_k: int | None = 40,
-    seed: int = 0, autocast: ContextManager | None = None,
-) -> list[int]:
-    """Head-1 sampling with a KV cache and a private generator (the global RNG is left alone)."""
-    device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    block = model.config.block_size
-    ids = list(prompt)[-block:]
-    past = None
-    fresh = ids
-    out: list[int] = []
-    with evaluating(model), autocast or contextlib.nullcontext():
-        for _ in range(max_new_tokens):
-            if past is not None and past[0][0].shape[2] + len(fresh) > block:
-                past, fresh = None, ids[-block:]  # context full: restart on the last block of tokens
-            logits, past = model.next_token_logits(torch.tensor([fresh], dtype=torch.long, device=device), past)
-            logits = logits[0].float() / max(temperature, 1e-5)  # (V,)
-            if top_k is not None and top_k < logits.numel():
-                kth = torch.topk(logits, top_k).values[-1]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen))
-            out.append(nxt)
-            ids.append(nxt)
-            fresh = [nxt]
-    return out
 
 
 def split_losses(

@@ -76,7 +76,13 @@ class StepReport(_Report):
 
 @dataclass
 class EvalReport(_Report):
-    """Mean train and validation loss over ``eval_iters`` batches."""
+    """Train and validation loss over ``eval_iters`` fixed batches.
+
+    The headline figures (``train_loss``, ``val_loss``, perplexities, best) are head 1's: next-token
+    prediction, the head generation uses, so runs of any ``shift`` compare on the same footing. With
+    ``shift > 1`` the mean over all heads (what training minimises) is in ``*_all_heads`` and each head's
+    loss in ``*_per_horizon``.
+    """
 
     step: int
     tokens: int
@@ -89,7 +95,9 @@ class EvalReport(_Report):
     is_best: bool
     val_loss_per_horizon: list[float] = field(default_factory=list)  # head k at index k-1
     train_loss_per_horizon: list[float] = field(default_factory=list)  # head k at index k-1
-    ema_train_loss: float | None = None
+    val_loss_all_heads: float | None = None  # mean over heads
+    train_loss_all_heads: float | None = None
+    ema_train_loss: float | None = None  # head 1, EMA weights
     ema_val_loss: float | None = None
 
     def __post_init__(self) -> None:

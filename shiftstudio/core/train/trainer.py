@@ -28,14 +28,16 @@ import torch
 
 from shiftstudio.core.data.store import TokenStore
 from shiftstudio.core.errors import ConfigError, RunError, ShiftStudioError, one_line
+from shiftstudio.core.generate.filters import SamplingSettings
+from shiftstudio.core.generate.generation import Generation
 from shiftstudio.core.model.gpt import clone_model
 from shiftstudio.core.runs import checkpoint as ckpt
-from shiftstudio.core.runs.folder import load_run, load_run_config
+from shiftstudio.core.runs.folder import load_run, load_run_config, update_plan
 from shiftstudio.core.runs.metrics import MetricsLog
 from shiftstudio.core.train import device as dev
 from shiftstudio.core.train import setup
 from shiftstudio.core.train.control import TrainerControl, ViewRequest
-from shiftstudio.core.train.evaluation import batch_view, sample_ids, split_losses
+from shiftstudio.core.train.evaluation import batch_view, split_losses
 from shiftstudio.core.train.optim import lr_at
 from shiftstudio.core.train.reports import (
     BatchViewReport, CheckpointReport, EvalReport, FailedReport, FinishedReport, Report, SampleReport, StartedReport,
@@ -44,7 +46,14 @@ from shiftstudio.core.train.reports import (
 
 log = logging.getLogger(__name__)
 
-SAMPLE_TOKENS = 200
+SAMPLE_TOKENS = 200  # at most: a sample also ends at the end of a document
+SAMPLE_TEMPERATURE = 0.8
+SAMPLE_TOP_K = 40
+
+
+def sample_settings(seed: int) -> SamplingSettings:
+    """How the samples written at each evaluation are drawn (seeded with the run's seed + the step)."""
+    return SamplingSettings(max_new_tokens=SAMPLE_TOKENS, temperature=SAMPLE_TEMPERATURE, top_k=SAMPLE_TOP_K, seed=seed)
 
 
 @dataclass
@@ -130,6 +139,8 @@ class Trainer:
     def run(self) -> Iterator[Report]:
         try:
             s = self._s = setup.build(self.run_dir, self.config, self.record, self._store)
+            if self.max_iters != self.config.train.max_iters:  # a new plan: recorded with the run
+                self.config = update_plan(self.run_dir, self.max_iters)
             self._clock = _Clock(offset_s=s.progress.time_offset_s)
             if s.resumed:  # before opening: truncation replaces the file, an open handle would write to the old one
                 self._metrics.truncate_after(s.progress.step)
@@ -270,15 +281,15 @@ class Trainer:
             return [self._emit(failed)]
         shape = (tc.batch_size, mc.block_size, mc.shift)
         train_h, val_h = split_losses(s.train_model, s.store.train, s.store.val, shape, tc.eval_iters, tc.seed, s.device, s.autocast)
-        train_loss, val_loss = sum(train_h) / len(train_h), sum(val_h) / len(val_h)
-        if not math.isfinite(val_loss):
+        train_loss, val_loss = train_h[0], val_h[0]  # head 1: the headline, and what "best" means
+        if not all(math.isfinite(v) for v in val_h):
             return [self._emit(FailedReport(
-                step=p.step, message=f"the validation loss became {val_loss} at step {p.step}{self._kept(s)}",
+                step=p.step, message=f"the validation loss became {_first_bad(val_h)} at step {p.step}{self._kept(s)}",
             ))]
         ema_train = ema_val = None
         if s.ema is not None:
             et, ev = split_losses(s.ema.model, s.store.train, s.store.val, shape, tc.eval_iters, tc.seed, s.device, s.autocast)
-            ema_train, ema_val = sum(et) / len(et), sum(ev) / len(ev)
+            ema_train, ema_val = et[0], ev[0]
         is_best = val_loss < p.best_val
         if is_best:
             p.best_val, p.best_step, p.evals_since_best = val_loss, p.step, 0
@@ -288,7 +299,8 @@ class Trainer:
         out: list[Report] = [self._emit(EvalReport(
             step=p.step, tokens=p.tokens, time_s=self._clock.run_time(), train_loss=train_loss, val_loss=val_loss,
             val_ppl=_exp(val_loss), train_ppl=_exp(train_loss), best_val_loss=p.best_val, is_best=is_best,
-            val_loss_per_horizon=val_h, train_loss_per_horizon=train_h, ema_train_loss=ema_train, ema_val_loss=ema_val,
+            val_loss_per_horizon=val_h, train_loss_per_horizon=train_h, val_loss_all_heads=sum(val_h) / len(val_h),
+            train_loss_all_heads=sum(train_h) / len(train_h), ema_train_loss=ema_train, ema_val_loss=ema_val,
         ))]
         if self.sample_prompt is not None:
             sample = self._sample(s)
@@ -299,16 +311,15 @@ class Trainer:
         return out
 
     def _sample(self, s: setup.Setup) -> SampleReport | None:
-        tok = s.tokenizer
-        try:
-            prompt = tok.encode(self.sample_prompt) if self.sample_prompt else []
-        except ShiftStudioError:
-            return None
-        if not prompt:
-            prompt = [tok.eot_id if tok.eot_id is not None else 0]
+        """A short text from the prompt, through the playground's own sampler (special tokens are never
+        written; the sample ends at the end of a document), from the EMA weights when there are some."""
         model = s.ema.model if s.ema is not None else s.model
-        ids = sample_ids(model, prompt, SAMPLE_TOKENS, seed=self.config.train.seed + s.progress.step, autocast=s.autocast)
-        return SampleReport(step=s.progress.step, prompt=self.sample_prompt or "", text=tok.decode(ids))
+        settings = sample_settings(self.config.train.seed + s.progress.step)
+        try:
+            text = "".join(t.text for t in Generation(model, s.tokenizer, self.sample_prompt or "", settings))
+        except ShiftStudioError:  # a prompt the tokenizer cannot read: no sample, training goes on
+            return None
+        return SampleReport(step=s.progress.step, prompt=self.sample_prompt or "", text=text)
 
     def _save(self, s: setup.Setup, pending: list[torch.Tensor]) -> list[Report]:
         """A checkpoint of the current step (never of weights that went bad), or a failure."""
@@ -385,6 +396,10 @@ def _ends(reports: list[Report]) -> bool:
 def _early_stop(reports: list[Report], patience: int, p: setup.Progress) -> bool:
     evaluated = any(isinstance(r, EvalReport) for r in reports)
     return evaluated and patience > 0 and p.evals_since_best >= patience
+
+
+def _first_bad(values: list[float]) -> float:
+    return next(v for v in values if not math.isfinite(v))
 
 
 def _exp(x: float) -> float:
