@@ -29,6 +29,7 @@ NORM_CHOICES = ("layernorm", "rmsnorm")
 ACTIVATION_CHOICES = ("gelu", "gelu_tanh")
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+ENCODING_ERROR_CHOICES = ("strict", "replace")
 UINT32_MAX = 2**32 - 1  # token ids are stored as uint32 at most
 SEED_MAX = 2**31 - 1
 STEPS_MAX = 100_000_000
@@ -116,6 +117,7 @@ class DataConfig:
     min_frequency: int = _f(2, "A BPE merge must occur at least this often in the training split.", minimum=1, maximum=1_000_000)
     val_fraction: float = _f(0.1, "Share of the corpus held out for validation (by document; a single file is cut near this fraction).", minimum=0.0, exclusive_minimum=True, maximum=0.5, step=0.01)
     split_seed: int = _f(1337, "Seed of the train/validation split of documents.", minimum=0, maximum=SEED_MAX)
+    encoding_errors: str = _f("strict", "Invalid UTF-8 in the corpus: 'strict' (stop and say where) or 'replace' (read bad bytes as U+FFFD).", choices=ENCODING_ERROR_CHOICES)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.corpus, list) and all(isinstance(p, str) for p in self.corpus), "corpus must be a list of paths")

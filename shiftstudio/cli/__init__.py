@@ -47,6 +47,15 @@ def error(message: str, code: int = 2) -> int:
     return code
 
 
+def user_message(exc: BaseException) -> str:
+    """An expected error's line, with what to do about it from the command line where that differs."""
+    from shiftstudio.core.errors import NotUtf8Error
+
+    if isinstance(exc, NotUtf8Error):
+        return f"{exc}; convert it to UTF-8 or read it with --errors replace"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("SHIFTSTUDIO_LOG", "WARNING").upper(), format="%(levelname)s %(name)s: %(message)s")

@@ -48,14 +48,13 @@ def run(name: str, argv: list[str]) -> int:
             min_frequency=values["min_frequency"],
             val_fraction=values["val_fraction"],
             split_seed=values["split_seed"],
+            encoding_errors=values["errors"],
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
-    from shiftstudio.cli import error
-    from shiftstudio.core.errors import Cancelled, CorpusError
-    from shiftstudio.core.errors import TokenizerError
-    from shiftstudio.core.errors import DataError
+    from shiftstudio.cli import error, user_message
+    from shiftstudio.core.errors import Cancelled, CorpusError, DataError, TokenizerError
     from shiftstudio.core.data.store import prepare
 
     line = ProgressLine()
@@ -66,10 +65,10 @@ def run(name: str, argv: list[str]) -> int:
 
     out = Path(values["out"])
     try:
-        store = prepare(data, out_dir=out, progress=on_progress, errors=values["errors"])
+        store = prepare(data, out_dir=out, progress=on_progress)
     except (CorpusError, TokenizerError, DataError, OSError) as exc:
         line.close()
-        return error(str(exc), 1)
+        return error(user_message(exc), 1)
     except (Cancelled, KeyboardInterrupt):
         line.close()
         return error("interrupted: nothing was written", 130)

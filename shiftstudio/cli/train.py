@@ -114,29 +114,31 @@ def check_device(config: RunConfig) -> None:
 def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, Any]) -> int:
     if values["errors"] not in ("strict", "replace"):
         raise UsageError(f"--errors must be strict or replace, got {values['errors']!r}")
+    if values["errors"] != "strict":  # recorded with the run, so a resume rebuilds the same data
+        overrides = {**overrides, "encoding_errors": values["errors"]}
     config = build_config(positionals[0] if positionals else None, values["preset"], overrides)
     check_device(config)
+    base = load_preset(values["preset"]) if values["preset"] else None  # run names tag what differs from it
 
-    from shiftstudio.cli import error
-    from shiftstudio.core.errors import RunError
-    from shiftstudio.core.errors import Cancelled, CorpusError
+    from shiftstudio.cli import error, user_message
+    from shiftstudio.core.errors import Cancelled, CorpusError, RunError
     from shiftstudio.core.runs.folder import create_run, default_run_dir
-    from shiftstudio.core.errors import TokenizerError
-    from shiftstudio.core.errors import DataError
+    from shiftstudio.core.errors import DataError, TokenizerError
     from shiftstudio.core.data.store import TokenStore, prepare
+    from shiftstudio.core.runs.layout import is_run_dir
 
-    out = Path(values["out"]) if values["out"] else default_run_dir(config)
-    if (out / "run.json").exists():
+    out = Path(values["out"]) if values["out"] else default_run_dir(config, base)
+    if is_run_dir(out):
         raise UsageError(f"{out} already holds a run: continue it with 'shiftstudio resume {out}' or pick another --out")
     line = ProgressLine()
     try:
         if values["data"]:
             store = TokenStore.open(values["data"])
         else:
-            store = prepare(config.data, progress=_prepare_progress(line), errors=values["errors"])
+            store = prepare(config.data, progress=_prepare_progress(line))
     except (CorpusError, TokenizerError, DataError, OSError) as exc:
         line.close()
-        return error(str(exc), 1)
+        return error(user_message(exc), 1)
     except (Cancelled, KeyboardInterrupt):
         line.close()
         return error("interrupted while preparing the data: nothing was written", 130)
@@ -182,7 +184,7 @@ def _prepare_progress(line: ProgressLine):
 
 
 def _resume(values: dict[str, Any], run_dir: Path) -> int:
-    from shiftstudio.cli import error
+    from shiftstudio.cli import error, user_message
     from shiftstudio.core.errors import Cancelled, CorpusError, DataError, RunError, TokenizerError
     from shiftstudio.core.runs.checkpoint import latest_checkpoint
     from shiftstudio.core.runs.folder import load_run_config, open_run_store
@@ -210,7 +212,7 @@ def _resume(values: dict[str, Any], run_dir: Path) -> int:
         trainer = Trainer(run_dir, store, max_iters=max_iters, sample_prompt=values["sample"], views=ViewRequest(batch_views=False))
     except (RunError, CorpusError, TokenizerError, DataError, OSError) as exc:
         line.close()
-        return error(str(exc), 1)
+        return error(user_message(exc), 1)
     except (Cancelled, KeyboardInterrupt):
         line.close()
         return error("interrupted while preparing the data", 130)

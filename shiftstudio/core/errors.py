@@ -30,6 +30,15 @@ class CorpusError(ShiftStudioError):
     """The corpus cannot be used (missing, empty, binary, not UTF-8, malformed records)."""
 
 
+class NotUtf8Error(CorpusError):
+    """A text file is not valid UTF-8. Each front end says what to do about it (the CLI's ``--errors
+    replace``, the window's "Replace invalid bytes")."""
+
+    def __init__(self, path: object, offset: int) -> None:
+        self.path, self.offset = path, offset
+        super().__init__(f"{path} is not valid UTF-8 (first bad byte at offset {offset})")
+
+
 class TokenizerError(ShiftStudioError):
     """The tokenizer cannot be built or loaded."""
 

@@ -3,7 +3,9 @@
 ``launch()`` imports only PySide6 and the Qt-only models before the window
 shows (about a third of a second); then a zero-delay timer builds the panes
 (pyqtgraph) and starts the data work, and the device probe imports torch in a
-worker thread. ``SHIFTSTUDIO_LOG=INFO`` logs how long the window took to show.
+worker thread. Start (F5) answers from the first paint: a press before the
+panes, the corpus and the last run are in is held and carried out then.
+``SHIFTSTUDIO_LOG=INFO`` logs how long the window took to show.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def create_window(run_dir: str | None = None, corpus: list[str] | None = None, s
     style.apply_theme(app, settings.get("theme", "system"))
     app.setWindowIcon(style.app_icon())
     window = MainWindow(settings)
+    window.fit_to_screen()  # the first start on a small screen (a laptop's 1366x768)
     window.show()
     elapsed = seconds_since_process_start()
     if elapsed is not None:

@@ -1,9 +1,16 @@
 """The main window: menus, shortcuts, docks from the pane registry, status bar, persistence.
 
 Built in two steps so the window is on screen fast: ``MainWindow(...)`` makes
-only menus, the status bar and the (Qt-only) models; :meth:`build` — called
-right after the window shows — creates the panes, which import pyqtgraph.
-torch is first imported by the device probe, in a worker thread.
+only menus, the status bar, the (Qt-only) models and a loading page whose
+Start button works; :meth:`build` — called right after the window shows —
+creates the panes, which import pyqtgraph. torch is first imported by the
+device probe, in a worker thread. Start (F5) is usable from the first paint:
+until the panes are built, the corpus is read and the last run reopened, a
+press is held and said so ("Starting as soon as …"), then carried out.
+
+The File side (opening things, recent runs, drops, exports) is in
+:mod:`~shiftstudio.gui.window_files`; what the window remembers between
+starts (size, layout, settings, the last run) in :mod:`~shiftstudio.gui.window_state`.
 """
 
 from __future__ import annotations
@@ -13,19 +20,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import QApplication, QDockWidget, QMainWindow, QMenu, QMessageBox, QTabWidget
 
-from shiftstudio import paths
-from shiftstudio.presets import load_preset, preset_paths
-from shiftstudio.core.errors import ConfigError
-from shiftstudio.core.runs.layout import RUN_FILE, TOKENIZER_FILE, is_run_dir
+from shiftstudio.core.runs.layout import is_run_dir
 from shiftstudio.gui import style
 from shiftstudio.gui.docks import DockLayout
 from shiftstudio.gui.panes import PANES, Pane, PaneContext, create_pane, make_context
 from shiftstudio.gui.run_controller import ACTIVE_STATES
+from shiftstudio.gui.run_plan import StartPlan
 from shiftstudio.gui.settings import Settings
 from shiftstudio.gui.status_bar import StatusBar
+from shiftstudio.gui.widgets.loading_page import LoadingPage
+from shiftstudio.gui.window_files import WindowFilesMixin
+from shiftstudio.gui.window_state import DEFAULT_SIZE, LAYOUT_VERSION, WindowStateMixin
+from shiftstudio.presets import load_preset, preset_paths
 
 if TYPE_CHECKING:  # the panes' modules import pyqtgraph: only once the window shows (see build)
     from shiftstudio.gui.panes.model import ModelPane
@@ -33,12 +42,14 @@ if TYPE_CHECKING:  # the panes' modules import pyqtgraph: only once the window s
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PRESET = "cpu-tiny"
 GPU_PRESET = "gpu-small"
-LAYOUT_VERSION = 3  # bump when the default layout changes: a saved layout of another version is ignored
+WAIT_WINDOW = "Starting as soon as the window is ready…"
+WAIT_CORPUS = "Starting as soon as the corpus is read…"
+WAIT_RUN = "Starting as soon as the last run is reopened…"
+PROBE_DELAY_MS = 1500  # the device probe (torch) waits for the corpus read at start-up, at most this long
 
 
-class MainWindow(QMainWindow):
+class MainWindow(WindowFilesMixin, WindowStateMixin, QMainWindow):
     built = Signal()  # the panes exist (after the first show)
     painted = Signal()  # the window has been painted once (emitted once, on the next event-loop turn)
 
@@ -54,6 +65,16 @@ class MainWindow(QMainWindow):
         self._default_config = True  # nothing chose the settings yet (GPU preset may replace them)
         self._close_after_stop = False
         self._painted = False
+        self._starting_up = True  # until the panes are built, the corpus read and the last run reopened
+        self._reading_corpus = False  # the corpus being read at start-up (a held Start waits for it)
+        self._awaiting_run = False  # the run being opened at start-up (a held Start waits for it)
+        self._reopening: Path | None = None  # the last run, being reopened at start with the settings kept
+        # The device probe imports torch (seconds of the GIL): at start-up it waits for the corpus read, which
+        # a press of Start waits for, rather than slow it down.
+        self._probe_timer = QTimer(self)
+        self._probe_timer.setSingleShot(True)
+        self._probe_timer.setInterval(PROBE_DELAY_MS)
+        self._probe_timer.timeout.connect(self._on_probe_timer_timeout)
         self.setObjectName("main_window")
         self.setWindowTitle("ShiftStudio")
         self.setWindowIcon(style.app_icon())
@@ -62,22 +83,27 @@ class MainWindow(QMainWindow):
         self.setTabPosition(Qt.AllDockWidgetAreas, QTabWidget.North)
         self.setCorner(Qt.BottomLeftCorner, Qt.LeftDockWidgetArea)  # the left panes run the full height
         self.setCorner(Qt.TopLeftCorner, Qt.LeftDockWidgetArea)
-        self.resize(1360, 860)
+        self.resize(DEFAULT_SIZE)
         self.center = QTabWidget(self)
         self.center.setObjectName("center_tabs")
         self.center.setDocumentMode(True)
         self.center.tabBar().setAutoHide(True)
-        self.loading_label = QLabel("Loading…", self.center)
-        self.loading_label.setAlignment(Qt.AlignCenter)
         self.setCentralWidget(self.center)
-        self.center.addTab(self.loading_label, "Loading")
         self.status_bar = StatusBar(self.ctx.session, self)
         self.setStatusBar(self.status_bar)
         self._make_menus()
-        geometry = self.settings.get_bytes("geometry")
-        if geometry:
-            self.restoreGeometry(QByteArray(geometry))
+        runs = self.ctx.runs
+        runs.confirm_new_run = self._on_runs_confirm_new_run
+        runs.hold_starts(WAIT_WINDOW)  # a press of F5 before the panes exist waits for them (and says so)
+        runs.start_queued.connect(self._on_runs_start_queued)
+        runs.plan_changed.connect(self._on_runs_plan_changed)
+        self.loading_page = LoadingPage(runs.start_action, self.center)
+        self.center.addTab(self.loading_page, "Loading")
+        self.has_saved_geometry = bool(self.settings.get_bytes("geometry"))
+        if self.has_saved_geometry:
+            self.restoreGeometry(QByteArray(self.settings.get_bytes("geometry")))
         self._initial_config()
+        self.status_bar.show_plan(runs.plan())
 
     # -- construction --------------------------------------------------------
     def _action(self, text: str, name: str, slot, shortcut: str | QKeySequence | None = None, tip: str = "") -> QAction:
@@ -112,9 +138,9 @@ class MainWindow(QMainWindow):
         for a in (None, self.save_preset_action, self.export_png_action, self.export_csv_action, None, self.quit_action):
             file_menu.addSeparator() if a is None else file_menu.addAction(a)
         train_menu = menu.addMenu("&Train")
-        for a in (runs.start_action, runs.pause_action, runs.stop_action, None, runs.checkpoint_action):
+        for a in (runs.start_action, runs.new_run_action, runs.pause_action, runs.stop_action, None, runs.checkpoint_action):
             train_menu.addSeparator() if a is None else train_menu.addAction(a)
-        for a in (runs.start_action, runs.pause_action, runs.stop_action, runs.checkpoint_action):
+        for a in (runs.start_action, runs.new_run_action, runs.pause_action, runs.stop_action, runs.checkpoint_action):
             self.addAction(a)  # shortcuts work wherever the focus is
         self.view_menu = menu.addMenu("&View")
         self.theme_group = style.theme_actions(self, self.settings.get("theme", "system"))
@@ -123,22 +149,10 @@ class MainWindow(QMainWindow):
         self.reset_layout_action = self._action("Reset layout", "reset_layout_action", self.reset_layout)
         self.view_menu.addAction(self.reset_layout_action)
         self.view_menu.addSeparator()
+        self.panes_menu = QMenu("Show or hide panes", self)  # the docks' toggles (the "go to" actions are above it)
+        self.panes_menu.setObjectName("view_panes_menu")
         help_menu = menu.addMenu("&Help")
         help_menu.addAction(self._action("About ShiftStudio", "about_action", self._on_about_action_triggered))
-
-    def _initial_config(self) -> None:
-        saved = self.settings.get("last_config")
-        config = self.ctx.config
-        name = DEFAULT_PRESET if DEFAULT_PRESET in preset_paths() else next(iter(preset_paths()), "")
-        if name:
-            try:
-                config.load(load_preset(name), preset=name)
-            except ConfigError as exc:
-                log.warning("preset %s unusable: %s", name, exc)
-        if isinstance(saved, dict):
-            config.load_flat(saved)
-            config.set_preset_name(self.settings.get("last_preset", "") or "")
-            self._default_config = False
 
     def build(self) -> None:
         """Create the panes (imports pyqtgraph); call once, after the window shows."""
@@ -148,8 +162,9 @@ class MainWindow(QMainWindow):
         from shiftstudio.gui.panes.train import TrainPane
 
         self.center.removeTab(0)
-        self.loading_label.deleteLater()
-        docks = DockLayout(self)
+        self.loading_page.deleteLater()
+        self.loading_page = None
+        docks = self.dock_layout = DockLayout(self, self.center)
         for spec in PANES:
             pane = create_pane(spec, self.ctx)
             self.panes[spec.key] = pane
@@ -157,12 +172,12 @@ class MainWindow(QMainWindow):
                 self.train_pane = pane
             elif isinstance(pane, ModelPane):
                 self.model_pane = pane
-            if spec.area == "center":
-                self.center.addTab(pane, spec.title)
-                continue
             dock = docks.add(spec, pane)
-            self.view_menu.addAction(dock.toggleViewAction())
-            self.docks[spec.key] = dock
+            if dock is not None:
+                self.panes_menu.addAction(dock.toggleViewAction())
+                self.docks[spec.key] = dock
+        self.view_menu.addActions(docks.focus_actions)
+        self.view_menu.addMenu(self.panes_menu)
         docks.finish()
         self._default_dock_state = self.saveState(LAYOUT_VERSION)
         state = self.settings.get_bytes("window_state")
@@ -171,6 +186,8 @@ class MainWindow(QMainWindow):
         self.setFocus()
         self._connect_models()
         self.restore_view_settings()
+        # Start stays held if start() (called next, when the app starts) opens things; otherwise it is free
+        QTimer.singleShot(0, self, self._release_start_when_ready)
         self.built.emit()
 
     def _connect_models(self) -> None:
@@ -180,112 +197,53 @@ class MainWindow(QMainWindow):
         runs.run_started.connect(self._on_runs_run_started)
         runs.run_opened.connect(self._on_runs_run_opened)
         runs.thread_finished.connect(self._on_runs_thread_finished)
+        runs.open_failed.connect(self._on_runs_open_failed)
         session.device_probed.connect(self._on_session_device_probed)
         session.corpus_opened.connect(self._on_session_corpus_opened)
+        session.corpus_failed.connect(self._on_session_corpus_failed)
+        session.corpus_cancelled.connect(self._on_session_corpus_cancelled)
 
     def start(self, run_dir: str | None = None, corpus: list[str] | None = None) -> None:
-        """After :meth:`build`: open what the command line asked for, probe the device."""
+        """After :meth:`build`: open what the command line asked for (else the last run, if it still exists,
+        with the settings as they were left, and the last corpus), probe the device. Never starts training; a
+        press of Start held so far is carried out once the corpus is read and the run reopened."""
+        last_run = self.settings.get("last_run")
+        self._starting_up = True
         if run_dir:
             self._default_config = False
+            self._awaiting_run = True
             self.open_run(run_dir)
-        elif corpus:
-            self.open_corpus(corpus)
         else:
-            last = self.settings.get("last_corpus")
-            sources = [p for p in last if Path(p).exists()] if isinstance(last, list) else []
-            self.open_corpus(sources)
+            if isinstance(last_run, str) and is_run_dir(last_run) and not corpus:
+                self._reopening, self._awaiting_run = Path(last_run), True
+                self.open_run(last_run, load_config=False)
+            if not corpus:
+                last = self.settings.get("last_corpus")
+                corpus = [p for p in last if Path(p).exists()] if isinstance(last, list) else []
+            self._reading_corpus = True
+            self.open_corpus(corpus)
+        self._probe_timer.start(0 if not self._reading_corpus else PROBE_DELAY_MS)
+        self._release_start_when_ready()
+
+    def _on_probe_timer_timeout(self) -> None:
         self.ctx.session.probe_device()
 
-    # -- opening things ------------------------------------------------------
-    def open_corpus(self, sources: list[str]) -> None:
-        self.ctx.session.open_corpus([str(s) for s in sources])
-        self._raise_pane("corpus")
+    def _release_start_when_ready(self) -> None:
+        """At start-up, Start is held (a press waits, and says what for) until nothing that decides what it
+        does is still loading: the panes, the run being reopened, the corpus."""
+        runs = self.ctx.runs
+        if not self._starting_up or not self.panes:
+            return
+        if self._awaiting_run or self._reading_corpus:
+            runs.hold_starts(WAIT_RUN if self._awaiting_run else WAIT_CORPUS)
+            return
+        self._starting_up = False
+        runs.release_starts()
 
-    def open_run(self, run_dir: str | Path) -> None:
-        self.ctx.runs.open_run(Path(run_dir))
-
-    def open_dropped(self, sources: list[str]) -> None:
-        """A file or folder dropped on the window: a run folder, a tokenizer.json or a corpus."""
-        if len(sources) == 1:
-            path = Path(sources[0])
-            if path.is_dir() and is_run_dir(path):
-                return self.open_run(path)
-            if path.name == RUN_FILE:
-                return self.open_run(path.parent)
-            if path.name == TOKENIZER_FILE:
-                self.ctx.config.set_value("tokenizer", str(path))
-                self.ctx.session.train_tokenizer()
-                self._raise_pane("tokenizer")
-                return None
-        self.open_corpus(sources)
-        return None
-
-    def ask_open_corpus(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Open corpus files", "", "Text (*.txt *.md *.py *.jsonl *.ndjson *.rst);;All files (*)")
-        if files:
-            self.open_corpus(files)
-
-    def ask_open_corpus_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open corpus folder")
-        if folder:
-            self.open_corpus([folder])
-
-    def ask_open_run(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open run folder", str(paths.runs_dir()))
-        if folder:
-            self.open_run(folder)
-
-    def _on_sample_action_triggered(self) -> None:
-        self.open_corpus([])
-
-    def _on_recent_menu_about_to_show(self) -> None:
-        self.recent_menu.clear()
-        recent = self.settings.recent_runs()
-        if not recent:
-            self.recent_menu.addAction("(none yet)").setEnabled(False)
-        for i, run in enumerate(recent):
-            action = self.recent_menu.addAction(f"&{i + 1} {Path(run).name}")
-            action.setObjectName(f"recent_run_{i}_action")
-            action.setToolTip(run)
-            action.setData(run)
-            action.triggered.connect(self._on_recent_action_triggered)
-
-    def _on_recent_action_triggered(self) -> None:
-        run = self.sender().data()
-        if run:
-            self.open_run(run)
-
-    def _raise_pane(self, key: str) -> None:
-        dock = self.docks.get(key)
-        if dock is not None:
-            dock.show()
-            dock.raise_()
-
-    # -- drag and drop -------------------------------------------------------
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's name
-        urls = event.mimeData().urls()
-        if urls and all(u.isLocalFile() for u in urls):
-            event.acceptProposedAction()
-
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
-        sources = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-        if sources:
-            event.acceptProposedAction()
-            self.open_dropped(sources)
-
-    # -- menu actions --------------------------------------------------------
-    def _on_save_preset_action_triggered(self) -> None:
-        if self.model_pane is not None:
-            self._raise_pane("model")
-            self.model_pane.save_as_preset()
-
-    def _on_export_png_action_triggered(self) -> None:
-        if self.train_pane is not None:
-            self.train_pane.ask_export_png()
-
-    def _on_export_csv_action_triggered(self) -> None:
-        if self.train_pane is not None:
-            self.train_pane.ask_export_csv()
+    def raise_pane(self, key: str, focus: bool = False) -> None:
+        """Bring a pane forward (and with ``focus`` give it the keyboard focus), as its Ctrl+N does."""
+        if self.panes:
+            self.dock_layout.raise_pane(key, focus)
 
     def _on_theme_group_triggered(self, action: QAction) -> None:
         theme = action.data()
@@ -297,33 +255,62 @@ class MainWindow(QMainWindow):
 
         QMessageBox.about(self, "About ShiftStudio", f"<b>ShiftStudio {__version__}</b><br>A desktop workbench for training small language models.")
 
-    def reset_layout(self) -> None:
-        if self._default_dock_state is not None:
-            self.restoreState(self._default_dock_state, LAYOUT_VERSION)
-            for dock in self.docks.values():
-                dock.show()
-
     # -- model signals -------------------------------------------------------
     def _on_runs_state_changed(self, state: str) -> None:
         self.status_bar.show_state(state)
+        if state in ACTIVE_STATES:
+            self._default_config = False  # a run uses these settings: the device probe must not swap the preset
         running = state in ACTIVE_STATES
         self.open_run_action.setEnabled(not running)
         self.recent_menu.setEnabled(not running)
+
+    def _on_runs_plan_changed(self, plan: StartPlan) -> None:
+        self.status_bar.show_plan(plan)
+
+    def _on_runs_start_queued(self, waiting_for: str) -> None:
+        if waiting_for:
+            self.status_bar.showMessage(waiting_for)
+            if self.loading_page is not None:
+                self.loading_page.show_waiting(waiting_for)
+        else:
+            self.status_bar.clearMessage()
+
+    def _on_runs_confirm_new_run(self, question: str) -> bool:
+        return self.confirm_new_run(question)
+
+    def confirm_new_run(self, question: str) -> bool:
+        """Ask before a new run leaves a resumable one behind (tests replace this method)."""
+        answer = QMessageBox.question(self, "Start a new run?", question, QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
 
     def _on_runs_progress_changed(self, step: int, max_iters: int, eta: float) -> None:
         self.status_bar.show_progress(step, max_iters, eta)
 
     def _on_runs_run_started(self, report) -> None:
         self.settings.add_recent_run(report.run_dir)
+        self.settings.set("last_run", str(report.run_dir))
         self.settings.save()
         self.status_bar.show_device(report.device)
         self.setWindowTitle(f"ShiftStudio – {Path(report.run_dir).name}")
 
     def _on_runs_run_opened(self, run_dir: Path, records: list) -> None:
         self.settings.add_recent_run(run_dir)
+        self.settings.set("last_run", str(run_dir))
         self.setWindowTitle(f"ShiftStudio – {run_dir.name}")
         self._default_config = False
-        self.ctx.session.open_corpus(list(self.ctx.config.value("corpus")))
+        if self._reopening == run_dir:  # the settings (and corpus) are those the window was left with
+            self._reopening = None
+        else:
+            self._reading_corpus = self._starting_up
+            self.ctx.session.open_corpus(list(self.ctx.config.value("corpus")))
+        self._awaiting_run = False
+        self._release_start_when_ready()
+
+    def _on_runs_open_failed(self, message: str, detail: str, expected: bool) -> None:
+        if self._reopening is not None:  # the last run is unreadable now: not again at the next start
+            self.settings.set("last_run", None)
+        self._reopening, self._awaiting_run = None, False
+        self._release_start_when_ready()
 
     def _on_session_device_probed(self, summary) -> None:
         if self.ctx.runs.state not in ACTIVE_STATES:
@@ -334,6 +321,21 @@ class MainWindow(QMainWindow):
 
     def _on_session_corpus_opened(self, info) -> None:
         self.settings.set("last_corpus", list(info.paths))
+        self._corpus_read()
+
+    def _on_session_corpus_failed(self, message: str, detail: str, expected: bool) -> None:
+        self._corpus_read()
+
+    def _on_session_corpus_cancelled(self) -> None:
+        self._corpus_read()
+
+    def _corpus_read(self) -> None:
+        """The corpus was read, refused or cancelled: a held Start need not wait for it any longer, nor the device
+        probe."""
+        self._reading_corpus = False
+        if self._probe_timer.isActive():
+            self._probe_timer.start(0)
+        self._release_start_when_ready()
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
         super().paintEvent(event)
@@ -376,19 +378,3 @@ class MainWindow(QMainWindow):
     def _on_runs_thread_finished(self) -> None:
         if self._close_after_stop:
             QTimer.singleShot(0, self, self.close)
-
-    def save_settings(self) -> None:
-        s = self.settings
-        s.set_bytes("geometry", bytes(self.saveGeometry().data()))
-        if self.panes:
-            s.set_bytes("window_state", bytes(self.saveState(LAYOUT_VERSION).data()))
-        s.set("last_config", self.ctx.config.values())
-        s.set("last_preset", self.ctx.config.preset)
-        if self.train_pane is not None:
-            s.set("plot", self.train_pane.curves.view_settings())
-        s.save()
-
-    def restore_view_settings(self) -> None:
-        plot = self.settings.get("plot")
-        if self.train_pane is not None and isinstance(plot, dict):
-            self.train_pane.curves.apply_view_settings(plot)

@@ -24,7 +24,11 @@ if TYPE_CHECKING:
     from shiftstudio.core.train.reports import EvalReport, StepReport
 
 STEP_COLUMNS = ("step", "tokens", "time_s", "loss", "lr", "grad_norm", "tokens_per_s", "ms_per_iter")
-EVAL_COLUMNS = ("step", "tokens", "time_s", "train_loss", "val_loss", "val_ppl", "train_ppl")
+HEADLINE_COLUMNS = ("step", "tokens", "time_s", "train_loss", "val_loss", "val_ppl", "train_ppl")  # head 1's
+MAX_HORIZONS = 16  # config.shift's largest value
+VAL_HORIZON_COLUMNS = tuple(f"val_loss_h{k}" for k in range(1, MAX_HORIZONS + 1))
+TRAIN_HORIZON_COLUMNS = tuple(f"train_loss_h{k}" for k in range(1, MAX_HORIZONS + 1))
+EVAL_COLUMNS = HEADLINE_COLUMNS + VAL_HORIZON_COLUMNS + TRAIN_HORIZON_COLUMNS
 
 
 def _step_row(r: StepReport) -> tuple[float, ...]:
@@ -32,9 +36,42 @@ def _step_row(r: StepReport) -> tuple[float, ...]:
     return tuple(map(_number, (r.step, r.tokens, r.time_s, r.loss, r.lr, r.grad_norm, r.tokens_per_s, r.ms_per_iter)))
 
 
+def _horizons(values: Any) -> list[float]:
+    """A per-horizon list as ``MAX_HORIZONS`` numbers (NaN where missing)."""
+    values = list(values) if isinstance(values, (list, tuple)) else []
+    return [_number(v) for v in values[:MAX_HORIZONS]] + [math.nan] * (MAX_HORIZONS - min(len(values), MAX_HORIZONS))
+
+
 def _eval_row(r: EvalReport) -> tuple[float, ...]:
-    """An eval report as a row of ``EVAL_COLUMNS``."""
-    return tuple(map(_number, (r.step, r.tokens, r.time_s, r.train_loss, r.val_loss, r.val_ppl, r.train_ppl)))
+    """An eval report as a row of ``EVAL_COLUMNS`` (its headline figures are head 1's)."""
+    headline = (r.step, r.tokens, r.time_s, r.train_loss, r.val_loss, r.val_ppl, r.train_ppl)
+    return (*map(_number, headline), *_horizons(r.val_loss_per_horizon), *_horizons(r.train_loss_per_horizon))
+
+
+def _eval_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """A ``metrics.jsonl`` eval record flattened to ``EVAL_COLUMNS``, head 1 as the headline whatever the record's
+    age (runs logged before head 1 was the headline wrote the mean over heads as ``val_loss``)."""
+    from shiftstudio.core.runs.metrics import headline_val_loss
+
+    out = dict(rec)
+    val_h, train_h = rec.get("val_loss_per_horizon"), rec.get("train_loss_per_horizon")
+    val = headline_val_loss(rec)
+    out["val_loss"] = val
+    if isinstance(val_h, list) and val_h:  # the ppl logged with a mean loss was exp(mean): recomputed for head 1
+        out["val_ppl"] = _exp(val)
+    if isinstance(train_h, list) and train_h and isinstance(train_h[0], (int, float)):
+        out["train_loss"] = float(train_h[0])
+        out["train_ppl"] = _exp(float(train_h[0]))
+    out.update(zip(VAL_HORIZON_COLUMNS, _horizons(val_h)))
+    out.update(zip(TRAIN_HORIZON_COLUMNS, _horizons(train_h)))
+    return out
+
+
+def _exp(value: Any) -> float:
+    try:
+        return math.exp(float(value)) if value is not None else math.nan
+    except (OverflowError, TypeError, ValueError):
+        return math.nan
 
 
 def _number(value: Any) -> float:
@@ -95,10 +132,12 @@ class MetricsStore:
         self.evals = Series(EVAL_COLUMNS)
         self.version = 0  # moves with any change
         self.eval_version = 0  # moves when the evals change
+        self.horizons = 1  # K of the run's evals: how many horizons have a loss of their own
 
     def clear(self) -> None:
         self.steps.clear()
         self.evals.clear()
+        self.horizons = 1
         self.version += 1
         self.eval_version += 1
 
@@ -112,6 +151,7 @@ class MetricsStore:
         row = _eval_row(report)
         self._drop_after(row[0], self.evals)
         self.evals.append([row])
+        self.horizons = max(self.horizons, min(len(report.val_loss_per_horizon), MAX_HORIZONS))
         self.version += 1
         self.eval_version += 1
 
@@ -138,13 +178,25 @@ class MetricsStore:
             if kind == "train":
                 steps.append(rec)
             elif kind == "eval":
-                evals.append(rec)
+                evals.append(_eval_record(rec))
         self.steps.append(_rows(steps, STEP_COLUMNS))
         self.evals.append(_rows(evals, EVAL_COLUMNS))
         self._dedupe()
+        self.horizons = self._horizons_seen()
         self.version += 1
         self.eval_version += 1
         return count
+
+    def _horizons_seen(self) -> int:
+        """The largest horizon with a validation loss in the evals (1 when none has any)."""
+        for k in range(MAX_HORIZONS, 1, -1):
+            if np.isfinite(self.evals[f"val_loss_h{k}"]).any():
+                return k
+        return 1
+
+    def horizon_loss(self, k: int, split: str = "val") -> np.ndarray:
+        """The ``split`` ('val' or 'train') loss of head ``k`` (1-based) at each eval (NaN where not logged)."""
+        return self.evals[f"{split}_loss_h{k}"]
 
     def _dedupe(self) -> None:
         """Sort by step, keeping the last record of a step logged twice."""
@@ -161,14 +213,17 @@ class MetricsStore:
             series.append(data.T)
 
     def to_csv(self, path: str | Path) -> None:
-        """One row per step report and per eval, sorted by step."""
-        columns = ["kind", *STEP_COLUMNS, *EVAL_COLUMNS[3:]]
+        """One row per step report and per eval, sorted by step. The eval columns are head 1's (the headline);
+        with more than one horizon, each head's validation and training loss follow (``val_loss_h1`` …)."""
+        k = self.horizons
+        eval_columns = [*HEADLINE_COLUMNS[3:], *((*VAL_HORIZON_COLUMNS[:k], *TRAIN_HORIZON_COLUMNS[:k]) if k > 1 else ())]
+        columns = ["kind", *STEP_COLUMNS, *eval_columns]
         rows: list[list[Any]] = []
         for i in range(len(self.steps)):
-            rows.append(["train", *(self.steps[c][i] for c in STEP_COLUMNS), *([math.nan] * (len(EVAL_COLUMNS) - 3))])
+            rows.append(["train", *(self.steps[c][i] for c in STEP_COLUMNS), *([math.nan] * len(eval_columns))])
         for i in range(len(self.evals)):
             rec = {c: self.evals[c][i] for c in EVAL_COLUMNS}
-            rows.append(["eval", *(rec.get(c, math.nan) for c in STEP_COLUMNS), *(rec[c] for c in EVAL_COLUMNS[3:])])
+            rows.append(["eval", *(rec.get(c, math.nan) for c in STEP_COLUMNS), *(rec[c] for c in eval_columns)])
         rows.sort(key=lambda r: (r[1], r[0] == "eval"))
         with open(path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)

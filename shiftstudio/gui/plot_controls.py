@@ -18,6 +18,15 @@ from shiftstudio.format import human_count, human_duration, short_float
 
 X_MODES = {"step": ("step", "Step"), "tokens": ("tokens", "Tokens seen"), "time": ("time_s", "Wall time")}
 VAL_COLOR = "#e8710a"
+# validation loss of heads 2, 3, … (head 1, the headline, is VAL_COLOR); cycled past the eighth
+HORIZON_COLORS = ("#c2185b", "#7b1fa2", "#00897b", "#6d4c41", "#1e88e5", "#9e9d24", "#546e7a", "#d81b60")
+HORIZONS_TIP = ("Show the validation loss of every horizon t+1 … t+K, not only t+1 (next-token prediction, "
+                "the headline that runs of any shift are compared on)")
+
+
+def horizon_color(k: int) -> str:
+    """The colour of head ``k``'s validation curve (1-based; head 1 is the headline's)."""
+    return VAL_COLOR if k <= 1 else HORIZON_COLORS[(k - 2) % len(HORIZON_COLORS)]
 
 
 class PlotToolbar(QWidget):
@@ -26,6 +35,7 @@ class PlotToolbar(QWidget):
     smoothing_changed = Signal(float)  # 0 … 0.99
     log_y_toggled = Signal(bool)
     x_mode_changed = Signal(str)  # a key of X_MODES
+    horizons_toggled = Signal(bool)
     fit_requested = Signal()
     export_png_requested = Signal()
     export_csv_requested = Signal()
@@ -47,6 +57,9 @@ class PlotToolbar(QWidget):
         self.log_y_check = QCheckBox("Log y", self)
         self.log_y_check.setObjectName("plot_log_y_checkbox")
         self.log_y_check.setToolTip("Logarithmic y axis for loss and perplexity")
+        self.horizons_check = QCheckBox("Every horizon", self)
+        self.horizons_check.setObjectName("plot_horizons_checkbox")
+        self.set_horizons(1)
         self.x_combo = QComboBox(self)
         self.x_combo.setObjectName("plot_x_axis_combo")
         self.x_combo.setToolTip("What the x axis counts: optimizer steps, tokens seen or wall time")
@@ -66,6 +79,7 @@ class PlotToolbar(QWidget):
             bar.addWidget(w)
         bar.addSpacing(12)
         bar.addWidget(self.log_y_check)
+        bar.addWidget(self.horizons_check)
         bar.addSpacing(12)
         bar.addWidget(x_label)
         bar.addWidget(self.x_combo)
@@ -75,6 +89,7 @@ class PlotToolbar(QWidget):
         bar.addWidget(self.export_csv_button)
         self.smoothing_slider.valueChanged.connect(self._on_smoothing_slider_value_changed)
         self.log_y_check.toggled.connect(self.log_y_toggled)
+        self.horizons_check.toggled.connect(self.horizons_toggled)
         self.x_combo.currentIndexChanged.connect(self._on_x_combo_index_changed)
         self.fit_button.clicked.connect(self.fit_requested)
         self.export_png_button.clicked.connect(self.export_png_requested)
@@ -91,6 +106,11 @@ class PlotToolbar(QWidget):
     def set_log_y(self, on: bool) -> None:
         self.log_y_check.setChecked(on)
 
+    def set_horizons(self, k: int) -> None:
+        """The run has ``k`` horizons: "Every horizon" is only offered when there is more than one."""
+        self.horizons_check.setEnabled(k > 1)
+        self.horizons_check.setToolTip(HORIZONS_TIP if k > 1 else HORIZONS_TIP + ". This run has one horizon (shift = 1).")
+
     def _on_smoothing_slider_value_changed(self, value: int) -> None:
         weight = value / 100
         self.smoothing_value.setText(f"{weight:.2f}")
@@ -100,16 +120,17 @@ class PlotToolbar(QWidget):
         self.x_mode_changed.emit(self.x_combo.itemData(index) or "step")
 
 
-def readout_text(steps: Any, evals: Any, i: int, smoothed_loss: float, x_column: str) -> str:
+def readout_text(steps: Any, evals: Any, i: int, smoothed_loss: float, x_column: str, horizons: int = 1) -> str:
     """The read-out line (rich text) for step row ``i`` of ``steps`` and the last evaluation at or before it.
 
-    ``steps`` and ``evals`` are the metrics store's series; ``x_column`` is the column the x axis shows.
+    ``steps`` and ``evals`` are the metrics store's series; ``x_column`` is the column the x axis shows. With
+    ``horizons`` > 1 the validation loss of each head follows the headline (head 1's).
     """
     parts = [
         f"<b>step {int(steps['step'][i]):,}</b>",
         f"{human_count(steps['tokens'][i])} tokens",
         human_duration(steps["time_s"][i]),
-        f"loss <b>{short_float(steps['loss'][i])}</b> (smoothed {short_float(smoothed_loss)})",
+        f"loss{' (all heads)' if horizons > 1 else ''} <b>{short_float(steps['loss'][i])}</b> (smoothed {short_float(smoothed_loss)})",
         f"lr {short_float(steps['lr'][i])}",
         f"grad {short_float(steps['grad_norm'][i])}",
         f"{human_count(steps['tokens_per_s'][i])} tok/s",
@@ -117,8 +138,13 @@ def readout_text(steps: Any, evals: Any, i: int, smoothed_loss: float, x_column:
     if len(evals):
         j = int(np.searchsorted(evals[x_column], steps[x_column][i], side="right")) - 1
         if j >= 0:
+            head = " t+1" if horizons > 1 else ""
             parts.append(
-                f"<span style='color:{VAL_COLOR}'>val <b>{short_float(evals['val_loss'][j])}</b>"
+                f"<span style='color:{VAL_COLOR}'>val{head} <b>{short_float(evals['val_loss'][j])}</b>"
                 f" (ppl {short_float(evals['val_ppl'][j])}) @ {int(evals['step'][j]):,}</span>"
             )
+            for k in range(2, horizons + 1):
+                value = evals[f"val_loss_h{k}"][j]
+                if np.isfinite(value):
+                    parts.append(f"<span style='color:{horizon_color(k)}'>t+{k} {short_float(value)}</span>")
     return " · ".join(parts)

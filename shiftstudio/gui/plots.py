@@ -25,8 +25,11 @@ pyqtgraph's own auto-range every redraw re-lays out all ten axes, ~60 ms of
 the GUI thread on a small CPU; with sticky ranges a redraw is a few ms.
 Panning or zooming with the mouse stops the following; "Fit" resumes it.
 
-The plots and their items are built in :mod:`shiftstudio.gui.plot_canvas`;
-the toolbar and the read-out line are in :mod:`shiftstudio.gui.plot_controls`.
+The plots and their items (and the legends, in the titles) are built in
+:mod:`shiftstudio.gui.plot_canvas`; the toolbar and the read-out line are in
+:mod:`shiftstudio.gui.plot_controls`; Export PNG draws a copy off screen
+(:mod:`shiftstudio.gui.plot_export`). The validation curve is head 1's (the
+headline); "Every horizon" adds one per head of a ``shift > 1`` run.
 """
 
 from __future__ import annotations
@@ -36,15 +39,17 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from shiftstudio.gui.metrics_store import Ema, MetricsStore
-from shiftstudio.gui.plot_canvas import PLOT_ITEMS, PlotCanvas
+from shiftstudio.gui.plot_canvas import PlotCanvas, horizon_item
 from shiftstudio.gui.plot_controls import X_MODES, PlotToolbar, readout_text
 from shiftstudio.gui.plot_items import Extent, _Trace, peak_downsample, sticky_range
 
 REDRAW_MS = 100
+EXPORT_SIZE = QSize(1600, 1000)  # Export PNG draws the plots at this size, whatever their size on screen
 
 
 class CurvesView(QWidget):
@@ -70,15 +75,22 @@ class CurvesView(QWidget):
         self._syncing_x = False
         self._shown_points = 0
         self._view_dirty = False  # a view was resized: the downsampling may need another bucket size
-        self._traces = {name: _Trace() for names in PLOT_ITEMS.values() for name in names}
+        self.show_horizons = False  # a validation curve for every head, not only head 1's
+        self._horizons = 1  # horizons of the run on screen, as the store last said
         self._x_seen = {"loss_raw": Extent(), "val_loss": Extent()}  # the x of the steps and of the evals
         self.toolbar = PlotToolbar(self.smoothing, self)
         self.readout = QLabel(" ", self)
         self.readout.setObjectName("plot_readout_label")
         self.readout.setToolTip("Values under the mouse pointer")
         self.readout.setTextFormat(Qt.RichText)
+        # One line, whatever it says: its text never widens the pane nor changes its height (the panes around
+        # the plots would shift as the mouse comes in).
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.readout.setFixedHeight(self.readout.fontMetrics().lineSpacing() + 6)
         self.graphics = PlotCanvas(self)
-        self.plots, self.items, self.legends = self.graphics.plots, self.graphics.items, self.graphics.legends
+        self.graphics.installEventFilter(self)  # the mouse leaving the plots hides the read-out
+        self.plots, self.items = self.graphics.plots, self.graphics.items
+        self._traces = {name: _Trace() for names in self.graphics.plot_items.values() for name in names}
         self.graphics.set_x_mode(self.x_mode)
         for plot in self.plots.values():
             box = plot.getViewBox()
@@ -99,6 +111,7 @@ class CurvesView(QWidget):
         self.toolbar.smoothing_changed.connect(self._on_toolbar_smoothing_changed)
         self.toolbar.log_y_toggled.connect(self._on_toolbar_log_y_toggled)
         self.toolbar.x_mode_changed.connect(self._on_toolbar_x_mode_changed)
+        self.toolbar.horizons_toggled.connect(self._on_toolbar_horizons_toggled)
         self.toolbar.fit_requested.connect(self._on_toolbar_fit_requested)
         self.toolbar.export_png_requested.connect(self.export_png_requested)
         self.toolbar.export_csv_requested.connect(self.export_csv_requested)
@@ -115,7 +128,10 @@ class CurvesView(QWidget):
         self._drawn_version = self.store.version
         self._shown_points = len(self.store.steps)
         self._view_dirty = False
-        sources = self._sources()
+        if self.store.horizons != self._horizons:
+            self._set_horizons(self.store.horizons)
+            shrank = True
+        sources = self.sources()
         if self.follow:
             self._fit_ranges(sources, force=shrank)
         self._push_data(sources)
@@ -126,7 +142,7 @@ class CurvesView(QWidget):
         ema = self._ema_loss if name == "loss" else self._ema_grad
         return ema(steps[name], self.smoothing, steps.epoch)
 
-    def _sources(self) -> dict[str, tuple[np.ndarray, np.ndarray, Any]]:
+    def sources(self) -> dict[str, tuple[np.ndarray, np.ndarray, Any]]:
         """Item -> (x, y, key): the whole curve, and what its first points depend on (for the caches)."""
         steps, evals = self.store.steps, self.store.evals
         column = X_MODES[self.x_mode][0]
@@ -143,16 +159,19 @@ class CurvesView(QWidget):
             "grad_norm_raw": (x, steps["grad_norm"], raw),
             "grad_norm": (x, self._smoothed("grad_norm"), smooth),
             "tokens_per_s": (x, steps["tokens_per_s"], raw),
+            **{horizon_item(k): (ex, self.store.horizon_loss(k), val) for k in range(2, self.graphics.horizons + 1)},
         }
 
     def _push_data(self, sources: dict[str, tuple[np.ndarray, np.ndarray, Any]] | None = None) -> None:
         """setData on the items whose points or view changed, with their points clipped and peak downsampled."""
-        sources = self._sources() if sources is None else sources
-        for plot_key, names in PLOT_ITEMS.items():
+        sources = self.sources() if sources is None else sources
+        for plot_key, names in self.graphics.plot_items.items():
             box = self.plots[plot_key].getViewBox()
             view = tuple(box.viewRange()[0])
             width = round(box.width())
             for name in names:
+                if not self.graphics.is_shown(name):
+                    continue  # (a horizon curve turned off)
                 x, y, key = sources[name]
                 trace = self._traces[name]
                 signature = (len(y), key, self.x_mode, view, width)
@@ -176,7 +195,7 @@ class CurvesView(QWidget):
 
     def update_ranges(self, force: bool = False) -> None:
         """Fit x to the run and each y to its data, moving a range only when it no longer fits."""
-        sources = self._sources()
+        sources = self.sources()
         self._fit_ranges(sources, force)
         self._push_data(sources)  # (for the new x range)
 
@@ -196,10 +215,12 @@ class CurvesView(QWidget):
             target = old[1] if old is not None and x_hi <= old[1] else x_hi * (1.0 if extent else 1.25)
         target = target or 1.0
         ranges: dict[str, tuple[float, float] | None] = {"x": (0.0, target)}
-        for key, names in PLOT_ITEMS.items():
+        for key, names in self.graphics.plot_items.items():
             log = self.log_y and key in ("loss", "ppl")
             lo, hi = math.inf, -math.inf
-            for name in names:  # bounds of all the data, extended as it grows
+            for name in names:  # bounds of all the data shown, extended as it grows
+                if not self.graphics.is_shown(name):
+                    continue
                 _, y, data_key = sources[name]
                 seen = self._traces[name].extent.update(y, data_key, np.exp if name == "train_ppl" else None)
                 item_lo, item_hi = seen.bounds(log)
@@ -215,7 +236,7 @@ class CurvesView(QWidget):
             if ranges["x"] != self._ranges.get("x"):
                 margin = 0.01 * target
                 self.plots["loss"].getViewBox().setXRange(-margin, target + margin, padding=0)
-            for key in PLOT_ITEMS:
+            for key in self.graphics.plot_items:
                 if ranges[key] is not None and ranges[key] != self._ranges.get(key):
                     self.plots[key].getViewBox().setYRange(*ranges[key], padding=0)
         finally:
@@ -272,15 +293,37 @@ class CurvesView(QWidget):
     def set_log_y(self, on: bool) -> None:
         self.toolbar.set_log_y(on)
 
+    def set_show_horizons(self, on: bool) -> None:
+        self.toolbar.horizons_check.setChecked(on)
+
     def view_settings(self) -> dict[str, Any]:
         """The view options, for the window to remember between starts."""
-        return {"smoothing": self.smoothing, "x_mode": self.x_mode, "log_y": self.log_y}
+        return {"smoothing": self.smoothing, "x_mode": self.x_mode, "log_y": self.log_y, "horizons": self.show_horizons}
 
     def apply_view_settings(self, saved: dict[str, Any]) -> None:
         """Options saved by :meth:`view_settings` (any missing one keeps its default)."""
         self.set_smoothing(float(saved.get("smoothing", self.smoothing)))
         self.set_x_mode(str(saved.get("x_mode", "step")))
         self.set_log_y(bool(saved.get("log_y", False)))
+        self.set_show_horizons(bool(saved.get("horizons", False)))
+
+    def _set_horizons(self, k: int) -> None:
+        """The run on screen has ``k`` horizons: the toggle, the curves (made once) and the legend follow."""
+        self._horizons = k
+        self.toolbar.set_horizons(k)
+        for name in self.graphics.ensure_horizons(k):
+            self._traces[name] = _Trace()
+        self.graphics.set_horizons(k, self.show_horizons)
+
+    def _on_toolbar_horizons_toggled(self, on: bool) -> None:
+        self.show_horizons = on
+        self.graphics.set_horizons(self._horizons, on)
+        for k in range(2, self.graphics.horizons + 1):
+            self._traces[horizon_item(k)].shown = None  # drawn afresh when shown again
+        if self.follow:
+            self.update_ranges(force=True)  # (the loss plot's range covers the curves shown)
+        else:
+            self._push_data()
 
     def _on_toolbar_smoothing_changed(self, weight: float) -> None:
         self.smoothing = weight
@@ -306,7 +349,17 @@ class CurvesView(QWidget):
             if plot.sceneBoundingRect().contains(pos):
                 self.show_readout_at(plot.getViewBox().mapSceneToView(pos).x())
                 return
+        self.hide_readout()
+
+    def hide_readout(self) -> None:
+        """The mouse left the plots: no cursor line, no values (the line keeps its height)."""
         self.graphics.hide_cursor()
+        self.readout.setText(" ")
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if obj is self.graphics and event.type() == QEvent.Type.Leave:
+            self.hide_readout()
+        return super().eventFilter(obj, event)
 
     def show_readout_at(self, x: float) -> str:
         steps, evals = self.store.steps, self.store.evals
@@ -318,14 +371,21 @@ class CurvesView(QWidget):
         if i > 0 and abs(xs[i - 1] - x) < abs(xs[i] - x):
             i -= 1
         self.graphics.show_cursor(xs[i])
-        text = readout_text(steps, evals, i, self._smoothed("loss")[i], column)
+        text = readout_text(steps, evals, i, self._smoothed("loss")[i], column, self.store.horizons)
         self.readout.setText(text)
         return text
 
     # -- export --------------------------------------------------------------
-    def export_png(self, path: str) -> bool:
+    def export_png(self, path: str, size: QSize = EXPORT_SIZE) -> bool:
+        """Save the plots as they are on screen (ranges, options), drawn at ``size`` whatever their size here."""
+        return self.export_image(size).save(path, "PNG")
+
+    def export_image(self, size: QSize = EXPORT_SIZE) -> QImage:
+        """The plots drawn off screen at ``size``: the same ranges, curves and options as on screen."""
+        from shiftstudio.gui.plot_export import render_plots
+
         self.refresh()
-        return self.graphics.grab().save(path, "PNG")
+        return render_plots(self, size)
 
     def export_csv(self, path: str) -> None:
         self.store.to_csv(path)

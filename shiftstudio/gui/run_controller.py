@@ -4,8 +4,13 @@ The controller lives in the GUI thread. For each run it creates a
 :class:`~shiftstudio.gui.workers.TrainingWorker` on a fresh ``QThread``,
 connects the worker's signals to its own ``_on_worker_*`` methods (queued
 delivery) and re-emits them, so panes connect once to the controller rather
-than to short-lived workers. Its actions (Start F5, Pause/Resume F6, Stop
-Shift+F5, Save checkpoint Ctrl+S) are shared by the menus and the Train pane.
+than to short-lived workers. Its actions (Start F5, Start new run Ctrl+F5,
+Pause/Resume F6, Stop Shift+F5, Save checkpoint Ctrl+S; see
+:mod:`~shiftstudio.gui.run_actions`) are shared by the menus and the Train
+pane; what Start does now is :meth:`RunController.plan` (see
+:mod:`~shiftstudio.gui.run_plan`). While the window is still loading, Start
+is *held*: a press is queued, said so, and carried out when the window
+releases it.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal
-from PySide6.QtGui import QAction, QKeySequence
 
 from shiftstudio.config import RunConfig
-from shiftstudio.core.errors import Cancelled
-from shiftstudio.core.runs.layout import RunLayout, step_of
 from shiftstudio.core.train.control import ViewRequest
 from shiftstudio.gui.config_model import ConfigModel
+from shiftstudio.gui.run_actions import RunActions
+from shiftstudio.gui.run_openers import OpenedRun, latest_checkpoint_step, new_run, read_run, resume_run
+from shiftstudio.gui.run_plan import RESUME, OpenRun, StartPlan, start_plan
 from shiftstudio.gui.workers import CancelFn, ProgressFn, Task, TrainerLike, TrainingWorker, keep_gui_responsive
 
 log = logging.getLogger(__name__)
@@ -29,67 +34,11 @@ log = logging.getLogger(__name__)
 IDLE, PREPARING, RUNNING, PAUSED, STOPPING, FINISHED, STOPPED, FAILED = (
     "idle", "preparing", "running", "paused", "stopping", "finished", "stopped", "failed",
 )
-SAMPLE_PROMPT = ""  # samples at each evaluation start from the end-of-text token (or id 0)
 ACTIVE_STATES = (PREPARING, RUNNING, PAUSED, STOPPING)
 STATE_TEXT = {
     IDLE: "Idle", PREPARING: "Preparing data", RUNNING: "Training", PAUSED: "Paused",
     STOPPING: "Stopping…", FINISHED: "Finished", STOPPED: "Stopped", FAILED: "Failed",
 }
-
-
-def _limit_cpu_threads(config: RunConfig) -> None:
-    """In the training thread, before the engine sets up: 'automatic' threads leave a core to the window."""
-    if config.train.num_threads == 0:
-        import torch
-
-        from shiftstudio.gui.session import default_cpu_threads
-
-        wanted = default_cpu_threads()
-        if torch.get_num_threads() > wanted:
-            torch.set_num_threads(wanted)
-
-
-def _new_run(config: RunConfig) -> Callable:
-    def open_trainer(progress, cancel):
-        _limit_cpu_threads(config)
-        from shiftstudio.core.runs.folder import create_run
-        from shiftstudio.core.data.store import prepare
-        from shiftstudio.core.train.trainer import Trainer
-
-        store = prepare(config.data, progress=progress, cancel=cancel)
-        if cancel():
-            raise Cancelled()
-        run_dir = create_run(config, store)
-        return Trainer(run_dir, store, sample_prompt=SAMPLE_PROMPT)
-
-    return open_trainer
-
-
-def _resume_run(run_dir: Path, max_iters: int) -> Callable:
-    def open_trainer(progress, cancel):
-        from shiftstudio.core.train.trainer import Trainer
-
-        trainer = Trainer(run_dir, max_iters=max_iters, sample_prompt=SAMPLE_PROMPT)
-        _limit_cpu_threads(trainer.config)
-        return trainer
-
-    return open_trainer
-
-
-def _read_run(run_dir: Path) -> Callable:
-    def work(progress, cancel) -> tuple[Path, RunConfig, list[dict[str, Any]]]:
-        from shiftstudio.core.runs.metrics import read_metrics
-        from shiftstudio.core.runs.folder import load_run_config
-
-        config = load_run_config(run_dir)
-        return run_dir, config, read_metrics(run_dir, ("train", "eval", "sample"))
-
-    return work
-
-
-def has_checkpoint(run_dir: Path | None) -> bool:
-    folder = None if run_dir is None else RunLayout(run_dir).checkpoints_dir
-    return folder is not None and folder.is_dir() and any(step_of(p.name) is not None for p in folder.iterdir())
 
 
 class RunController(QObject):
@@ -109,6 +58,8 @@ class RunController(QObject):
     run_opened = Signal(object, object)  # run folder, its metrics records (list of dicts)
     open_failed = Signal(str, str, bool)
     thread_finished = Signal()
+    plan_changed = Signal(object)  # StartPlan: what Start (F5) does now
+    start_queued = Signal(str)  # Start was pressed while held: what it waits for ('' = no longer waiting)
 
     def __init__(self, config: ConfigModel, parent: QObject | None = None):
         super().__init__(parent)
@@ -116,31 +67,30 @@ class RunController(QObject):
         self._metrics = None
         self.state = IDLE
         self.run_dir: Path | None = None
-        self.run_config: RunConfig | None = None  # the config the current run folder was made with
+        self.run_config: RunConfig | None = None  # the config the current run folder trains with (its plan too)
         self.step = 0
         self.max_iters = 0
+        self.checkpoint_step: int | None = None  # the run folder's newest checkpoint: where a resume starts
+        self._new_config: RunConfig | None = None  # a new run's, until it has started
         self._ms_per_iter = 0.0
         self._thread: QThread | None = None
         self._worker: TrainingWorker | None = None
         self._open_task: Task | None = None
         self._views = ViewRequest()
-        self.start_action = self._action("Start training", "train_start_action", "F5", self.start)
-        self.pause_action = self._action("Pause", "train_pause_action", "F6", self.toggle_pause)
-        self.stop_action = self._action("Stop", "train_stop_action", "Shift+F5", self.stop)
-        self.checkpoint_action = self._action("Save checkpoint now", "train_checkpoint_action", "Ctrl+S", self.save_checkpoint)
-        self.pause_action.setToolTip("Pause training between two steps (F6); press again to resume")
-        self.stop_action.setToolTip("Stop training and save a checkpoint (Shift+F5)")
-        self.checkpoint_action.setToolTip("Save a checkpoint at the next step without stopping (Ctrl+S)")
+        # asked before a new run leaves a resumable one behind (the window asks with a dialog; tests answer)
+        self.confirm_new_run: Callable[[str], bool] = lambda question: True
+        self.actions = RunActions(self)
+        self.start_action, self.new_run_action = self.actions.start, self.actions.new_run
+        self.pause_action, self.stop_action, self.checkpoint_action = self.actions.pause, self.actions.stop, self.actions.checkpoint
+        self.actions.pressed.connect(self._on_actions_pressed)
+        self.actions.start_queued.connect(self.start_queued)
+        self.pause_action.triggered.connect(self._on_pause_action_triggered)
+        self.stop_action.triggered.connect(self._on_stop_action_triggered)
+        self.checkpoint_action.triggered.connect(self._on_checkpoint_action_triggered)
         config.validity_changed.connect(self._on_config_validity_changed)
         config.values_changed.connect(self._on_config_values_changed)
+        config.links_changed.connect(self._on_config_links_changed)
         self._update_actions()
-
-    def _action(self, text: str, name: str, shortcut: str, slot: Callable) -> QAction:
-        action = QAction(text, self)
-        action.setObjectName(name)
-        action.setShortcut(QKeySequence(shortcut))
-        action.triggered.connect(slot)
-        return action
 
     @property
     def metrics(self):
@@ -172,31 +122,23 @@ class RunController(QObject):
             self.state_changed.emit(state)
         self._update_actions()
 
-    def plan(self) -> tuple[bool, str, str]:
-        """(can start?, 'new' | 'resume' | '', a sentence for the tooltip)."""
-        if self.is_active:
-            return False, "", "A run is in progress."
-        if not self.config.is_valid:
-            return False, "", f"Fix the settings first: {self.config.error}"
-        cfg = self.config.config
-        if self.run_config is not None and self.run_dir is not None and has_checkpoint(self.run_dir):
-            same = cfg.updated({"max_iters": self.run_config.train.max_iters}).to_dict() == self.run_config.to_dict()
-            if same and self.step < cfg.train.max_iters:
-                return True, "resume", f"Resume {self.run_dir.name} from step {self.step:,} to {cfg.train.max_iters:,} (F5)"
-        return True, "new", "Start a new training run with these settings (F5)"
+    @property
+    def open_run_info(self) -> OpenRun | None:
+        """The run folder on screen (opened, or the last run trained), if any."""
+        if self.run_dir is None or self.run_config is None:
+            return None
+        return OpenRun(self.run_dir, self.run_config, self.checkpoint_step)
+
+    def plan(self) -> StartPlan:
+        """What Start (F5) does now: resume the open run, start a new one, or nothing (and why)."""
+        config = self.config
+        return start_plan(self.is_active, config.error, config.config, config.linked_keys(), self.open_run_info)
 
     def _update_actions(self) -> None:
-        ok, mode, why = self.plan()
-        self.start_action.setEnabled(ok)
-        self.start_action.setText("Resume run" if mode == "resume" else "Start training")
-        self.start_action.setToolTip(why)
-        running = self.state in (RUNNING, PAUSED)
-        self.pause_action.setEnabled(running)
-        self.pause_action.setText("Resume" if self.state == PAUSED else "Pause")
-        self.stop_action.setEnabled(self.state in (PREPARING, RUNNING, PAUSED))
-        # while paused the engine sits in its pause wait and only looks at the request after resuming
-        self.checkpoint_action.setEnabled(self.state == RUNNING)
-        self.availability_changed.emit(ok, why)
+        plan = self.plan()
+        self.actions.update(plan, self.state)
+        self.availability_changed.emit(plan.ok, plan.why)
+        self.plan_changed.emit(plan)
 
     def _on_config_validity_changed(self, error: str) -> None:
         self._update_actions()
@@ -204,30 +146,75 @@ class RunController(QObject):
     def _on_config_values_changed(self, keys: set[str]) -> None:
         self._update_actions()
 
+    def _on_config_links_changed(self) -> None:  # (a resume may keep linked fields at the run's values)
+        self._update_actions()
+
+    # -- presses of the actions ------------------------------------------------
+    def hold_starts(self, reason: str) -> None:
+        """Until :meth:`release_starts`, a press of Start is queued (``start_queued`` says ``reason``)."""
+        self.actions.hold(reason)
+
+    def release_starts(self) -> None:
+        """Stop holding; a queued press is carried out now."""
+        queued = self.actions.release()
+        if queued is not None:
+            self.request_start(new=queued)
+
+    @property
+    def queued_start(self) -> str:
+        """While a press of Start waits: what it waits for ('' otherwise)."""
+        return self.actions.queued
+
+    def _on_actions_pressed(self, new: bool) -> None:
+        self.request_start(new=new)
+
+    def _on_pause_action_triggered(self) -> None:
+        self.toggle_pause()
+
+    def _on_stop_action_triggered(self) -> None:
+        self.stop()
+
+    def _on_checkpoint_action_triggered(self) -> None:
+        self.save_checkpoint()
+
     # -- commands ------------------------------------------------------------
-    def start(self) -> bool:
-        """Start (or resume) the run the settings describe, as :meth:`plan` says; False when it cannot."""
-        ok, mode, why = self.plan()
-        if not ok:
+    def request_start(self, new: bool = False) -> bool:
+        """What a press of Start does (``new``: of Start new run): as :meth:`start`, but a new run that would
+        leave a resumable run behind is confirmed first (``confirm_new_run``)."""
+        plan = self.plan()
+        if not plan.ok:
+            return False
+        if plan.mode == RESUME and new:
+            run = self.open_run_info
+            question = f"Start a new run? The open run ({run.where()}) can be resumed instead (Resume run, F5)." if run else ""
+        else:
+            question = plan.question
+        if question and not self.confirm_new_run(question):
+            return False
+        return self.start(new=new)
+
+    def start(self, new: bool = False) -> bool:
+        """Start (or resume) the run the settings describe, as :meth:`plan` says (``new``: a new run even when
+        the open one could be resumed); False when it cannot. Asks nothing: see :meth:`request_start`."""
+        plan = self.plan()
+        if not plan.ok:
             return False
         config = self.config.config
-        if mode == "resume":
+        if plan.mode == RESUME and not new:
             assert self.run_dir is not None
-            opener = _resume_run(self.run_dir, config.train.max_iters)
+            if plan.kept:  # the run trains with its own linked settings: the form shows them
+                self.config.load_flat(plan.kept)
+            opener = resume_run(self.run_dir, config.train.max_iters)
         else:
-            opener = _new_run(config)
-            self.run_config = config
+            opener = new_run(config, self.config.preset)
+            self._new_config = config  # the open run stays open until the new one has its folder
         self.max_iters = config.train.max_iters
         return self.start_with(opener)
 
     def start_with(self, opener: Callable[[ProgressFn, CancelFn], TrainerLike]) -> bool:
-        """Run the trainer that ``opener(progress, cancel)`` sets up, on a new training thread.
-
-        :meth:`start` uses it with an opener that prepares the data and creates (or reopens) the run folder;
-        tools and tests can hand in any opener, e.g. one returning a stand-in that follows
-        :class:`~shiftstudio.gui.workers.TrainerLike`. The run goes through the same states and signals as
-        any other. Returns False (and starts nothing) while a run is active.
-        """
+        """Run the trainer that ``opener(progress, cancel)`` sets up (any :class:`~shiftstudio.gui.workers.TrainerLike`:
+        tools and tests may hand in a stand-in) on a new training thread, through the same states and signals as
+        :meth:`start`'s runs. Returns False (and starts nothing) while a run is active."""
         if self.is_active:
             return False
         keep_gui_responsive()
@@ -259,6 +246,7 @@ class RunController(QObject):
         if self._worker is not None and self.state == RUNNING:
             self._worker.pause()
             self._set_state(PAUSED)
+            self.progress_changed.emit(self.step, self.max_iters, float("nan"))  # no ETA while paused
 
     def resume(self) -> None:
         if self._worker is not None and self.state == PAUSED:
@@ -275,7 +263,8 @@ class RunController(QObject):
             self._set_state(STOPPING)
 
     def save_checkpoint(self) -> None:
-        if self._worker is not None and self.state == RUNNING:
+        """Ask for a checkpoint at the next step boundary (served while paused too)."""
+        if self._worker is not None and self.state in (RUNNING, PAUSED):
             self._worker.request_checkpoint()
 
     def set_views(self, views: ViewRequest) -> None:
@@ -303,11 +292,20 @@ class RunController(QObject):
         return self._thread is None or self._thread.wait()
 
     # -- opening a run folder ------------------------------------------------
-    def open_run(self, run_dir: str | Path) -> bool:
+    @property
+    def opening(self) -> bool:
+        """A run folder is being read."""
+        return self._open_task is not None
+
+    def open_run(self, run_dir: str | Path, load_config: bool = True) -> bool:
+        """Read a run folder in a worker: its curves, where it stands, and (``load_config``) its settings into the
+        form. Without ``load_config`` the form keeps its settings (the window reopening the last run at start
+        with the settings it was left with)."""
         if self.is_active:
             self.open_failed.emit("Stop the current run before opening another one.", "", True)
             return False
-        task = Task(_read_run(Path(run_dir)), "Opening run")
+        task = Task(read_run(Path(run_dir)), "Opening run")
+        task.setProperty("load_config", load_config)
         task.succeeded.connect(self._on_open_task_succeeded)
         task.failed.connect(self._on_open_task_failed)
         task.finished.connect(self._on_open_task_finished)
@@ -315,16 +313,18 @@ class RunController(QObject):
         task.start()
         return True
 
-    def _on_open_task_succeeded(self, result: tuple) -> None:
-        run_dir, config, records = result
-        self.run_dir, self.run_config = run_dir, config
-        steps = [int(r.get("step", 0)) for r in records if r.get("kind") in ("train", "eval")]
-        self.step = max(steps, default=0)
-        self.max_iters = config.train.max_iters
-        self.config.load(config)
-        self.metrics.load_records(records)
+    def _on_open_task_succeeded(self, opened: OpenedRun) -> None:
+        self.run_dir, self.run_config = opened.run_dir, opened.config
+        self.checkpoint_step = opened.checkpoint_step
+        logged = [int(r.get("step", 0)) for r in opened.records if r.get("kind") in ("train", "eval")]
+        # where the run stands is its newest checkpoint (a resume starts there), not the last logged step
+        self.step = opened.checkpoint_step if opened.checkpoint_step is not None else max(logged, default=0)
+        self.max_iters = opened.config.train.max_iters  # the recorded plan (a resume's new max_iters included)
+        if self.sender().property("load_config"):
+            self.config.load(opened.config)
+        self.metrics.load_records(opened.records)
         self._set_state(IDLE)
-        self.run_opened.emit(run_dir, records)
+        self.run_opened.emit(opened.run_dir, opened.records)
         self.progress_changed.emit(self.step, self.max_iters, float("nan"))
 
     def _on_open_task_failed(self, message: str, detail: str, expected: bool) -> None:
@@ -342,7 +342,11 @@ class RunController(QObject):
         self.step = report.step
         self.max_iters = report.max_iters
         if not report.resumed:
+            self.run_config, self.checkpoint_step = self._new_config or self.run_config, None
             self.metrics.clear()
+        elif self.run_config is not None and self.run_config.train.max_iters != report.max_iters:
+            self.run_config = self.run_config.updated({"max_iters": report.max_iters})  # (the engine records it too)
+        self._new_config = None
         if self.state == PREPARING:
             self._set_state(RUNNING)
         self.run_started.emit(report)
@@ -354,7 +358,8 @@ class RunController(QObject):
         if last.ms_per_iter and last.ms_per_iter > 0:
             a = 0.3 if self._ms_per_iter else 1.0
             self._ms_per_iter = a * last.ms_per_iter + (1 - a) * self._ms_per_iter
-        eta = (self.max_iters - self.step) * self._ms_per_iter / 1000 if self._ms_per_iter else float("nan")
+        known = self._ms_per_iter and self.state == RUNNING  # reports still on their way after a pause: no ETA
+        eta = (self.max_iters - self.step) * self._ms_per_iter / 1000 if known else float("nan")
         self.metrics.add_steps(reports)
         self.steps_logged.emit(reports)
         self.progress_changed.emit(self.step, self.max_iters, eta)
@@ -370,6 +375,7 @@ class RunController(QObject):
         self.sampled.emit(report)
 
     def _on_worker_checkpoint_saved(self, report: Any) -> None:
+        self.checkpoint_step = max(report.step, self.checkpoint_step or 0)
         self.checkpoint_saved.emit(report)
         self._update_actions()
 
@@ -395,5 +401,7 @@ class RunController(QObject):
         if thread is not None:
             thread.wait()  # 'finished' comes just before the thread ends: let it end
         del worker, thread
+        self._new_config = None  # (a new run that failed or was cancelled before it started)
+        self.checkpoint_step = latest_checkpoint_step(self.run_dir)  # (kept checkpoints may have been pruned)
         self._update_actions()
         self.thread_finished.emit()

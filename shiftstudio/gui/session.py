@@ -39,6 +39,7 @@ class CorpusInfo:
     split: Any  # core.split.CorpusSplit
     preview: str
     warnings: list[str] = field(default_factory=list)
+    errors: str = "strict"  # invalid UTF-8: "strict" (refused) or "replace" (read as U+FFFD)
 
     @property
     def is_sample(self) -> bool:
@@ -64,16 +65,32 @@ class DeviceSummary:
     threads: int
 
 
-def _open_corpus(sources: list[str], val_fraction: float, seed: int) -> Callable:
-    def work(progress, cancel) -> CorpusInfo:
+@dataclass
+class InvalidUtf8:
+    """The corpus task's answer when a file is not valid UTF-8 (the window offers to replace the bad bytes)."""
+
+    message: str
+
+
+def _open_corpus(sources: list[str], val_fraction: float, seed: int, errors: str = "strict") -> Callable:
+    def work(progress, cancel) -> CorpusInfo | InvalidUtf8:
         from shiftstudio.core.data.corpus import Corpus
         from shiftstudio.core.data.split import make_split
+        from shiftstudio.core.errors import NotUtf8Error
 
-        corpus = Corpus.open(sources, progress=lambda d, t: progress("Reading corpus", d, t), cancel=cancel)
+        try:
+            corpus = Corpus.open(sources, errors=errors, progress=lambda d, t: progress("Reading corpus", d, t), cancel=cancel)
+        except NotUtf8Error as exc:
+            return InvalidUtf8(window_text_for_invalid_utf8(str(exc)))
         split = make_split(corpus, val_fraction, seed)
-        return CorpusInfo([], corpus, split, corpus.preview(PREVIEW_CHARS), list(corpus.warnings))
+        return CorpusInfo([], corpus, split, corpus.preview(PREVIEW_CHARS), list(corpus.warnings), errors)
 
     return work
+
+
+def window_text_for_invalid_utf8(message: str) -> str:
+    """The core's not-UTF-8 message, with what to do about it in the window."""
+    return f"{message}. Convert it to UTF-8, or read it with the invalid bytes replaced by \ufffd (Replace invalid bytes)."
 
 
 def _split(corpus: Any, val_fraction: float, seed: int) -> Callable:
@@ -150,6 +167,7 @@ class Session(QObject):
         self.corpus: CorpusInfo | None = None
         self.tokenizer: TokenizerInfo | None = None
         self.device: DeviceSummary | None = None
+        self.invalid_utf8_sources: list[str] | None = None  # what the last open refused for invalid UTF-8
         self._tasks: dict[str, Task] = {}
         self._split_timer = QTimer(self)
         self._split_timer.setSingleShot(True)
@@ -186,11 +204,18 @@ class Session(QObject):
             task.wait(ms)
 
     # -- corpus --------------------------------------------------------------
-    def open_corpus(self, sources: list[str] | None = None) -> None:
-        """Open files/folders in a worker; ``None`` or ``[]`` opens the sample corpus."""
+    def open_corpus(self, sources: list[str] | None = None, errors: str | None = None) -> None:
+        """Open files/folders in a worker; ``None`` or ``[]`` opens the sample corpus. ``errors="replace"``
+        reads invalid UTF-8 as U+FFFD instead of refusing the file; by default the corpus already in the
+        settings (a reopened run's) is read the way it was, any other strictly. The choice goes into the
+        settings (``encoding_errors``), so the run trained on it reads the corpus the same way."""
         sources = [str(s) for s in (sources or [])]
+        if errors is None:
+            errors = self.config.value("encoding_errors") if sources == list(self.config.value("corpus")) else "strict"
+        self.config.set_value("encoding_errors", errors)
         real = sources or [str(paths.sample_corpus())]
-        task = Task(_open_corpus(real, self.config.value("val_fraction"), self.config.value("split_seed")), "Reading corpus")
+        self.invalid_utf8_sources = None
+        task = Task(_open_corpus(real, self.config.value("val_fraction"), self.config.value("split_seed"), errors), "Reading corpus")
         task.progressed.connect(self._on_corpus_task_progressed)
         task.succeeded.connect(self._on_corpus_task_succeeded)
         task.failed.connect(self._on_corpus_task_failed)
@@ -198,6 +223,13 @@ class Session(QObject):
         task.setProperty("sources", sources)
         self._start("corpus", task)
         self.corpus_loading.emit(sources)
+
+    def reopen_replacing_invalid_bytes(self) -> bool:
+        """Open again what was refused for invalid UTF-8, with those bytes replaced; False if nothing was."""
+        if self.invalid_utf8_sources is None:
+            return False
+        self.open_corpus(self.invalid_utf8_sources, errors="replace")
+        return True
 
     def cancel_corpus(self) -> None:
         for name in ("corpus", "split"):
@@ -209,8 +241,12 @@ class Session(QObject):
         if self._current("corpus"):
             self.corpus_progressed.emit(phase, done, total)
 
-    def _on_corpus_task_succeeded(self, info: CorpusInfo) -> None:
+    def _on_corpus_task_succeeded(self, info: CorpusInfo | InvalidUtf8) -> None:
         if not self._current("corpus"):
+            return
+        if isinstance(info, InvalidUtf8):  # the window has its own way to read it (not the CLI's flag)
+            self.invalid_utf8_sources = list(self.sender().property("sources") or [])
+            self.corpus_failed.emit(info.message, "", True)
             return
         info.paths = list(self.sender().property("sources") or [])
         self.corpus = info
@@ -220,8 +256,9 @@ class Session(QObject):
         self.maybe_build_char_tokenizer()
 
     def _on_corpus_task_failed(self, message: str, detail: str, expected: bool) -> None:
-        if self._current("corpus"):
-            self.corpus_failed.emit(message, detail, expected)
+        if not self._current("corpus"):
+            return
+        self.corpus_failed.emit(message, detail, expected)
 
     def _on_corpus_task_cancelled(self) -> None:
         if self._current("corpus"):

@@ -1,4 +1,5 @@
-"""The main window's status bar: what the run is doing, its step and ETA, the memory in use, the device.
+"""The main window's status bar: what F5 would do, what the run is doing, its step and ETA, the memory in
+use, the device.
 
 Qt-only (no torch at import): the GPU's memory is read from torch only once
 something else has imported it.
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import QLabel, QStatusBar, QWidget
 
 from shiftstudio.format import human_bytes, human_duration
 from shiftstudio.gui.run_controller import STATE_TEXT
+from shiftstudio.gui.run_plan import StartPlan
 from shiftstudio.gui.session import Session
 
 MEMORY_INTERVAL_MS = 1000
@@ -33,7 +35,8 @@ def process_memory() -> int:
 
 
 class StatusBar(QStatusBar):
-    """Four permanent labels (state, step, memory, device); the memory label refreshes every second."""
+    """Five permanent labels (what F5 does, state, step, memory, device); the memory label refreshes every
+    second."""
 
     def __init__(self, session: Session, parent: QWidget | None = None):
         super().__init__(parent)
@@ -48,12 +51,15 @@ class StatusBar(QStatusBar):
         self.state_label = QLabel(STATE_TEXT["idle"], self)
         self.state_label.setObjectName("status_state_label")
         self.state_label.setToolTip("What the training run is doing")
+        self.plan_label = QLabel("", self)  # what F5 does now (empty while a run is active)
+        self.plan_label.setObjectName("status_plan_label")
+        self.plan_label.setProperty("role", "hint")
         self.step_label = QLabel("", self)
         self.step_label.setObjectName("status_step_label")
         self.step_label.setToolTip("Optimizer step and estimated time left")
         self.step_label.setMinimumWidth(self.step_label.fontMetrics().horizontalAdvance("Step 100,000 / 100,000 · ETA 0:00:00"))
         self.memory_label.setMinimumWidth(self.memory_label.fontMetrics().horizontalAdvance("Memory: 000.0 MB · GPU 00.0 GB"))
-        for w in (self.state_label, self.step_label, self.memory_label, self.device_label):
+        for w in (self.plan_label, self.state_label, self.step_label, self.memory_label, self.device_label):
             self.addPermanentWidget(w)
         self._memory_timer = QTimer(self)
         self._memory_timer.setInterval(MEMORY_INTERVAL_MS)
@@ -64,6 +70,11 @@ class StatusBar(QStatusBar):
     def show_state(self, state: str) -> None:
         """A run controller state ('running' …) in words."""
         self.state_label.setText(STATE_TEXT.get(state, state))
+
+    def show_plan(self, plan: StartPlan) -> None:
+        """What Start (F5) would do now, in a few words (the whole sentence in the tooltip)."""
+        self.plan_label.setText(plan.short)
+        self.plan_label.setToolTip(plan.why)
 
     def show_progress(self, step: int, max_iters: int, eta: float) -> None:
         """Step of max_iters, with the time left when it is known (``eta`` in seconds, nan = unknown)."""

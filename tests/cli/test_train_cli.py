@@ -220,3 +220,21 @@ def test_a_sample_prompt_the_tokenizer_cannot_read_is_a_usage_error(tmp_path: Pa
     assert code == 2
     assert_one_line_error(err, "--sample", "never saw", "'§'")
     assert not (tmp_path / "run").exists()  # refused before a run folder was made
+
+
+def test_errors_replace_is_recorded_so_a_resume_rebuilds_the_same_data(tmp_path: Path, shakespeare_text: str, capsys) -> None:
+    import shutil
+
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes(shakespeare_text.encode("utf-8").replace(b"citizen", b"citiz\xe9n"))
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--corpus", corpus, *TINY, "--max_iters=2", "--out", run_dir)
+    assert code == 1 and "not valid UTF-8" in err and "--errors replace" in err  # the CLI says what to do
+    code, _, err = run_cli(capsys, "train", "--corpus", corpus, *TINY, "--max_iters=2", "--errors", "replace", "--out", run_dir)
+    assert code == 0, err
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["config"]["data"]["encoding_errors"] == "replace"
+    shutil.rmtree(record["data"]["store"])  # the cached token data is gone: resume rebuilds it, the same way
+    code, out, err = run_cli(capsys, "resume", run_dir, "--max_iters=4")
+    assert code == 0, err
+    assert "finished at step 4" in out

@@ -9,7 +9,7 @@ import pytest
 
 from shiftstudio.core.data.corpus import Corpus
 from shiftstudio.core.data.split import make_split
-from shiftstudio.core.errors import CorpusError
+from shiftstudio.core.errors import CorpusError, NotUtf8Error
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
 
@@ -79,10 +79,10 @@ def test_binary_file_among_text_is_skipped_with_warning(tmp_path: Path) -> None:
 def test_invalid_utf8_names_file_and_offset(tmp_path: Path) -> None:
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(b"hello caf\xe9 world\n")
-    with pytest.raises(CorpusError) as info:
+    with pytest.raises(NotUtf8Error) as info:
         Corpus.open([bad])
-    message = str(info.value)
-    assert "latin1.txt" in message and "offset 9" in message and "replace" in message
+    assert isinstance(info.value, CorpusError) and info.value.offset == 9 and info.value.path == bad
+    assert str(info.value) == f"{bad} is not valid UTF-8 (first bad byte at offset 9)"  # what to do is the front end's
     c = Corpus.open([bad], errors="replace")
     assert c.preview() == "hello caf\ufffd world\n"
 

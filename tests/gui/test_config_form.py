@@ -109,3 +109,64 @@ def test_tooltip_range_and_out_of_range_error_say_the_same(qtbot) -> None:
     assert f"Range: {spin.minimum()} … {spin.maximum()}" in spin.toolTip()
     too_many = spin.maximum() + 1
     assert field_problem("n_layer", too_many) == f"n_layer must be between {spin.minimum()} and {spin.maximum()}, got {too_many}"
+
+
+def test_settings_linked_to_max_iters_follow_it_until_set_by_hand(qtbot) -> None:
+    """lr_decay_iters = max_iters, eval_interval ≈ max_iters / 8 (a round number), warmup_iters ≤ max_iters / 10;
+    the link buttons say so; typing a value unlinks a field, its button links it again."""
+    from shiftstudio.gui.config_model import nice_interval
+    from shiftstudio.presets import load_preset
+
+    model = ConfigModel()
+    model.load(load_preset("cpu-tiny"), preset="cpu-tiny")  # max_iters 2000, lr_decay 2000, eval 250, warmup 100
+    form = ConfigForm(model, groups=form_groups())
+    qtbot.addWidget(form)
+    form.show()
+    linked = {"lr_decay_iters", "eval_interval", "warmup_iters"}
+    assert model.linked_keys() == linked
+    for key in linked:
+        button = form.link_buttons[key]
+        assert button.objectName() == f"cfg_{key}_link" and button.isChecked()
+        assert button.text().startswith("linked") and "max_iters" in button.text() and "follows max_iters" in button.toolTip()
+
+    form.editors["max_iters"].setValue(300)  # as typed: the linked fields follow, in the model and on screen
+    assert (model.value("lr_decay_iters"), model.value("eval_interval"), model.value("warmup_iters")) == (300, 50, 30)
+    assert form.editors["lr_decay_iters"].value() == 300 and form.editors["eval_interval"].value() == 50
+    assert model.is_valid and model.config.train.lr_decay_iters == 300
+    form.editors["max_iters"].setValue(5000)
+    assert (model.value("lr_decay_iters"), model.value("eval_interval"), model.value("warmup_iters")) == (5000, 500, 100)
+    assert [nice_interval(x) for x in (0.4, 3.4, 37.5, 250, 625, 12_500)] == [1, 3, 50, 250, 500, 10_000]
+
+    # a value typed by hand unlinks that field (only that one), and the button says so
+    form.editors["lr_decay_iters"].setValue(4000)
+    assert not model.is_linked("lr_decay_iters") and model.linked_keys() == {"eval_interval", "warmup_iters"}
+    button = form.link_buttons["lr_decay_iters"]
+    assert not button.isChecked() and button.text() == "link to max_iters" and "keeps its value" in button.toolTip()
+    form.editors["max_iters"].setValue(800)
+    assert (model.value("lr_decay_iters"), model.value("eval_interval"), model.value("warmup_iters")) == (4000, 100, 80)
+    button.click()  # link it again: it takes the linked value at once
+    assert model.is_linked("lr_decay_iters") and button.isChecked() and model.value("lr_decay_iters") == 800
+    assert form.editors["lr_decay_iters"].value() == 800
+    form.link_buttons["eval_interval"].click()  # unlink by the button: it stays where it is
+    form.editors["max_iters"].setValue(1600)
+    assert (model.value("lr_decay_iters"), model.value("eval_interval")) == (1600, 100)
+
+    # loading a preset (or a run) links exactly the fields that follow their rule
+    gpu = load_preset("gpu-small")  # max_iters 5000, lr_decay 5000, eval 250 (≠ 5000 / 8), warmup 100
+    model.load(gpu, preset="gpu-small")
+    assert model.linked_keys() == {"lr_decay_iters", "warmup_iters"}
+    assert form.link_buttons["lr_decay_iters"].isChecked() and not form.link_buttons["eval_interval"].isChecked()
+    # saved settings are values only: loading them back gives the same links
+    again = ConfigModel()
+    again.load_flat(model.values())
+    assert again.linked_keys() == model.linked_keys()
+    assert set(model.values()) == {f.name for _, f in iter_fields()}  # nothing but the config's own keys
+
+
+def test_loading_values_with_max_iters_keeps_the_values_given(qtbot) -> None:
+    """A load that sets max_iters and a linked field keeps the value given for it; the fields not given follow."""
+    model = ConfigModel()  # the defaults: every link follows
+    model.load_flat({"max_iters": 40, "eval_interval": 10})
+    assert model.value("eval_interval") == 10 and not model.is_linked("eval_interval")
+    assert model.value("lr_decay_iters") == 40 and model.value("warmup_iters") == 4
+    assert model.is_linked("lr_decay_iters") and model.is_linked("warmup_iters")

@@ -157,3 +157,46 @@ def test_colour_by_probability_and_samples(qtbot, pane: InspectorPane, shakespea
     assert colour.green() > colour.red()  # p(target) ≈ 0.99: green
     pane.add_sample(SampleReport(step=250, prompt="ROMEO:", text=" What light"))
     assert pane.samples.count() == 1 and pane.samples.item(0).text() == "step 250: ROMEO: What light"
+
+
+def test_a_short_dock_shows_every_strip_and_the_details_without_scrolling(qtbot, pane: InspectorPane, shakespeare_text: str) -> None:
+    pane.resize(900, 250)  # a ~260 px dock at 1366x768
+    qtbot.waitUntil(lambda: pane.height() == 250)
+    assert pane.minimumSizeHint().height() <= 250
+    report = make_view(pane.tokenizer, shakespeare_text[:3000], shift=2)
+    pane.draw_report(report)
+    view = pane.view
+    qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=view.cell_rect(1, 6).center().toPoint())
+    assert pane.scroll.verticalScrollBar().maximum() == 0  # the input and both target strips fit
+    for strip in (0, 1, 2):
+        assert view.visibleRegion().contains(view.cell_rect(strip, 6).toRect()), strip
+    details = pane.details
+    assert "target t+1" in details.toPlainText() and "target t+2" in details.toPlainText()
+    assert details.toPlainText().count("%") == 2 * 6
+    assert details.verticalScrollBar().maximum() == 0  # the top 5 of each horizon, no scrolling
+    assert details.isVisible() and details.height() >= details.document().size().height()
+
+
+def test_more_horizons_than_fit_scroll_under_the_pinned_input_row(qtbot, pane: InspectorPane, shakespeare_text: str) -> None:
+    pane.resize(900, 250)
+    report = make_view(pane.tokenizer, shakespeare_text[:3000], shift=4)
+    pane.draw_report(report)
+    view, bar = pane.view, pane.scroll.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0)  # four target strips do not fit: they scroll
+    bar.setValue(bar.maximum())
+    viewport = pane.scroll.viewport()
+    # the input row is still at the top of the view, over the targets scrolled under it
+    top = view.mapTo(viewport, view.cell_rect(0, 3).center().toPoint())
+    assert 0 < top.y() < view.header_height
+    assert view.hit(view.cell_rect(0, 3).center().x(), view.cell_rect(0, 3).center().y()) == (0, 3)
+    last = view.cell_rect(4, 3)
+    assert view.visibleRegion().contains(last.toRect())  # and the last target strip came into view with the others
+    assert view.hit(last.center().x(), last.center().y()) == (4, 3)
+    image = viewport.grab().toImage()
+    ratio = image.devicePixelRatio()
+    cell = view.mapTo(viewport, QPoint(int(view.cell_rect(0, 3).left()) + 3, int(view.cell_rect(0, 3).top()) + 3))
+    got = image.pixelColor(round(cell.x() * ratio), round(cell.y() * ratio))
+    palette = view.palette()
+    assert got in (palette.button().color(), palette.alternateBase().color())  # an input cell, not a target's colour
+    qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=last.center().toPoint())
+    assert "target t+4" in pane.details.toPlainText() and pane.details.verticalScrollBar().maximum() == 0

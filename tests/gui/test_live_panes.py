@@ -60,6 +60,11 @@ def test_inspector_and_playground_follow_a_running_training(window, qtbot) -> No
     assert text == "".join(tokens) and playground.output_a.toPlainText() == "ROMEO:" + text
     assert runs.state == RUNNING  # sampling did not disturb training
 
+    # the samples written at each evaluation come from the playground's sampler: no special tokens in them
+    qtbot.waitUntil(lambda: inspector.samples.count() > 0, timeout=60_000)
+    samples = [inspector.samples.item(i).text() for i in range(inspector.samples.count())]
+    assert all("<|endoftext|>" not in s and "<unk>" not in s for s in samples), samples
+
     with qtbot.waitSignal(runs.run_finished, timeout=60_000):
         runs.stop()
     qtbot.waitUntil(lambda: not runs.thread_running, timeout=30_000)

@@ -11,6 +11,7 @@ import pytest
 from shiftstudio.core.train.reports import EvalReport, StepReport
 from shiftstudio.gui.metrics_store import Ema, MetricsStore
 from shiftstudio.gui.plot_controls import VAL_COLOR
+from shiftstudio.gui.plots import EXPORT_SIZE
 from shiftstudio.gui.style import ACCENT
 
 
@@ -109,7 +110,7 @@ def test_plot_items_are_fed_with_set_data(curves, qtbot, tmp_path) -> None:
     assert curves.export_png(str(png))
     image = QImage(str(png)).convertToFormat(QImage.Format.Format_RGB32)
     ratio = curves.graphics.devicePixelRatioF()
-    assert (image.width(), image.height()) == (round(curves.graphics.width() * ratio), round(curves.graphics.height() * ratio))
+    assert (image.width(), image.height()) == (round(EXPORT_SIZE.width() * ratio), round(EXPORT_SIZE.height() * ratio))
     rgb = np.frombuffer(image.constBits(), dtype=np.uint32).reshape(image.height(), image.bytesPerLine() // 4)[:, : image.width()]
     colours = set(np.unique(rgb & 0xFFFFFF).tolist())
     # not blank: the background, the smoothed training loss (accent) and the validation points are all in it

@@ -238,12 +238,13 @@ def test_reopen_a_run_and_resume_it(window, qtbot) -> None:
     # a longer schedule continues the same run from its checkpoint
     other.ctx.config.set_value("max_iters", 14)
     assert o_runs.start_action.text() == "Resume run"
-    with qtbot.waitSignal(o_runs.run_started, timeout=60_000) as started:
-        o_runs.start()
-    assert started.args[0].resumed and started.args[0].step == 10
-    with qtbot.waitSignal(o_runs.run_finished, timeout=60_000) as finished:
-        pass
-    assert finished.args[0].step == 14 and finished.args[0].run_dir == str(run_dir)
+    started, finished = [], []  # a 4-step resume can finish before a second wait would begin: record both
+    o_runs.run_started.connect(started.append)
+    o_runs.run_finished.connect(finished.append)
+    assert o_runs.start()
+    qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
+    assert started[0].resumed and started[0].step == 10
+    assert finished[0].step == 14 and finished[0].run_dir == str(run_dir)
     assert "── step 10 ──" in other.panes["train"].sample_text.toPlainText()  # the samples of the first session
     qtbot.waitUntil(lambda: curves.point_count("loss_raw") == 7, timeout=5000)
     qtbot.waitUntil(lambda: not o_runs.thread_running, timeout=30_000)

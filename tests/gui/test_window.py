@@ -73,8 +73,15 @@ def test_panes_menus_and_shortcuts(window) -> None:
     assert window.train_pane is window.panes["train"] and isinstance(window.train_pane, TrainPane)
     assert window.model_pane is window.panes["model"] and isinstance(window.model_pane, ModelPane)
     runs = window.ctx.runs
-    shortcuts = {a.objectName(): a.shortcut().toString() for a in (runs.start_action, runs.pause_action, runs.stop_action)}
-    assert shortcuts == {"train_start_action": "F5", "train_pause_action": "F6", "train_stop_action": "Shift+F5"}
+    actions = (runs.start_action, runs.new_run_action, runs.pause_action, runs.stop_action, runs.checkpoint_action)
+    shortcuts = {a.objectName(): a.shortcut().toString() for a in actions}
+    assert shortcuts == {"train_start_action": "F5", "train_new_run_action": "Ctrl+F5", "train_pause_action": "F6",
+                         "train_stop_action": "Shift+F5", "train_checkpoint_action": "Ctrl+S"}
+    assert all(a.toolTip() for a in actions)
+    # what F5 does is said where it is read: the button's tooltip, the menu's status tip, the status bar
+    assert runs.start_action.toolTip() == runs.start_action.statusTip() == "Start a new training run with these settings (F5)."
+    assert window.panes["train"].start_button.toolTip() == runs.start_action.toolTip()
+    assert window.status_bar.plan_label.text() == "F5 starts a new run"
     assert window.open_corpus_action.shortcut().toString() == "Ctrl+O"
     assert window.quit_action.shortcut().toString() == "Ctrl+Q"
     menus = [a.text().replace("&", "") for a in window.menuBar().actions()]

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from shiftstudio.core import io
-from shiftstudio.core.errors import Cancelled, CorpusError
+from shiftstudio.core.errors import Cancelled, CorpusError, NotUtf8Error
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +140,8 @@ def _save_scan_cache(cache: dict) -> None:
         log.warning("cannot write corpus scan cache: %s", exc)
 
 
-def _decode_error(path: Path, offset: int) -> CorpusError:
-    return CorpusError(
-        f"{path} is not valid UTF-8 (first bad byte at offset {offset}); "
-        "convert it to UTF-8 or open it with errors=replace (--errors replace)"
-    )
+def _decode_error(path: Path, offset: int) -> NotUtf8Error:
+    return NotUtf8Error(path, offset)
 
 
 def _scan_text(path: Path, errors: str, tick: Callable[[int], None], cancel: Callable[[], bool] | None) -> CorpusFile:

@@ -133,7 +133,7 @@ def prepare(
     out_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
-    errors: str = "strict",
+    errors: str | None = None,
     corpus: Corpus | None = None,
 ) -> TokenStore:
     """Corpus -> tokenizer -> ids on disk, for a :class:`~shiftstudio.config.DataConfig`.
@@ -148,6 +148,7 @@ def prepare(
         if progress is not None:
             progress(Progress(phase, done, total))
 
+    errors = errors or data.encoding_errors
     if corpus is None:
         sources = list(data.corpus) or [str(paths.sample_corpus())]
         corpus = Corpus.open(sources, errors=errors, progress=lambda d, t: report("scanning", d, t), cancel=cancel)

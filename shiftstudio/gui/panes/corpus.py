@@ -88,6 +88,9 @@ class CorpusPane(Pane):
         self.source_label.setWordWrap(True)
         self.progress = ProgressPanel(self, "corpus")
         self.messages = MessageBar(self, "corpus_message_bar")
+        self.replace_button = self._button("Replace invalid bytes", "corpus_replace_bytes_button",
+                                           "Open the corpus again, reading each invalid UTF-8 byte as the replacement character \ufffd")
+        self.replace_button.hide()  # only with the not-UTF-8 message
 
         self.stat_labels: dict[str, QLabel] = {}
         stats = QGroupBox("Statistics", self)
@@ -143,6 +146,10 @@ class CorpusPane(Pane):
         layout.addWidget(self.source_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.messages)
+        replace_row = QHBoxLayout()
+        replace_row.addWidget(self.replace_button)
+        replace_row.addStretch(1)
+        layout.addLayout(replace_row)
         layout.addWidget(stats)
         layout.addWidget(split_box)
         layout.addWidget(splitter, 1)
@@ -151,6 +158,8 @@ class CorpusPane(Pane):
         self.open_folder_button.clicked.connect(self._on_open_folder_clicked)
         self.sample_button.clicked.connect(self._on_sample_clicked)
         self.progress.cancel_requested.connect(self._on_progress_cancel_requested)
+        self.replace_button.clicked.connect(self._on_replace_button_clicked)
+        self.messages.dismissed.connect(self._on_messages_dismissed)
         self.session.corpus_loading.connect(self._on_session_corpus_loading)
         self.session.corpus_progressed.connect(self._on_session_corpus_progressed)
         self.session.corpus_opened.connect(self._on_session_corpus_opened)
@@ -187,9 +196,17 @@ class CorpusPane(Pane):
     def _on_progress_cancel_requested(self) -> None:
         self.session.cancel_corpus()
 
+    def _on_replace_button_clicked(self) -> None:
+        self.replace_button.hide()
+        self.session.reopen_replacing_invalid_bytes()
+
+    def _on_messages_dismissed(self) -> None:
+        self.replace_button.hide()
+
     # -- session signals -----------------------------------------------------
     def _on_session_corpus_loading(self, sources: list[str]) -> None:
         self.messages.clear()
+        self.replace_button.hide()
         self.progress.start("Reading corpus…")
 
     def _on_session_corpus_progressed(self, phase: str, done: int, total: int) -> None:
@@ -198,7 +215,8 @@ class CorpusPane(Pane):
     def _on_session_corpus_opened(self, info: CorpusInfo) -> None:
         self.progress.finish()
         corpus = info.corpus
-        self.source_label.setText(corpus_label(info))
+        replaced = info.errors == "replace"
+        self.source_label.setText(corpus_label(info) + (" (invalid bytes replaced)" if replaced else ""))
         self.source_label.setToolTip("\n".join(str(f.path) for f in corpus.files[:50]))
         self.stat_labels["files"].setText(f"{corpus.n_files:,}")
         self.stat_labels["documents"].setText(f"{corpus.n_documents:,}")
@@ -209,15 +227,20 @@ class CorpusPane(Pane):
         self.files_model.set_files(corpus.files)
         self.preview.setPlainText(info.preview)
         self._show_split(info.split)
+        replaced_note = "Read with each invalid UTF-8 byte replaced by \ufffd (U+FFFD)." if replaced else ""
         if info.warnings:
             more = f" (and {len(info.warnings) - 3} more)" if len(info.warnings) > 3 else ""
-            self.messages.show_message("; ".join(info.warnings[:3]) + more, "warning", "\n".join(info.warnings))
+            text = "; ".join(info.warnings[:3]) + more
+            self.messages.show_message(f"{replaced_note} {text}".strip(), "warning", "\n".join(info.warnings))
+        elif replaced:
+            self.messages.show_message(replaced_note, "info")
         else:
             self.messages.clear()
 
     def _on_session_corpus_failed(self, message: str, detail: str, expected: bool) -> None:
         self.progress.finish()
         self.messages.show_message(f"Could not open the corpus: {message}", "error", detail)
+        self.replace_button.setVisible(self.session.invalid_utf8_sources is not None)
 
     def _on_session_corpus_cancelled(self) -> None:
         self.progress.finish()

@@ -10,7 +10,13 @@ Stop is a flag checked before every token, so it ends a stream within one.
 Each generated token keeps its probability and the model's top-5 guesses:
 "Colour by probability" shades the output, and hovering a token shows them.
 "Compare" runs the same prompt, settings and seed on a second checkpoint,
-side by side.
+side by side; "Save…" writes the text (both outputs when comparing).
+
+Which weights: :class:`~shiftstudio.gui.widgets.weights_picker.WeightsPicker`
+("EMA weights" only where the checkpoint has them). The sampling controls
+(:class:`~shiftstudio.gui.widgets.sampling_controls.SamplingControls`) are
+remembered in the window's settings. The layout keeps the controls compact so
+that the output gets the height of a short dock.
 """
 
 from __future__ import annotations
@@ -23,22 +29,34 @@ from typing import Any, Callable, Self
 from PySide6.QtCore import QThread, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-    QPlainTextEdit, QPushButton, QSizePolicy, QSpinBox, QSplitter, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea,
+    QSizePolicy, QSplitter, QToolButton, QVBoxLayout, QWidget,
 )
 
 from shiftstudio import paths
-from shiftstudio.core.errors import GenerationError, ShiftStudioError
-from shiftstudio.core.runs.layout import checkpoint_name
-from shiftstudio.gui.generation_worker import BEST, LATEST, LIVE, GenerationWorker, Source
+from shiftstudio.core import io
+from shiftstudio.core.errors import GenerationError
+from shiftstudio.gui.generation_worker import BEST, LATEST, LIVE, GenerationWorker, Source  # noqa: F401 - (re-exported)
 from shiftstudio.gui.panes import Pane, PaneContext
 from shiftstudio.gui.run_controller import RunController
+from shiftstudio.gui.widgets.elided_label import ElidedLabel
 from shiftstudio.gui.widgets.prompt_history import PromptHistory
+from shiftstudio.gui.widgets.sampling_controls import SETTINGS_KEY, SamplingControls
 from shiftstudio.gui.widgets.token_output import OutputView
+from shiftstudio.gui.widgets.weights_picker import WeightsPicker
 
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "playground-history.json"
+READY = "Type a prompt and press Generate."
+NO_CHECKPOINT = "No checkpoint yet: train a run (or open one) to generate from it."
+
+
+def _named(widget: Any, name: str, tip: str) -> Any:
+    widget.setObjectName(name)
+    widget.setToolTip(tip)
+    return widget
+
 
 # -- the pane -------------------------------------------------------------------------
 
@@ -47,14 +65,16 @@ class GeneratePane(Pane):
     """Prompt, sampling controls, Generate / Stop, and one or two streaming outputs.
 
     With a :class:`RunController` it offers the checkpoints of the run on screen (and its live weights
-    while it trains); without one, those of the folder given to :meth:`set_run`.
+    while it trains); without one, those of the folder given to :meth:`set_run`. With a settings object
+    (``gui.settings.Settings``) the sampling controls come back as they were left.
     """
 
     title = "Generate"
 
-    def __init__(self, runs: RunController | None = None, parent: QWidget | None = None):
+    def __init__(self, runs: RunController | None = None, settings: Any = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.runs = runs
+        self.app_settings = settings
         self.run_dir: Path | None = None
         self._thread: QThread | None = None
         self._worker: GenerationWorker | None = None
@@ -62,6 +82,12 @@ class GeneratePane(Pane):
         self._counts = [0, 0]
         self._build()
         self.history.load()
+        if settings is not None:
+            saved = settings.get(SETTINGS_KEY)
+            self.controls.apply_values(saved)
+            if isinstance(saved, dict) and isinstance(saved.get("colour"), bool):
+                self.colour.setChecked(saved["colour"])
+        self.controls.changed.connect(self._on_controls_changed)
         if runs is not None:  # what can be sampled from changes with these
             for signal in (runs.run_started, runs.checkpoint_saved, runs.run_finished, runs.run_failed, runs.state_changed):
                 signal.connect(self._on_runs_sources_changed)
@@ -70,71 +96,45 @@ class GeneratePane(Pane):
 
     @classmethod
     def from_context(cls, ctx: PaneContext) -> Self:
-        return cls(ctx.runs)
+        return cls(ctx.runs, ctx.settings)
 
     # -- building ---------------------------------------------------------------------
     def _build(self) -> None:
-        def tip(widget: QWidget, name: str, text: str) -> QWidget:
-            widget.setObjectName(name)
-            widget.setToolTip(text)
-            return widget
-
-        self.prompt = tip(QPlainTextEdit(), "generate_prompt", "The text the model continues (empty: start a new document)")
-        self.prompt.setPlaceholderText("Type a prompt, e.g. ROMEO:")
-        self.prompt.setMaximumHeight(90)
-        self.history = tip(PromptHistory(paths.config_dir() / HISTORY_FILE), "generate_history",
-                           "Prompts used before: pick one to use it again")
+        self.prompt = _named(QPlainTextEdit(), "generate_prompt", "The text the model continues (empty: start a new document)")
+        self.prompt.setPlaceholderText("Prompt, e.g. ROMEO:   (Ctrl+Return generates)")
+        lines = self.prompt.fontMetrics().lineSpacing()
+        self.prompt.setFixedHeight(3 * lines + 14)  # three lines: the output gets the height
+        self.history = _named(PromptHistory(paths.config_dir() / HISTORY_FILE), "generate_history",
+                              "Prompts used before: pick one to use it again")
         self.history.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.history.setMinimumContentsLength(16)
+        self.history.setMinimumContentsLength(12)
+        self.history.setPlaceholderText("History")
         self.history.activated.connect(self._on_history_activated)
+        self.controls = SamplingControls()
+        for name in ("temperature", "top_k", "top_p", "repetition", "max_tokens", "seed", "stop_text", "stop_eot"):
+            setattr(self, name, getattr(self.controls, name))  # (the pane's own names for them)
 
-        self.temperature = tip(QDoubleSpinBox(), "generate_temperature", "Randomness: 0 always picks the most likely token; 1 samples the model as it is")
-        self.temperature.setRange(0.0, 5.0)
-        self.temperature.setSingleStep(0.05)
-        self.temperature.setValue(0.8)
-        self.top_k = tip(QSpinBox(), "generate_top_k", "Sample only among the K most likely tokens (0 = off)")
-        self.top_k.setRange(0, 100_000)
-        self.top_k.setSpecialValueText("off")
-        self.top_p = tip(QDoubleSpinBox(), "generate_top_p", "Nucleus sampling: only the most likely tokens covering this share of probability (1 = off)")
-        self.top_p.setRange(0.01, 1.0)
-        self.top_p.setSingleStep(0.05)
-        self.top_p.setValue(1.0)
-        self.repetition = tip(QDoubleSpinBox(), "generate_repetition_penalty", "Above 1 makes tokens already in the text less likely")
-        self.repetition.setRange(0.5, 3.0)
-        self.repetition.setSingleStep(0.05)
-        self.repetition.setValue(1.0)
-        self.max_tokens = tip(QSpinBox(), "generate_max_new_tokens", "How many tokens to generate at most")
-        self.max_tokens.setRange(1, 100_000)
-        self.max_tokens.setValue(300)
-        self.seed = tip(QSpinBox(), "generate_seed", "Random seed: the same seed and settings write the same text (-1 = a new seed each time)")
-        self.seed.setRange(-1, 2**31 - 1)
-        self.seed.setValue(1337)
-        self.seed.setSpecialValueText("random")
-        self.stop_text = tip(QLineEdit(), "generate_stop", "Stop when this text appears (it is not shown); \\n for a newline")
-        self.stop_text.setPlaceholderText("e.g. \\n\\n")
-        self.stop_eot = tip(QCheckBox("Stop at end of document"), "generate_stop_eot", "End the text when the model writes <|endoftext|>")
-        self.stop_eot.setChecked(True)
+        self.weights = WeightsPicker()
+        self.source, self.ema = self.weights.source, self.weights.ema
+        self.compare, self.compare_source = self.weights.compare, self.weights.compare_source
+        self.weights.compare_toggled.connect(self._on_weights_compare_toggled)
 
-        self.source = tip(QComboBox(), "generate_source", "Which weights to sample from: a checkpoint of the run, or the live weights of a running training")
-        self.ema = tip(QCheckBox("EMA weights"), "generate_ema", "Use the checkpoint's averaged (EMA) weights, when the run keeps them")
-        self.compare = tip(QCheckBox("Compare with"), "generate_compare", "Run the same prompt, settings and seed on a second checkpoint, side by side")
-        self.compare_source = tip(QComboBox(), "generate_compare_source", "The second checkpoint to compare with")
-        self.compare_source.setEnabled(False)
-        self.compare.toggled.connect(self.compare_source.setEnabled)
-        self.compare.toggled.connect(lambda on: self.output_b_box.setVisible(on))
-
-        self.generate_button = tip(QPushButton("Generate"), "generate_button", "Sample text from the model (Ctrl+Return)")
+        self.generate_button = _named(QPushButton("Generate"), "generate_button", "Sample text from the model (Ctrl+Return)")
         self.generate_button.setShortcut("Ctrl+Return")
         self.generate_button.setDefault(True)
-        self.stop_button = tip(QPushButton("Stop"), "generate_stop_button", "Stop generating (Esc)")
+        self.stop_button = _named(QPushButton("Stop"), "generate_stop_button", "Stop generating (Esc)")
         self.stop_button.setShortcut("Esc")
         self.stop_button.setEnabled(False)
-        self.colour = tip(QCheckBox("Colour by probability"), "generate_colour", "Shade each token by how likely the model thought it (red unlikely, green likely)")
-        self.copy_button = tip(QPushButton("Copy"), "generate_copy", "Copy the generated text to the clipboard")
-        self.generate_button.clicked.connect(self.generate)
-        self.stop_button.clicked.connect(self.stop)
+        self.colour = _named(QCheckBox("Colour by probability"), "generate_colour", "Shade each token by how likely the model thought it (red unlikely, green likely)")
+        self.copy_button = _named(QToolButton(), "generate_copy", "Copy the generated text to the clipboard")
+        self.copy_button.setText("Copy")
+        self.save_button = _named(QToolButton(), "generate_save", "Save the prompt and the generated text to a text file (both outputs when comparing)")
+        self.save_button.setText("Save…")
+        self.generate_button.clicked.connect(self._on_generate_button_clicked)
+        self.stop_button.clicked.connect(self._on_stop_button_clicked)
         self.colour.toggled.connect(self._on_colour_toggled)
-        self.copy_button.clicked.connect(self.copy_output)
+        self.copy_button.clicked.connect(self._on_copy_button_clicked)
+        self.save_button.clicked.connect(self._on_save_button_clicked)
 
         self.output_a = OutputView("generate_output")
         self.output_b = OutputView("generate_output_compare")
@@ -143,67 +143,64 @@ class GeneratePane(Pane):
         self.output_a_box = self._titled(self.title_a, self.output_a)
         self.output_b_box = self._titled(self.title_b, self.output_b)
         self.output_b_box.setVisible(False)
-        self.status = QLabel("Pick a run with a checkpoint, type a prompt and press Generate.")
+        self.title_a.setVisible(False)  # titles only tell the two outputs apart when comparing
+        self.status = ElidedLabel(READY)
         self.status.setObjectName("generate_status")
-        self.status.setWordWrap(True)
 
-        controls = QGroupBox("Sampling")
-        form = QFormLayout(controls)
-        form.addRow("Temperature", self.temperature)
-        form.addRow("Top-k", self.top_k)
-        form.addRow("Top-p", self.top_p)
-        form.addRow("Repetition penalty", self.repetition)
-        form.addRow("Max new tokens", self.max_tokens)
-        form.addRow("Seed", self.seed)
-        form.addRow("Stop text", self.stop_text)
-        form.addRow("", self.stop_eot)
-        weights = QGroupBox("Weights")
-        grid = QGridLayout(weights)
-        grid.addWidget(QLabel("Sample from"), 0, 0)
-        grid.addWidget(self.source, 0, 1)
-        grid.addWidget(self.ema, 1, 1)
-        grid.addWidget(self.compare, 2, 0)
-        grid.addWidget(self.compare_source, 2, 1)
-        side = QVBoxLayout()
-        side.addWidget(weights)
-        side.addWidget(controls)
-        side.addStretch(1)
-        side_widget = QWidget()
-        side_widget.setLayout(side)
-        side_widget.setMaximumWidth(340)
-
-        prompt_row = QHBoxLayout()
-        prompt_row.addWidget(QLabel("History"))
-        prompt_row.addWidget(self.history, 1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.generate_button)
         buttons.addWidget(self.stop_button)
-        buttons.addStretch(1)
-        buttons.addWidget(self.colour)
+        buttons.addWidget(self.history, 1)
         buttons.addWidget(self.copy_button)
+        buttons.addWidget(self.save_button)
         outputs = QSplitter(Qt.Orientation.Horizontal)
+        outputs.setObjectName("generate_outputs_splitter")
         outputs.addWidget(self.output_a_box)
         outputs.addWidget(self.output_b_box)
         main = QVBoxLayout()
-        main.addWidget(QLabel("Prompt"))
+        main.setSpacing(4)
         main.addWidget(self.prompt)
-        main.addLayout(prompt_row)
         main.addLayout(buttons)
         main.addWidget(outputs, 1)
         main.addWidget(self.status)
+
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 4, 0)
+        side_layout.addWidget(self.weights)
+        side_layout.addWidget(self.controls)
+        side_layout.addWidget(self.colour)
+        side_layout.addStretch(1)
+        self.side_scroll = QScrollArea()  # never taller than the dock: the controls scroll in a very short one
+        self.side_scroll.setObjectName("generate_controls_scroll")
+        self.side_scroll.setWidget(side)
+        self.side_scroll.setWidgetResizable(True)
+        self.side_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.side_scroll.setFixedWidth(side.sizeHint().width() + self.side_scroll.verticalScrollBar().sizeHint().width() + 4)
+        self.side_scroll.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Ignored)
         root = QHBoxLayout(self)
+        root.setContentsMargins(6, 6, 6, 6)
         root.addLayout(main, 1)
-        root.addWidget(side_widget)
+        root.addWidget(self.side_scroll)
 
     @staticmethod
     def _titled(title: QLabel, view: QWidget) -> QWidget:
         box = QWidget()
         layout = QVBoxLayout(box)
         layout.setContentsMargins(0, 0, 0, 0)
-        title.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        layout.setSpacing(2)
+        title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         layout.addWidget(title)
         layout.addWidget(view, 1)
         return box
+
+    def _on_controls_changed(self) -> None:
+        self._remember()
+
+    def _remember(self) -> None:
+        if self.app_settings is not None:  # written to disk with the window's other settings
+            self.app_settings.set(SETTINGS_KEY, {**self.controls.values(), "colour": self.colour.isChecked()})
 
     # -- sources ---------------------------------------------------------------------
     def set_run(self, run_dir: str | Path | None) -> None:
@@ -220,35 +217,16 @@ class GeneratePane(Pane):
         run_dir = self.runs.run_dir if self.runs is not None else None
         if run_dir is not None:
             self.run_dir = Path(run_dir)
-        items: list[tuple[str, str]] = []
-        if self.runs is not None and self.runs.is_active and self._live_provider() is not None:
-            items.append(("Live weights of the running training", LIVE))
-        steps = []
-        if self.run_dir is not None:
-            try:
-                from shiftstudio.core.runs.checkpoint import list_checkpoints  # light: no torch work until used
-
-                steps = list_checkpoints(self.run_dir)
-            except (OSError, ShiftStudioError):
-                steps = []
-        if steps:
-            items.append((f"Latest checkpoint (step {steps[-1].step})", LATEST))
-            if any(i.is_best for i in steps):
-                items.append(("Best checkpoint", BEST))
-            items += [(f"step {i.step}" + (" · best" if i.is_best else ""), checkpoint_name(i.step)) for i in reversed(steps)]
-        for combo in (self.source, self.compare_source):
-            current = combo.currentData()
-            combo.blockSignals(True)
-            combo.clear()
-            for text, data in items:
-                combo.addItem(text, data)
-            index = combo.findData(current)
-            combo.setCurrentIndex(index if index >= 0 else (min(1, combo.count() - 1) if combo is self.compare_source else 0))
-            combo.blockSignals(False)
+        live = self.runs is not None and self.runs.is_active and self._live_provider() is not None
+        self.weights.refresh(self.run_dir, live)
         self._update_buttons()
 
     def _live_provider(self) -> Callable[[], Any] | None:
         return self.runs.snapshot_provider if self.runs is not None else None
+
+    def _on_weights_compare_toggled(self, on: bool) -> None:
+        self.output_b_box.setVisible(on)
+        self.title_a.setVisible(on)
 
     # -- generating ------------------------------------------------------------------
     @property
@@ -260,18 +238,13 @@ class GeneratePane(Pane):
         self.generate_button.setEnabled(has_source and not self.running)
         self.stop_button.setEnabled(self.running)
         if not has_source and not self.running:
-            self.status.setText("No checkpoint yet: train a run (or open one) to generate from it.")
+            self._message(NO_CHECKPOINT)
+        elif self.status.text() == NO_CHECKPOINT:  # a checkpoint came (a run finished, was opened or resumed)
+            self._message(READY)
 
     def settings(self):
-        from shiftstudio.core.generate.filters import SamplingSettings
-
-        stop = self.stop_text.text().replace("\\n", "\n").replace("\\t", "\t")
-        return SamplingSettings(
-            max_new_tokens=self.max_tokens.value(), temperature=self.temperature.value(), top_k=self.top_k.value(),
-            top_p=self.top_p.value(), repetition_penalty=self.repetition.value(),
-            seed=None if self.seed.value() < 0 else self.seed.value(), stop=(stop,) if stop else (),
-            stop_at_eot=self.stop_eot.isChecked(),
-        )
+        """The sampling settings of the controls (the core's ``SamplingSettings``)."""
+        return self.controls.sampling_settings()
 
     def generate(self) -> bool:
         """Start sampling with the current prompt and settings; False (with a message) if it cannot."""
@@ -286,9 +259,7 @@ class GeneratePane(Pane):
             import random
 
             settings.seed = random.SystemRandom().randrange(2**31)
-        sources = [Source(self.run_dir, self.source.currentData(), self.ema.isChecked())]
-        if self.compare.isChecked() and self.compare_source.count():
-            sources.append(Source(self.run_dir, self.compare_source.currentData(), self.ema.isChecked()))
+        sources = self.weights.sources(self.run_dir)
         prompt = self.prompt.toPlainText()
         self.history.remember(prompt)
         self.title_a.setText(f"Output · {sources[0].label}")
@@ -304,10 +275,10 @@ class GeneratePane(Pane):
         thread.setObjectName("generation_thread")
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
-        worker.loaded.connect(self._on_loaded)
-        worker.tokens.connect(self._on_tokens)
-        worker.finished.connect(self._on_finished)
-        worker.failed.connect(self._on_failed)
+        worker.loaded.connect(self._on_worker_loaded)
+        worker.tokens.connect(self._on_worker_tokens)
+        worker.finished.connect(self._on_worker_finished)
+        worker.failed.connect(self._on_worker_failed)
         worker.done.connect(thread.quit)
         thread.finished.connect(self._on_thread_finished)
         self._worker, self._thread = worker, thread
@@ -332,23 +303,23 @@ class GeneratePane(Pane):
         super().closeEvent(event)
 
     # -- worker signals ---------------------------------------------------------------
-    def _on_loaded(self, index: int, what: str) -> None:
+    def _on_worker_loaded(self, index: int, what: str) -> None:
         (self.title_a if index == 0 else self.title_b).setText(("Output · " if index == 0 else "Compare · ") + what)
         self._message(f"Generating from {what} …")
 
-    def _on_tokens(self, index: int, batch: list) -> None:
+    def _on_worker_tokens(self, index: int, batch: list) -> None:
         (self.output_a if index == 0 else self.output_b).append_tokens(batch)
         self._counts[index] += len(batch)
         seconds = max(time.perf_counter() - self._started, 1e-6)
         self._message(f"{self._counts[0]} tokens · {self._counts[0] / seconds:.1f} tokens/s")
 
-    def _on_finished(self, index: int, reason: str, count: int, seconds: float) -> None:
+    def _on_worker_finished(self, index: int, reason: str, count: int, seconds: float) -> None:
         if index == 0:
             why = {"length": "reached max new tokens", "eot": "end of document", "stop": "stop text",
                    "stopped": "stopped"}.get(reason, reason)
             self._message(f"{count} tokens in {seconds:.1f} s · {count / max(seconds, 1e-6):.1f} tokens/s · {why}")
 
-    def _on_failed(self, message: str) -> None:
+    def _on_worker_failed(self, message: str) -> None:
         self._message(message, error=True)
 
     def _on_thread_finished(self) -> None:
@@ -366,10 +337,20 @@ class GeneratePane(Pane):
         self.status.setStyleSheet("color: #c0392b;" if error else "")
 
     def _on_colour_toggled(self, on: bool) -> None:
+        self._remember()
         for view in (self.output_a, self.output_b):
             view.colour = on
             if view.tokens:
                 view.recolour()  # re-shade (or un-shade) the tokens already shown
+
+    def _on_generate_button_clicked(self) -> None:
+        self.generate()
+
+    def _on_stop_button_clicked(self) -> None:
+        self.stop()
+
+    def _on_copy_button_clicked(self) -> None:
+        self.copy_output()
 
     def copy_output(self) -> None:
         QGuiApplication.clipboard().setText(self.output_a.toPlainText())
@@ -379,6 +360,28 @@ class GeneratePane(Pane):
         """The generated text only (without the prompt)."""
         view = self.output_a if index == 0 else self.output_b
         return "".join(t for t, _, _ in view.tokens)
+
+    def saved_text(self) -> str:
+        """What Save writes: the prompt and the output; with Compare on, both outputs under their titles."""
+        if not self.output_b_box.isVisibleTo(self):
+            return self.output_a.toPlainText()
+        return "".join(f"── {title.text()} ──\n{view.toPlainText()}\n\n"
+                       for title, view in ((self.title_a, self.output_a), (self.title_b, self.output_b)))
+
+    def save_output(self, path: str | Path) -> bool:
+        """Write :meth:`saved_text` to ``path`` (UTF-8, atomically); False (with a message) when it cannot."""
+        try:
+            io.write_text(path, self.saved_text())
+        except OSError as exc:
+            self._message(f"Could not write {path}: {exc}", error=True)
+            return False
+        self._message(f"Saved {path}.")
+        return True
+
+    def _on_save_button_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save generated text", "generated.txt", "Text (*.txt);;All files (*)")
+        if path:
+            self.save_output(path)
 
     # -- prompt history -------------------------------------------------------------------
     def _on_history_activated(self, index: int) -> None:

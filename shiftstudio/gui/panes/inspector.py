@@ -11,6 +11,11 @@ from input ``t`` to each of its targets ``t + k``. Targets are coloured by loss
 
 Updates arrive as fast as training logs; the pane redraws at most
 ``REDRAW_HZ`` times a second and "Freeze" holds the batch on screen.
+
+Laid out for a short dock: the details of a position sit beside the strips
+(one column per horizon, never taller than the top 5), and when the K target
+strips do not all fit they scroll together under the input strip, which stays
+at the top.
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QScrollArea, QSpinBox,
-    QSplitter, QTextBrowser, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QScrollArea, QSizePolicy,
+    QSpinBox, QSplitter, QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from shiftstudio.core.errors import ShiftStudioError
@@ -30,6 +35,7 @@ from shiftstudio.core.runs.layout import RunLayout
 from shiftstudio.core.train.control import ViewRequest
 from shiftstudio.gui.panes import Pane, PaneContext
 from shiftstudio.gui.run_controller import RunController
+from shiftstudio.gui.widgets.elided_label import ElidedLabel
 from shiftstudio.gui.widgets.shift_view import GAP, ROW_H, BatchModel, ColourLegend, ShiftView, visible_token
 
 if TYPE_CHECKING:
@@ -39,6 +45,16 @@ log = logging.getLogger(__name__)
 
 REDRAW_HZ = 4
 MAX_SAMPLES = 200
+DETAIL_COLUMN_W = 140  # pixels a horizon's column of details takes, about
+
+
+class _StripsArea(QScrollArea):
+    """The strips' scroll area: it asks for the height of every strip (its maximum height), so that the
+    layout gives it that before the samples list gets the rest."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        hint = super().sizeHint()
+        return QSize(hint.width(), max(self.minimumHeight(), min(self.maximumHeight(), 2000)))
 
 
 class InspectorPane(Pane):
@@ -93,26 +109,30 @@ class InspectorPane(Pane):
         self.colour_by.currentIndexChanged.connect(self._on_colour_changed)
         self.legend = ColourLegend()
         self.view = ShiftView()
-        self.view.hovered.connect(self._show_position)
-        self.view.selected.connect(self._show_position)
-        self.scroll = QScrollArea()
+        self.view.hovered.connect(self._on_view_hovered)
+        self.view.selected.connect(self._on_view_selected)
+        self.scroll = _StripsArea()
         self.scroll.setObjectName("inspector_scroll")
+        self.scroll.setToolTip(self.view.toolTip())
         self.scroll.setWidget(self.view)
         self.scroll.setWidgetResizable(False)
-        self.scroll.setMinimumHeight(ROW_H * 2 + GAP * 3 + 20)
-        self.summary = QLabel("No batch yet.")
+        self.scroll.verticalScrollBar().valueChanged.connect(self._on_scroll_vertical_value_changed)
+        self._fit_scroll()
+        self.summary = ElidedLabel("No batch yet.")  # one line (all of it in the tooltip): the strips keep the height
         self.summary.setObjectName("inspector_summary")
-        self.summary.setWordWrap(True)
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.details = QTextBrowser()
         self.details.setObjectName("inspector_details")
-        self.details.setToolTip("The model's top-5 guesses at the hovered or clicked position")
-        self.details.setMinimumWidth(260)
+        self.details.setToolTip("The model's top-5 guesses at the hovered or clicked position, one column per horizon")
+        self.details.setMinimumWidth(220)
+        self.details.setFrameShape(QFrame.Shape.NoFrame)
+        self.details.setLineWrapMode(QTextBrowser.LineWrapMode.NoWrap)  # never taller: more horizons scroll sideways
+        self.details.setPlaceholderText("Click or hover a cell: the model's top 5 guesses there, for each horizon.")
         self.samples = QListWidget()
         self.samples.setObjectName("inspector_samples")
-        self.samples.setToolTip("A short text sampled from a fixed prompt at every evaluation: watch the model learn to write")
+        self.samples.setToolTip("A short text sampled at every evaluation: watch the model learn to write")
         self.samples.setWordWrap(True)
         self.samples.setAlternatingRowColors(True)
+        self.samples.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Ignored)  # what the strips leave
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Row"))
@@ -121,25 +141,51 @@ class InspectorPane(Pane):
         top.addWidget(self.colour_by)
         top.addStretch(1)
         top.addWidget(self.legend, 2)
-        lower = QSplitter(Qt.Orientation.Horizontal)
-        details_box = QWidget()
-        dl = QVBoxLayout(details_box)
-        dl.setContentsMargins(0, 0, 0, 0)
-        dl.addWidget(QLabel("Position"))
-        dl.addWidget(self.details)
-        samples_box = QWidget()
-        sl = QVBoxLayout(samples_box)
-        sl.setContentsMargins(0, 0, 0, 0)
-        sl.addWidget(QLabel("Samples during training"))
-        sl.addWidget(self.samples)
-        lower.addWidget(details_box)
-        lower.addWidget(samples_box)
-        lower.setStretchFactor(1, 2)
+        strips = QWidget()
+        left = QVBoxLayout(strips)
+        left.setContentsMargins(0, 0, 0, 0)
+        left.setSpacing(3)
+        left.addWidget(self.scroll)
+        left.addWidget(self.summary)
+        left.addWidget(QLabel("Samples during training"))
+        left.addWidget(self.samples, 1)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)  # the details beside the strips: both get the height
+        self.splitter.setObjectName("inspector_splitter")
+        self.splitter.addWidget(strips)
+        self.splitter.addWidget(self.details)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setCollapsible(0, False)
+        self.splitter.setCollapsible(1, False)
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 4, 6, 4)
+        layout.setSpacing(4)
         layout.addLayout(top)
-        layout.addWidget(self.scroll)
-        layout.addWidget(self.summary)
-        layout.addWidget(lower, 1)
+        layout.addWidget(self.splitter, 1)
+
+    def _fit_scroll(self) -> None:
+        """The strips' area: tall enough for every strip when there is room, for the inputs and one target
+        strip at least (the rest scroll under the inputs)."""
+        frame = 2 * self.scroll.frameWidth() + self.scroll.horizontalScrollBar().sizeHint().height()
+        self.scroll.setMaximumHeight(self.view.sizeHint().height() + frame)
+        self.scroll.setMinimumHeight(2 * (ROW_H + GAP) + GAP + frame)
+
+    def _size_details(self) -> None:
+        """Room beside the strips for a column of details per horizon (up to half the width)."""
+        total = sum(self.splitter.sizes())
+        wanted = DETAIL_COLUMN_W * self.batch.K + 24 if self.batch is not None else 0
+        if total > 0 and wanted:
+            side = min(max(wanted, self.details.minimumWidth()), total // 2)
+            self.splitter.setSizes([total - side, side])
+
+    def _on_scroll_vertical_value_changed(self, value: int) -> None:
+        self.view.set_top(value)
+
+    def _on_view_hovered(self, k: int, t: int) -> None:
+        self._show_position(k, t)
+
+    def _on_view_selected(self, k: int, t: int) -> None:
+        self._show_position(k, t)
 
     # -- data in --------------------------------------------------------------------
     def _on_runs_run_started(self, report: Any) -> None:
@@ -185,8 +231,12 @@ class InspectorPane(Pane):
             self.draw_report(self._latest)
 
     def draw_report(self, report: Any) -> None:
+        horizons = self.batch.K if self.batch is not None else 0
         self.batch = BatchModel(report, self.token_text)
         self.view.set_model(self.batch, self.vocab_size)
+        self._fit_scroll()
+        if self.batch.K != horizons:
+            self._size_details()
         self.legend.scale = self.view.scale
         self.legend.update()
         self.summary.setText(self.batch.summary())
@@ -222,24 +272,33 @@ class InspectorPane(Pane):
         self.legend.update()
 
     def _show_position(self, k: int, t: int) -> None:
+        """The details of input column ``t``: its input, then one column per horizon (target, loss, p, rank, top 5)."""
         if self.batch is None:
             return
         b = self.batch
-        lines = [f"<b>input t={t}</b>: {_html(visible_token(b.text(b.inputs[t])))} <small>(id {int(b.inputs[t])})</small>"]
+        head = f"<b>input t={t}</b>: {_token(b, b.inputs[t])}"
+        targets, stats, ranks, rows = [], [], [], [[] for _ in range(5)]
         for horizon in range(1, b.K + 1):
             p = b.position(horizon, t)
             rank = f"rank {p.rank}" if p.rank else "not in the top 5"
-            state = "" if p.scored else " — <i>not scored (mask 0)</i>"
-            lines.append(
-                f"<br><b>target t+{horizon}</b>: {_html(visible_token(b.text(p.target)))} <small>(id {p.target})</small>"
-                f"<br>loss {p.loss:.3f} · p = {100 * p.prob:.1f}% · {rank}{state}<table>"
-            )
-            for token, prob in p.top:
-                mark = " ◀" if token == p.target else ""
-                lines.append(f"<tr><td>{_html(visible_token(b.text(token)))}</td>"
-                             f"<td align='right'>&nbsp;{100 * prob:.1f}%</td><td>{mark}</td></tr>")
-            lines.append("</table>")
-        self.details.setHtml("".join(lines))
+            state = " · <i>not scored (mask 0)</i>" if not p.scored else ""
+            targets.append(f"<td colspan='3'><b>target t+{horizon}</b>: {_token(b, p.target)}&nbsp;&nbsp;</td>")
+            stats.append(f"<td colspan='3'>loss {p.loss:.3f} · p = {100 * p.prob:.1f}%</td>")
+            ranks.append(f"<td colspan='3'>{rank}{state}</td>")
+            for i in range(5):
+                if i < len(p.top):
+                    token, prob = p.top[i]
+                    mark = "◀" if token == p.target else ""
+                    rows[i].append(f"<td>{_html(visible_token(b.text(token)))}</td>"
+                                   f"<td align='right'>&nbsp;{100 * prob:.1f}%</td><td>{mark}&nbsp;&nbsp;</td>")
+                else:
+                    rows[i].append("<td colspan='3'></td>")
+        table = "".join(f"<tr>{''.join(cells)}</tr>" for cells in (targets, stats, ranks, *rows))
+        self.details.setHtml(f"{head}<table cellspacing='0' cellpadding='1'>{table}</table>")
+
+
+def _token(batch: BatchModel, token_id: Any) -> str:
+    return f"{_html(visible_token(batch.text(token_id)))} <small>(id {int(token_id)})</small>"
 
 
 def _html(text: str) -> str:

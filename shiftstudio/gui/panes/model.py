@@ -1,4 +1,8 @@
-"""Model & training pane: presets, the generated settings form, validation and live figures."""
+"""Model & training pane: presets, the generated settings form, validation and live figures.
+
+What changes while the user edits (the "changed from the preset" note, an
+error) sits *below* the form, so the fields never move under the pointer.
+"""
 
 from __future__ import annotations
 
@@ -91,6 +95,13 @@ class ModelPane(Pane):
         self.preset_label.setObjectName("model_preset_description")
         self.preset_label.setWordWrap(True)
         self.preset_label.setProperty("role", "hint")
+        self.preset_label.setMinimumHeight(2 * self.preset_label.fontMetrics().lineSpacing())  # room for most texts
+        self.changed_label = QLabel("", self)  # below the form: appearing never moves a field
+        self.changed_label.setObjectName("model_changed_label")
+        self.changed_label.setWordWrap(True)
+        self.changed_label.setProperty("role", "hint")
+        self.changed_label.setToolTip("The settings that differ from the preset last loaded")
+        self.changed_label.hide()
         self.messages = MessageBar(self, "model_message_bar")
         self._preset_cache: dict[str, dict] = {}
 
@@ -132,9 +143,10 @@ class ModelPane(Pane):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.preset_label)
-        layout.addWidget(self.messages)
         layout.addWidget(figures)
         layout.addWidget(scroll, 1)
+        layout.addWidget(self.changed_label)
+        layout.addWidget(self.messages)
 
         self.reload_presets()
         self.preset_combo.activated.connect(self._on_preset_combo_activated)
@@ -198,15 +210,12 @@ class ModelPane(Pane):
 
     def _show_preset_description(self) -> None:
         name = self.config.preset
-        if not name:
-            self.preset_label.setText("Custom settings.")
-            return
-        text = preset_description(name)
+        self.preset_label.setText(preset_description(name) if name else "Custom settings.")
         changed = self.changed_from_preset()
         if changed:
             shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
-            text += f"\nChanged from the preset: {shown}."
-        self.preset_label.setText(text)
+            self.changed_label.setText(f"Changed from the preset {name}: {shown}.")
+        self.changed_label.setVisible(bool(changed))
 
     def ask_preset_name(self) -> str:
         """Modal prompt (tests replace this method)."""

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Self
 
 from PySide6.QtCore import QEvent, Qt, QTimer
-from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
     QButtonGroup,
     QFileDialog,
@@ -19,7 +17,6 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QRadioButton,
-    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
@@ -28,31 +25,22 @@ from shiftstudio.config import help_text
 from shiftstudio.gui import style
 from shiftstudio.gui.config_model import ConfigModel
 from shiftstudio.gui.panes import Pane, PaneContext
-from shiftstudio.gui.session import Session, TokenizerInfo
+from shiftstudio.gui.session import CorpusInfo, Session, TokenizerInfo
 from shiftstudio.gui.widgets.config_form import ConfigForm
 from shiftstudio.gui.widgets.message_bar import MessageBar
 from shiftstudio.gui.widgets.progress_panel import ProgressPanel
+from shiftstudio.gui.widgets.token_pieces_view import DARK_COLOURS, LIGHT_COLOURS, TokenPiecesView  # noqa: F401 - (tints re-exported)
 
-LIGHT_COLOURS = ("#cfe2ff", "#ffe0b3", "#d3f0d3", "#f6d0e8", "#e2d9f7", "#fff3b0")
-DARK_COLOURS = ("#274a7a", "#6b4a1d", "#2c5a35", "#66304f", "#463a6e", "#5e5620")
 MAX_TRY_CHARS = 4000
-DEFAULT_TRY_TEXT = "To be, or not to be, that is the question."
+SAMPLE_LINE_CHARS = 300  # of the corpus's first line, put in the try-it box
 
 
-def render_tokens(pieces: list[tuple[int, str]], dark: bool = False) -> str:
-    """HTML: each token on its own tint with its id in small print after it."""
-    colours = DARK_COLOURS if dark else LIGHT_COLOURS
-    text_colour = "#f0f0f0" if dark else "#111111"
-    out = []
-    for i, (token_id, text) in enumerate(pieces):
-        shown = html.escape(text).replace(" ", "·").replace("\t", "→").replace("\n", "↵")
-        out.append(
-            f"<span style='background:{colours[i % len(colours)]}; color:{text_colour}'>{shown or '∅'}</span>"
-            f"<sub style='color:gray'>{token_id}</sub> "
-        )
-        if text.endswith("\n"):  # the text goes on on a new line, after the token's id
-            out.append("<br>")
-    return "<div style='line-height:160%'>" + "".join(out) + "</div>"
+def first_line(text: str) -> str:
+    """The first line of ``text`` with something on it (cut to ``SAMPLE_LINE_CHARS``), or ""."""
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:SAMPLE_LINE_CHARS]
+    return ""
 
 
 class TokenizerPane(Pane):
@@ -125,13 +113,12 @@ class TokenizerPane(Pane):
         try_box = QGroupBox("Try it", self)
         self.try_edit = QPlainTextEdit(try_box)
         self.try_edit.setObjectName("tokenizer_try_edit")
-        self.try_edit.setToolTip("Type text to see how the tokenizer cuts it")
-        self.try_edit.setPlainText(DEFAULT_TRY_TEXT)
+        self.try_edit.setToolTip("Type text to see how the tokenizer cuts it (it starts with a line of your corpus)")
+        self.try_edit.setPlaceholderText("Type text to see how the tokenizer cuts it")
         self.try_edit.setMaximumHeight(80)
-        self.tokens_view = QTextBrowser(try_box)
-        self.tokens_view.setObjectName("tokenizer_tokens_view")
-        self.tokens_view.setToolTip("Each token on its own tint, followed by its id")
-        self.tokens_view.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self._try_edited = False  # the user typed in the box: a new corpus leaves it alone
+        self._setting_try = False
+        self.tokens_view = TokenPiecesView(try_box)
         self.count_label = QLabel("", try_box)
         self.count_label.setObjectName("tokenizer_count_label")
         try_layout = QVBoxLayout(try_box)
@@ -167,6 +154,9 @@ class TokenizerPane(Pane):
         self.session.tokenizer_changed.connect(self._on_session_tokenizer_changed)
         self.session.tokenizer_failed.connect(self._on_session_tokenizer_failed)
         self.session.tokenizer_cancelled.connect(self._on_session_tokenizer_cancelled)
+        self.session.corpus_opened.connect(self._on_session_corpus_opened)
+        if self.session.corpus is not None:
+            self._on_session_corpus_opened(self.session.corpus)
         self._on_session_tokenizer_changed(self.session.tokenizer)
 
     @classmethod
@@ -237,7 +227,7 @@ class TokenizerPane(Pane):
             self.vocab_label.setText("– (not built yet)")
             self.ratio_label.setText("–")
             self.longest_label.setText("–")
-            self.tokens_view.clear()
+            self.tokens_view.clear_pieces()
             self.count_label.clear()
             return
         self.vocab_label.setText(f"{info.vocab_size:,} tokens ({info.tokenizer.kind})")
@@ -267,7 +257,19 @@ class TokenizerPane(Pane):
         super().changeEvent(event)
 
     # -- try it --------------------------------------------------------------
+    def _on_session_corpus_opened(self, info: CorpusInfo) -> None:
+        """Try the tokenizer on a line of the user's own corpus (unless they typed something already)."""
+        if self._try_edited:
+            return
+        self._setting_try = True
+        try:
+            self.try_edit.setPlainText(first_line(info.preview))
+        finally:
+            self._setting_try = False
+
     def _on_try_edit_text_changed(self) -> None:
+        if not self._setting_try:
+            self._try_edited = True
         self._try_timer.start()
 
     def _on_try_timer_timeout(self) -> None:
@@ -276,18 +278,21 @@ class TokenizerPane(Pane):
             return
         text = self.try_edit.toPlainText()[:MAX_TRY_CHARS]
         tok = info.tokenizer
-        pieces = [(token_id, text[start:end] if end > start else tok.token_text(token_id)) for token_id, start, end in tok.encode_with_offsets(text)]
-        self.tokens_view.setHtml(render_tokens(pieces, style.is_dark(self.palette())))
+        pieces = tok.pieces(text)
+        self.tokens_view.show_pieces(pieces, text, style.is_dark(self.palette()), tok.unk_id)
         ratio = f" · {len(text) / len(pieces):.2f} chars per token" if pieces else ""
-        self.count_label.setText(f"{len(text):,} characters → {len(pieces):,} tokens{ratio}")
+        unknown = sum(p.kind == "unknown" for p in pieces)
+        missing = f" · {unknown:,} unknown (not in the vocabulary)" if unknown else ""
+        self.count_label.setText(f"{len(text):,} characters → {len(pieces):,} tokens{ratio}{missing}")
 
     def token_pieces(self) -> list[tuple[int, str]]:
-        """(id, text) of each token of the try-it box (for tests)."""
+        """(id, text as drawn) of each token of the try-it box: a character, the bytes of part of one (hex),
+        the character the vocabulary lacks (with the <unk> id), or a special token."""
         info = self.session.tokenizer
         if info is None:
             return []
         text = self.try_edit.toPlainText()[:MAX_TRY_CHARS]
-        return [(i, text[s:e]) for i, s, e in info.tokenizer.encode_with_offsets(text)]
+        return [(p.id, p.text) for p in info.tokenizer.pieces(text)]
 
 
 if __name__ == "__main__":

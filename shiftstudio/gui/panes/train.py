@@ -1,4 +1,9 @@
-"""Train pane: Start / Pause / Stop / Save checkpoint, progress with ETA, live curves, samples."""
+"""Train pane: Start / Pause / Stop / Save checkpoint, progress with ETA, live curves, samples.
+
+The curves and the samples share a splitter whose minimum heights are small,
+so the window's bottom panes (inspector, playground) can be given room: the
+curves shrink rather than hold the bottom docks down.
+"""
 
 from __future__ import annotations
 
@@ -23,11 +28,13 @@ from PySide6.QtWidgets import (
 from shiftstudio.format import human_duration
 from shiftstudio.gui.panes import Pane, PaneContext
 from shiftstudio.gui.plots import CurvesView
-from shiftstudio.gui.run_controller import FAILED, PREPARING, STATE_TEXT, RunController
-from shiftstudio.gui.widgets.elided_label import ElidedLabel
+from shiftstudio.gui.run_controller import FAILED, PAUSED, PREPARING, STATE_TEXT, RunController
+from shiftstudio.gui.run_plan import StartPlan
 from shiftstudio.gui.widgets.message_bar import MessageBar
 
 MAX_SAMPLE_CHARS = 20_000
+CURVES_MIN_HEIGHT = 120  # the plots' canvas, at least: the bottom docks can take the rest of the window
+SAMPLES_MIN_HEIGHT = 36  # about two lines
 
 
 class TrainPane(Pane):
@@ -39,17 +46,21 @@ class TrainPane(Pane):
         super().__init__(parent)
         self.runs = runs
         icons = self.style()
-        runs.start_action.setIcon(icons.standardIcon(QStyle.SP_MediaPlay))
-        runs.pause_action.setIcon(icons.standardIcon(QStyle.SP_MediaPause))
+        self._play_icon, self._pause_icon = icons.standardIcon(QStyle.SP_MediaPlay), icons.standardIcon(QStyle.SP_MediaPause)
+        runs.start_action.setIcon(self._play_icon)
+        runs.pause_action.setIcon(self._pause_icon)  # a play icon while paused (see _on_runs_state_changed)
         runs.stop_action.setIcon(icons.standardIcon(QStyle.SP_MediaStop))
         runs.checkpoint_action.setIcon(icons.standardIcon(QStyle.SP_DialogSaveButton))
         self.start_button = self._tool_button(runs.start_action, "train_start_button")
         self.pause_button = self._tool_button(runs.pause_action, "train_pause_button")
         self.stop_button = self._tool_button(runs.stop_action, "train_stop_button")
         self.checkpoint_button = self._tool_button(runs.checkpoint_action, "train_checkpoint_button")
-        self.reason_label = ElidedLabel("", self)  # why Start is disabled, in one line (whole text in the tooltip)
+        self.reason_label = QLabel("", self)  # why Start is disabled: the whole sentence, wrapped, on its own row
         self.reason_label.setObjectName("train_reason_label")
         self.reason_label.setProperty("role", "hint")
+        self.reason_label.setWordWrap(True)
+        self.reason_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.reason_label.hide()
         self.checkpoint_label = QLabel("", self)
         self.checkpoint_label.setObjectName("train_checkpoint_label")
         self.checkpoint_label.setProperty("role", "hint")
@@ -76,29 +87,32 @@ class TrainPane(Pane):
         self.sample_text.setPlaceholderText("Samples from the model appear here at each evaluation.")
         self.sample_text.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         self.sample_text.setMaximumBlockCount(2000)
+        self.sample_text.setMinimumHeight(SAMPLES_MIN_HEIGHT)
+        self.curves.graphics.setMinimumHeight(CURVES_MIN_HEIGHT)  # (the canvas asks for more by itself)
 
         controls = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.stop_button, self.checkpoint_button):
             controls.addWidget(b)
-        controls.addSpacing(8)
-        controls.addWidget(self.reason_label, 1)
+        controls.addStretch(1)
         controls.addWidget(self.checkpoint_label)
         controls.addSpacing(8)
         controls.addWidget(self.run_label)
-        splitter = QSplitter(Qt.Vertical, self)
-        splitter.setObjectName("train_splitter")
-        splitter.addWidget(self.curves)
-        splitter.addWidget(self.sample_text)
-        splitter.setStretchFactor(0, 5)
-        splitter.setStretchFactor(1, 1)
-        splitter.setSizes([600, 80])
+        self.splitter = QSplitter(Qt.Vertical, self)
+        self.splitter.setObjectName("train_splitter")
+        self.splitter.addWidget(self.curves)
+        self.splitter.addWidget(self.sample_text)
+        self.splitter.setStretchFactor(0, 5)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([600, 80])
         layout = QVBoxLayout(self)
         layout.addLayout(controls)
+        layout.addWidget(self.reason_label)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.messages)
-        layout.addWidget(splitter, 1)
+        layout.addWidget(self.splitter, 1)
 
-        runs.availability_changed.connect(self._on_runs_availability_changed)
+        runs.plan_changed.connect(self._on_runs_plan_changed)
+        runs.start_queued.connect(self._on_runs_start_queued)
         runs.state_changed.connect(self._on_runs_state_changed)
         runs.progress_changed.connect(self._on_runs_progress_changed)
         runs.prepare_progressed.connect(self._on_runs_prepare_progressed)
@@ -112,8 +126,10 @@ class TrainPane(Pane):
         runs.open_failed.connect(self._on_runs_open_failed)
         self.curves.export_png_requested.connect(self._on_curves_export_png_requested)
         self.curves.export_csv_requested.connect(self._on_curves_export_csv_requested)
-        ok, _, why = runs.plan()
-        self._on_runs_availability_changed(ok, why)
+        self._on_runs_plan_changed(runs.plan())
+        self._on_runs_state_changed(runs.state)
+        if runs.queued_start:  # Start was pressed before this pane existed
+            self._on_runs_start_queued(runs.queued_start)
 
     @classmethod
     def from_context(cls, ctx: PaneContext) -> Self:
@@ -130,11 +146,28 @@ class TrainPane(Pane):
         self.run_label.setText(f"Run: {name}" if name else "")
 
     # -- controller signals --------------------------------------------------
-    def _on_runs_availability_changed(self, ok: bool, why: str) -> None:
-        self.reason_label.setText("" if ok or self.runs.is_active else why)  # while a run goes, the buttons say it
-        self.start_button.setToolTip(why)
+    def _on_runs_plan_changed(self, plan: StartPlan) -> None:
+        reason = "" if plan.ok or self.runs.is_active else plan.why  # while a run goes, the buttons say it
+        self.reason_label.setText(reason)
+        self.reason_label.setVisible(bool(reason))
+        self.start_button.setToolTip(plan.why)
+
+    def _on_runs_start_queued(self, waiting_for: str) -> None:
+        if waiting_for:
+            self.progress_bar.setRange(0, 0)
+            self.progress_bar.setFormat(waiting_for)
+        elif not self.runs.is_active:  # no longer waiting (a run starts next, or it was not to be): as before
+            if self.runs.max_iters:
+                self._on_runs_progress_changed(self.runs.step, self.runs.max_iters, float("nan"))
+            else:
+                self.progress_bar.setRange(0, 1)
+                self.progress_bar.setFormat("No run yet")
 
     def _on_runs_state_changed(self, state: str) -> None:
+        paused = state == PAUSED
+        self.runs.pause_action.setIcon(self._play_icon if paused else self._pause_icon)
+        if paused:  # no ETA while paused
+            self._on_runs_progress_changed(self.runs.step, self.runs.max_iters, float("nan"))
         if state == PREPARING:
             self.messages.clear()
             self.progress_bar.setRange(0, 0)
@@ -201,7 +234,14 @@ class TrainPane(Pane):
         for rec in records:
             if rec.get("kind") == "sample":
                 self.sample_text.appendPlainText(f"── step {rec.get('step', 0):,} ──\n{rec.get('prompt', '')}{rec.get('text', '')}\n")
-        self.messages.show_message(f"Opened run {run_dir.name} at step {self.runs.step:,}.", "info")
+        run = self.runs.open_run_info
+        if run is None or run.checkpoint_step is None:
+            text = f"Opened run {run_dir.name}: it has no checkpoint, so it cannot be resumed."
+        else:
+            text = f"Opened run {run_dir.name}: checkpoint at {run.where()}."
+            if run.resumable:
+                text += " Resume run (F5) continues it from there."
+        self.messages.show_message(text, "info")
 
     def _on_runs_open_failed(self, message: str, detail: str, expected: bool) -> None:
         self.messages.show_message(f"Could not open the run: {message}", "error", detail)

@@ -7,7 +7,9 @@ Editors come from each field's type and metadata (``minimum``, ``maximum``,
 one an error names. There
 is no hand-written list of fields: a new config field shows up by itself.
 The form edits a :class:`~shiftstudio.gui.config_model.ConfigModel` and marks
-the fields that the model's current error names.
+the fields that the model's current error names. A field linked to another
+(``lr_decay_iters`` follows ``max_iters`` …) has a link button beside it that
+says how it follows; typing a value unlinks it, the button links it again.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from shiftstudio.config import field_index, field_type, range_text
-from shiftstudio.gui.config_model import ConfigModel
+from shiftstudio.gui.config_model import LINKS, ConfigModel
 
 INT32_MAX = 2**31 - 1
 EDITOR_MAX_WIDTH = 280
@@ -87,6 +91,7 @@ class ConfigForm(QWidget):
         self.model = model
         self.editors: dict[str, QWidget] = {}
         self.labels: dict[str, QLabel] = {}
+        self.link_buttons: dict[str, QToolButton] = {}  # the linked fields' link toggles
         self._tooltips: dict[str, str] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -105,7 +110,9 @@ class ConfigForm(QWidget):
             label.setMinimumWidth(width)
         model.values_changed.connect(self._on_model_values_changed)
         model.validity_changed.connect(self._on_model_validity_changed)
+        model.links_changed.connect(self._on_model_links_changed)
         self._on_model_validity_changed(model.error)
+        self._on_model_links_changed()
 
     # -- building ------------------------------------------------------------
     def _make_form(self, keys: Sequence[str]) -> QFormLayout:
@@ -125,8 +132,27 @@ class ConfigForm(QWidget):
             label.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
             self.editors[key] = editor
             self.labels[key] = label
-            form.addRow(label, editor)
+            form.addRow(label, self._with_link_button(key, editor) if key in LINKS else editor)
         return form
+
+    def _with_link_button(self, key: str, editor: QWidget) -> QWidget:
+        """The editor with a checkable link button beside it (checked: the field follows its source)."""
+        button = QToolButton(self)
+        button.setObjectName(f"cfg_{key}_link")
+        button.setCheckable(True)
+        button.setAutoRaise(True)
+        button.setProperty("role", "link")
+        button.toggled.connect(lambda checked, k=key: self._on_link_button_toggled(k, checked))
+        self.link_buttons[key] = button
+        link, metrics = LINKS[key], button.fontMetrics()
+        texts = (f"linked {link.text}", f"link to {link.source}")  # a fixed width: the editor never moves
+        button.setMinimumWidth(max(metrics.horizontalAdvance(t) for t in texts) + 16)
+        row = QWidget(self)
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(editor, 1)
+        layout.addWidget(button)
+        return row
 
     def _make_editor(self, key: str) -> QWidget:
         _, f = field_index()[key]
@@ -180,6 +206,26 @@ class ConfigForm(QWidget):
             self.model.set_field_error(key, f"{key} must be a number, got {text.strip()!r}" if text.strip() else f"{key} is empty")
             return
         self.model.set_value(key, value)
+
+    def _on_link_button_toggled(self, key: str, checked: bool) -> None:
+        if checked:
+            self.model.link(key)
+        else:
+            self.model.unlink(key)
+
+    def _on_model_links_changed(self) -> None:
+        for key, button in self.link_buttons.items():
+            link, linked = LINKS[key], self.model.is_linked(key)
+            button.blockSignals(True)
+            button.setChecked(linked)
+            button.blockSignals(False)
+            button.setText(f"linked {link.text}" if linked else f"link to {link.source}")
+            button.setToolTip(
+                f"Linked: {key} follows {link.source} ({key} {link.text}). Typing a value of your own unlinks it; "
+                "click to unlink it now." if linked else
+                f"Not linked: {key} keeps its value when {link.source} changes. Click to link it again "
+                f"({key} {link.text})."
+            )
 
     def _on_model_values_changed(self, keys: set[str]) -> None:
         for key in keys:

@@ -104,7 +104,11 @@ class BatchModel:
 
 
 class ShiftView(QWidget):
-    """The painted strips. Emits ``hovered``/``selected`` with (k, t) of a target cell, or k = 0 for an input."""
+    """The painted strips. Emits ``hovered``/``selected`` with (k, t) of a target cell, or k = 0 for an input.
+
+    In a scroll area too short for every strip, the input strip stays at the top of the visible part
+    (:meth:`set_top`, from the vertical scroll bar) and the target strips scroll together under it.
+    """
 
     hovered = Signal(int, int)
     selected = Signal(int, int)
@@ -120,6 +124,7 @@ class ShiftView(QWidget):
         self.cell = MIN_CELL
         self.selected_t: int | None = None
         self.hover: tuple[int, int] | None = None
+        self.top = 0  # the first row of the widget in view (its scroll area's vertical offset)
         self.scale = MAX_LOSS_SCALE
         self._font = QFont(self.font())
         self._font.setStyleHint(QFont.StyleHint.Monospace)
@@ -150,7 +155,20 @@ class ShiftView(QWidget):
         m = self.model
         return QSize(LABEL_W + (m.T + m.K) * self.cell + 8, (m.K + 1) * (ROW_H + GAP) + GAP)
 
+    def set_top(self, top: int) -> None:
+        """The vertical scroll offset: the input strip is drawn there, over the targets scrolled under it."""
+        if top != self.top:
+            self.top = max(0, int(top))
+            self.update()  # all of it: the scroll moved the pixels, the input strip has to be drawn anew
+
+    @property
+    def header_height(self) -> int:
+        """Height of the band the input strip takes at the top of the visible part."""
+        return GAP // 2 + ROW_H + GAP // 2
+
     def strip_y(self, strip: int) -> int:
+        if strip == 0:
+            return self.top + GAP // 2  # sticks to the top of the view
         return GAP // 2 + strip * (ROW_H + GAP)
 
     def cell_rect(self, strip: int, t: int) -> QRectF:
@@ -160,9 +178,14 @@ class ShiftView(QWidget):
     def hit(self, x: float, y: float) -> tuple[int, int] | None:
         if self.model is None or x < LABEL_W:
             return None
-        strip = int((y - GAP // 2) // (ROW_H + GAP))
-        if not 0 <= strip <= self.model.K or (y - self.strip_y(strip)) > ROW_H:
-            return None
+        if y < self.top + self.header_height:  # the input strip (and the band around it)
+            strip = 0
+            if not 0 <= y - self.strip_y(0) <= ROW_H:
+                return None
+        else:
+            strip = int((y - GAP // 2) // (ROW_H + GAP))
+            if not 1 <= strip <= self.model.K or not 0 <= y - self.strip_y(strip) <= ROW_H:
+                return None
         t = int((x - LABEL_W) // self.cell) - strip
         return (strip, t) if 0 <= t < self.model.T else None
 
@@ -181,8 +204,10 @@ class ShiftView(QWidget):
         left = max(0, int((event.rect().left() - LABEL_W) // self.cell) - m.K - 1)
         right = min(m.T, int((event.rect().right() - LABEL_W) // self.cell) + 2)
         text_pen = QPen(QColor(30, 30, 30))
-        for strip in range(m.K + 1):
+        for strip in [*range(1, m.K + 1), 0]:  # the input strip last: it lies over targets scrolled under it
             y = self.strip_y(strip)
+            if strip == 0:
+                painter.fillRect(QRectF(0, self.top, self.width(), self.header_height), pal.base())
             painter.setPen(pal.text().color())
             painter.drawText(QRectF(4, y, LABEL_W - 8, ROW_H), Qt.AlignmentFlag.AlignVCenter,
                              "input" if strip == 0 else f"t+{strip}")
@@ -211,7 +236,7 @@ class ShiftView(QWidget):
                 painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, label)
         if self.selected_t is not None:
             self._draw_arrows(painter, self.selected_t)
-        if self.hover is not None:
+        if self.hover is not None and (self.hover[0] == 0 or self.cell_rect(*self.hover).top() >= self.top + self.header_height):
             painter.setPen(QPen(pal.highlight().color(), 2))
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawRoundedRect(self.cell_rect(*self.hover).adjusted(-1, -1, 1, 1), 3, 3)
@@ -226,6 +251,8 @@ class ShiftView(QWidget):
         start = QPointF(src.center().x(), src.bottom())
         for k in range(1, m.K + 1):
             dst = self.cell_rect(k, t)
+            if dst.top() < self.top + self.header_height:
+                continue  # scrolled under the input strip
             painter.setPen(QPen(colour, 2))
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawRoundedRect(dst.adjusted(-1, -1, 1, 1), 3, 3)

@@ -2,7 +2,8 @@
 
 Every character carries the index of the token it came from (a char-format
 property), so hovering shows that token's probability and the model's top
-five guesses; "colour by probability" shades each token and is redone when
+five guesses (the raw distribution, before temperature / top-k / top-p, and
+labelled so); "colour by probability" shades each token and is redone when
 the theme changes.
 """
 
@@ -13,6 +14,7 @@ from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QTextEdit, QToolTip, QWidget
 
 TOKEN_PROPERTY = 0x100001  # QTextFormat.UserProperty + 1: index of the token under a character
+RAW_LABEL = "model's top 5 (before temperature/top-k/top-p)"
 
 
 def probability_colour(p: float, dark: bool) -> QColor:
@@ -30,7 +32,8 @@ class OutputView(QTextEdit):
         self.setObjectName(name)
         self.setReadOnly(True)
         self.setAcceptRichText(False)
-        self.setToolTip("Generated text; hover a token to see its probability and the model's top-5 guesses")
+        self.setToolTip("Generated text; hover a token to see the model's probability for it and its top-5 guesses "
+                        "(before temperature, top-k and top-p)")
         self.setLineWrapMode(QTextEdit.LineWrapMode.WidgetWidth)
         self.tokens: list[tuple[str, float, list]] = []
         self.prompt = ""
@@ -92,11 +95,14 @@ class OutputView(QTextEdit):
         return int(index) if index is not None else None
 
     def describe(self, index: int) -> str:
+        """The hover text of token ``index``: its probability and the top 5, both the model's raw distribution
+        (temperature 1, no top-k / top-p / repetition penalty), which is what the sampler started from."""
         text, prob, top = self.tokens[index]
         rows = "".join(
             f"<tr><td>{_show(t)}</td><td align='right'>{100 * p:.1f}%</td></tr>" for _, t, p in top
         )
-        return f"<b>{_show(text)}</b> &nbsp; p = {100 * prob:.1f}%<br><table>{rows}</table>"
+        return (f"<b>{_show(text)}</b> &nbsp; p = {100 * prob:.1f}% <small>(the model's probability)</small><br>"
+                f"<small>{RAW_LABEL}:</small><table>{rows}</table>")
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:
         if obj is self.viewport() and event.type() == QEvent.Type.ToolTip:

@@ -1,0 +1,112 @@
+"""What the run controller hands its training thread and its open-run task: functions that set up a trainer
+(prepare the data and create a run folder, or reopen one) or read a run folder back.
+
+Each is called in a worker thread with ``(progress, cancel)``; the core (torch) is imported there, never in
+the GUI thread. :func:`latest_checkpoint_step` only lists folder names, so the GUI thread may call it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from shiftstudio.config import RunConfig
+from shiftstudio.core.errors import Cancelled, ConfigError
+from shiftstudio.core.runs.layout import RunLayout, step_of
+
+log = logging.getLogger(__name__)
+
+SAMPLE_PROMPT = ""  # samples at each evaluation start from the end-of-text token (or id 0)
+
+
+def _limit_cpu_threads(config: RunConfig) -> None:
+    """In the training thread, before the engine sets up: 'automatic' threads leave a core to the window."""
+    if config.train.num_threads == 0:
+        import torch
+
+        from shiftstudio.gui.session import default_cpu_threads
+
+        wanted = default_cpu_threads()
+        if torch.get_num_threads() > wanted:
+            torch.set_num_threads(wanted)
+
+
+def preset_base(name: str) -> RunConfig | None:
+    """The preset a run was started from (run names tag what differs from it); None when it is unknown."""
+    if not name:
+        return None
+    from shiftstudio.presets import load_preset
+
+    try:
+        return load_preset(name)
+    except (ConfigError, OSError) as exc:  # a preset deleted or broken since: the name is only a label
+        log.info("preset %s unusable as the run name's base: %s", name, exc)
+        return None
+
+
+def new_run(config: RunConfig, preset: str = "") -> Callable:
+    """Prepare the data, create a run folder named for what differs from ``preset``, and set up its trainer."""
+
+    def open_trainer(progress, cancel):
+        _limit_cpu_threads(config)
+        from shiftstudio.core.data.store import prepare
+        from shiftstudio.core.runs.folder import create_run
+        from shiftstudio.core.train.trainer import Trainer
+
+        store = prepare(config.data, progress=progress, cancel=cancel)
+        if cancel():
+            raise Cancelled()
+        run_dir = create_run(config, store, base=preset_base(preset))
+        return Trainer(run_dir, store, sample_prompt=SAMPLE_PROMPT)
+
+    return open_trainer
+
+
+def resume_run(run_dir: Path, max_iters: int) -> Callable:
+    """Reopen ``run_dir`` from its latest checkpoint, training to ``max_iters`` (recorded with the run)."""
+
+    def open_trainer(progress, cancel):
+        from shiftstudio.core.train.trainer import Trainer
+
+        trainer = Trainer(run_dir, max_iters=max_iters, sample_prompt=SAMPLE_PROMPT)
+        _limit_cpu_threads(trainer.config)
+        return trainer
+
+    return open_trainer
+
+
+@dataclass
+class OpenedRun:
+    """A run folder read back: its config (with the recorded plan), its metrics, where a resume starts."""
+
+    run_dir: Path
+    config: RunConfig
+    records: list[dict[str, Any]]
+    checkpoint_step: int | None  # the newest checkpoint: where a resume starts (None: there is none)
+
+
+def read_run(run_dir: Path) -> Callable:
+    def work(progress, cancel) -> OpenedRun:
+        from shiftstudio.core.runs.folder import load_run_config
+        from shiftstudio.core.runs.metrics import read_metrics
+
+        config = load_run_config(run_dir)
+        records = read_metrics(run_dir, ("train", "eval", "sample"))
+        return OpenedRun(run_dir, config, records, latest_checkpoint_step(run_dir))
+
+    return work
+
+
+def latest_checkpoint_step(run_dir: Path | None) -> int | None:
+    """The step of the newest checkpoint folder of ``run_dir`` (None when it has none): names only, no torch."""
+    folder = None if run_dir is None else RunLayout(run_dir).checkpoints_dir
+    if folder is None or not folder.is_dir():
+        return None
+    steps = [step for step in (step_of(p.name) for p in folder.iterdir() if p.is_dir()) if step is not None]
+    return max(steps, default=None)
+
+
+def has_checkpoint(run_dir: Path | None) -> bool:
+    return latest_checkpoint_step(run_dir) is not None

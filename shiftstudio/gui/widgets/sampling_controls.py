@@ -1,0 +1,128 @@
+"""The playground's sampling controls: temperature, top-k, top-p, repetition penalty, max tokens, seed, stop text.
+
+A compact two-column grid (it has to fit a dock a few hundred pixels tall).
+:meth:`SamplingControls.sampling_settings` turns the values into the core's
+``SamplingSettings``; :meth:`values` / :meth:`apply_values` are what the window
+remembers between starts (a plain dict, in ``gui.settings.Settings``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QGridLayout, QLabel, QLineEdit, QSpinBox, QWidget
+
+SETTINGS_KEY = "playground"  # the key of the remembered values in gui.settings.Settings
+
+
+def _named(widget: QWidget, name: str, tip: str) -> Any:
+    widget.setObjectName(name)
+    widget.setToolTip(tip)
+    return widget
+
+
+class SamplingControls(QWidget):
+    """The sampling settings as spin boxes; ``changed`` fires when any of them does."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.temperature = _named(QDoubleSpinBox(self), "generate_temperature",
+                                  "Randomness: 0 always picks the most likely token; 1 samples the model as it is")
+        self.temperature.setRange(0.0, 5.0)
+        self.temperature.setSingleStep(0.05)
+        self.temperature.setValue(0.8)
+        self.top_k = _named(QSpinBox(self), "generate_top_k", "Sample only among the K most likely tokens (0 = off)")
+        self.top_k.setRange(0, 100_000)
+        self.top_k.setSpecialValueText("off")
+        self.top_p = _named(QDoubleSpinBox(self), "generate_top_p",
+                            "Nucleus sampling: only the most likely tokens covering this share of probability (1 = off)")
+        self.top_p.setRange(0.01, 1.0)
+        self.top_p.setSingleStep(0.05)
+        self.top_p.setValue(1.0)
+        self.repetition = _named(QDoubleSpinBox(self), "generate_repetition_penalty",
+                                 "Repetition penalty: above 1 makes tokens already in the text less likely")
+        self.repetition.setRange(0.5, 3.0)
+        self.repetition.setSingleStep(0.05)
+        self.repetition.setValue(1.0)
+        self.max_tokens = _named(QSpinBox(self), "generate_max_new_tokens", "How many tokens to generate at most")
+        self.max_tokens.setRange(1, 100_000)
+        self.max_tokens.setValue(300)
+        self.seed = _named(QSpinBox(self), "generate_seed",
+                           "Random seed: the same seed and settings write the same text (-1 = a new seed each time)")
+        self.seed.setRange(-1, 2**31 - 1)
+        self.seed.setValue(1337)
+        self.seed.setSpecialValueText("random")
+        self.stop_text = _named(QLineEdit(self), "generate_stop", "Stop when this text appears (it is not shown); \\n for a newline")
+        self.stop_text.setPlaceholderText("e.g. \\n\\n")
+        self.stop_eot = _named(QCheckBox("Stop at end of document", self), "generate_stop_eot",
+                               "End the text when the model writes <|endoftext|>")
+        self.stop_eot.setChecked(True)
+
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setHorizontalSpacing(6)
+        grid.setVerticalSpacing(3)
+        pairs = [("Temperature", self.temperature), ("Top-k", self.top_k), ("Top-p", self.top_p),  # (wide ones on the right)
+                 ("Max tokens", self.max_tokens), ("Repetition", self.repetition), ("Seed", self.seed)]
+        for i, (text, widget) in enumerate(pairs):
+            label = QLabel(text, self)
+            label.setToolTip(widget.toolTip())
+            label.setBuddy(widget)
+            grid.addWidget(label, i // 2, 2 * (i % 2))
+            grid.addWidget(widget, i // 2, 2 * (i % 2) + 1)
+        stop_label = QLabel("Stop text", self)
+        stop_label.setBuddy(self.stop_text)
+        stop_label.setToolTip(self.stop_text.toolTip())
+        grid.addWidget(stop_label, 3, 0)
+        grid.addWidget(self.stop_text, 3, 1, 1, 3)
+        grid.addWidget(self.stop_eot, 4, 0, 1, 4)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+
+        for spin in (self.temperature, self.top_k, self.top_p, self.repetition, self.max_tokens, self.seed):
+            spin.valueChanged.connect(self._on_control_changed)
+        self.stop_text.textChanged.connect(self._on_control_changed)
+        self.stop_eot.toggled.connect(self._on_control_changed)
+
+    def _on_control_changed(self, *_args: Any) -> None:
+        self.changed.emit()
+
+    def sampling_settings(self):
+        """The values as the core's ``SamplingSettings`` (raises ``GenerationError`` for an impossible one)."""
+        from shiftstudio.core.generate.filters import SamplingSettings
+
+        stop = self.stop_text.text().replace("\\n", "\n").replace("\\t", "\t")
+        return SamplingSettings(
+            max_new_tokens=self.max_tokens.value(), temperature=self.temperature.value(), top_k=self.top_k.value(),
+            top_p=self.top_p.value(), repetition_penalty=self.repetition.value(),
+            seed=None if self.seed.value() < 0 else self.seed.value(), stop=(stop,) if stop else (),
+            stop_at_eot=self.stop_eot.isChecked(),
+        )
+
+    # -- remembered between starts ------------------------------------------------------
+    def values(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature.value(), "top_k": self.top_k.value(), "top_p": self.top_p.value(),
+            "repetition_penalty": self.repetition.value(), "max_new_tokens": self.max_tokens.value(),
+            "seed": self.seed.value(), "stop": self.stop_text.text(), "stop_at_eot": self.stop_eot.isChecked(),
+        }
+
+    def apply_values(self, saved: Any) -> None:
+        """Values from :meth:`values` (a missing or malformed one keeps its current value; spin boxes clamp)."""
+        if not isinstance(saved, dict):
+            return
+        spins = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
+                 "repetition_penalty": self.repetition, "max_new_tokens": self.max_tokens, "seed": self.seed}
+        for key, spin in spins.items():
+            value = saved.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                value = min(max(value, spin.minimum()), spin.maximum())
+                spin.setValue(int(value) if isinstance(spin, QSpinBox) else float(value))
+        if isinstance(saved.get("stop"), str):
+            self.stop_text.setText(saved["stop"])
+        if isinstance(saved.get("stop_at_eot"), bool):
+            self.stop_eot.setChecked(saved["stop_at_eot"])

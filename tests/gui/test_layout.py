@@ -1,0 +1,117 @@
+"""The window's layout as a user meets it: default dock sizes at laptop and desktop sizes, a form that does not
+jump while it is edited, Start's reason shown whole, and every pane's Ctrl+N."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+
+from shiftstudio.gui.panes import PANES
+
+# (window size, the bottom panes' default height at least, the Train pane's at least, the bottom panes' height
+# they can be given at least by moving the separator up)
+SIZES = [((1366, 768), 330, 300, 400), ((1600, 1000), 440, 400, 600)]
+
+
+@pytest.mark.parametrize(("size", "bottom_min", "center_min", "grown_min"), SIZES)
+def test_default_layout_gives_the_bottom_panes_room_and_the_curves_give_way(qtbot, tmp_path: Path, size, bottom_min,
+                                                                             center_min, grown_min) -> None:
+    from shiftstudio.gui.main_window import MainWindow
+    from shiftstudio.gui.settings import Settings
+
+    window = MainWindow(Settings(tmp_path / "gui.json"))  # no saved layout: the defaults
+    qtbot.addWidget(window)
+    window.resize(*size)
+    window.show()
+    window.build()
+    inspector, generate = window.docks["inspector"], window.docks["generate"]
+    train = window.panes["train"]
+    qtbot.waitUntil(lambda: inspector.height() > 100, timeout=5000)
+    assert window.size().toTuple() == size
+    assert inspector.height() >= bottom_min, inspector.height()
+    assert window.center.height() >= center_min, window.center.height()
+    # the bottom panes are tabbed together: each gets that height when it is in front
+    window.raise_pane("generate")
+    qtbot.waitUntil(lambda: generate.isVisible() and generate.height() == inspector.height(), timeout=5000)
+    # the separator above them moves up a long way: the curves shrink (the plots with them), the docks grow
+    plots_before = train.curves.graphics.height()
+    window.resizeDocks([generate], [grown_min + 60], Qt.Vertical)
+    qtbot.waitUntil(lambda: generate.height() >= grown_min, timeout=5000)
+    assert train.curves.graphics.height() < plots_before and train.curves.graphics.height() >= 100
+    assert window.size().toTuple() == size  # the window did not have to grow for it
+    window.ctx.session.shutdown()
+
+
+def test_the_model_form_does_not_move_while_it_is_edited(window, qtbot) -> None:
+    """The "changed from the preset" note and the error banner appear below the form: the fields stay put."""
+    pane = window.panes["model"]
+    pane.apply_preset("cpu-tiny")  # the preset as it is: no note yet
+    window.raise_pane("model")
+    first = pane.form.editors["n_layer"]
+    qtbot.waitUntil(lambda: first.isVisible(), timeout=5000)
+    assert not pane.changed_label.isVisible() and not pane.messages.isVisible()
+
+    def y() -> int:
+        qtbot.wait(100)  # the layouts settle (a shown widget re-lays out its parents over a few event turns)
+        return first.mapTo(window, QPoint(0, 0)).y()
+
+    top = y()
+    pane.form.editors["dropout"].setValue(0.25)  # differs from the preset: the note appears
+    qtbot.waitUntil(lambda: pane.changed_label.isVisible(), timeout=2000)
+    assert "dropout" in pane.changed_label.text() and y() == top
+    pane.form.editors["n_head"].setValue(3)  # 128 % 3: the error banner appears
+    qtbot.waitUntil(lambda: pane.messages.isVisible(), timeout=2000)
+    assert pane.messages.level() == "error" and y() == top
+    fields_top = first.mapTo(pane, QPoint(0, 0)).y()
+    assert pane.changed_label.geometry().top() > fields_top and pane.messages.geometry().top() > fields_top  # below
+    pane.form.editors["n_head"].setValue(4)
+    qtbot.waitUntil(lambda: not pane.messages.isVisible(), timeout=2000)
+    assert y() == top
+
+
+def test_why_start_is_disabled_is_shown_whole(window, qtbot) -> None:
+    config, train = window.ctx.config, window.panes["train"]
+    config.set_value("n_embd", 30)  # 30 % 2 heads is fine, but rope needs an even head size: 15 is odd
+    config.set_value("n_layer", 3)
+    assert not config.is_valid
+    label = train.reason_label
+    qtbot.waitUntil(lambda: label.isVisible(), timeout=2000)
+    assert label.text() == f"Fix the settings first: {config.error}"  # the whole sentence, not an elided one
+    assert label.wordWrap() and label.objectName() == "train_reason_label"
+    width = 260  # a narrow Train pane: the sentence wraps onto more lines and the label grows to show them all
+    narrow = label.fontMetrics().boundingRect(0, 0, width, 10_000, Qt.TextWordWrap, label.text())
+    assert narrow.height() > label.fontMetrics().height()  # (several lines at that width)
+    assert label.heightForWidth(width) >= narrow.height()
+    assert label.height() >= label.heightForWidth(label.width())  # at its own width, nothing is cut off
+    config.set_value("n_embd", 32)
+    qtbot.waitUntil(lambda: not label.isVisible(), timeout=2000)
+
+
+@pytest.mark.parametrize("spec", PANES, ids=[spec.key for spec in PANES])
+def test_each_pane_has_a_working_ctrl_n(window, qtbot, spec) -> None:
+    """Ctrl+1 … Ctrl+6 bring their pane forward (showing a hidden dock) and put the keyboard focus in it;
+    Ctrl+4 is the Train pane in the middle."""
+    assert spec.shortcut == f"Ctrl+{PANES.index(spec) + 1}"
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5000)
+    pane = window.panes[spec.key]
+    dock = window.docks.get(spec.key)
+    # another pane takes the focus (one tabbed with it, where there is one: then it is also in front)
+    other = next((s.key for s in PANES if s.key != spec.key and s.area == spec.area), "model")
+    if dock is not None:
+        dock.hide()  # hidden (View menu): the shortcut shows it again
+    window.raise_pane(other, focus=True)  # the focus elsewhere
+    assert not pane.isAncestorOf(QApplication.focusWidget())
+    QTest.keyClick(window, getattr(Qt, f"Key_{spec.shortcut[-1]}"), Qt.ControlModifier)
+    qtbot.waitUntil(lambda: pane.isVisible() and pane.isAncestorOf(QApplication.focusWidget()), timeout=3000)
+    if dock is not None:
+        assert dock.isVisible() and not pane.visibleRegion().isEmpty()  # in front of its tab group
+    else:
+        assert window.center.currentWidget() is pane
+    action = window.findChild(type(window.reset_layout_action), f"focus_{spec.key}_action")
+    assert action is not None and action.shortcut().toString() == spec.shortcut and action in window.view_menu.actions()
+    assert spec.shortcut in action.toolTip()
