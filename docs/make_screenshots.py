@@ -51,7 +51,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--themes", default="light,dark", help="comma-separated: light, dark")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--size", default="1480x900", help="window size, WxH")
+    parser.add_argument("--size", default="", help="window size, WxH (default: the size the window opens at)")
     args = parser.parse_args()
     if "SHIFTSTUDIO_HOME" not in os.environ:
         home = tempfile.mkdtemp(prefix="shiftstudio-shots-")
@@ -68,9 +68,10 @@ def main() -> int:
     settings = Settings()
     settings.set("theme", themes[0])
     window = create_window(settings=settings)
-    width, height = (int(v) for v in args.size.split("x"))
-    window.resize(width, height)
-    window.move(20, 20)
+    if args.size:
+        width, height = (int(v) for v in args.size.split("x"))
+        window.resize(width, height)
+    window.move(0, 0)
     ctx = window.ctx
     wait_until(app, lambda: bool(window.panes), 30, "the panes")
     wait_until(app, lambda: ctx.session.corpus is not None, 120, "the sample corpus")
@@ -108,7 +109,7 @@ def main() -> int:
     # hover read-out in the middle of the run, as a user would see it
     curves.show_readout_at(float(ctx.runs.metrics.steps["step"][len(ctx.runs.metrics.steps) * 2 // 3]))
     tok = window.panes["tokenizer"]
-    tok.try_edit.setPlainText("ROMEO:\nBut, soft! what light through yonder window breaks?")
+    tok.try_edit.setPlainText("ROMEO: But, soft! what light through yonder window breaks? — café")  # two unknowns
     # the playground: a sample from the finished run, coloured by probability
     gen = window.panes["generate"]
     window.docks["generate"].raise_()

@@ -19,8 +19,8 @@ from shiftstudio.gui.panes import PaneSpec
 
 AREAS = {"left": Qt.LeftDockWidgetArea, "right": Qt.RightDockWidgetArea, "bottom": Qt.BottomDockWidgetArea}
 DEFAULT_LEFT_WIDTH = 470  # at least; wider if a left pane needs it (up to 40 % of the window)
-DEFAULT_BOTTOM_SHARE = 0.5  # of the window's height, for the inspector / playground
-BOTTOM_MIN_HEIGHT = 340  # the bottom panes' default height at least (a 1366x768 screen leaves ~700 px)
+DEFAULT_BOTTOM_SHARE = 0.42  # of the window's height, for the inspector / playground
+BOTTOM_MIN_HEIGHT = 300  # the bottom panes' default height at least (a 1366x768 screen leaves ~700 px)
 CENTER_MIN_HEIGHT = 300  # ...and the Train pane's at least, by default (the user may shrink it further)
 
 

@@ -33,7 +33,7 @@ from shiftstudio.gui.run_plan import StartPlan
 from shiftstudio.gui.widgets.message_bar import MessageBar
 
 MAX_SAMPLE_CHARS = 20_000
-CURVES_MIN_HEIGHT = 120  # the plots' canvas, at least: the bottom docks can take the rest of the window
+CURVES_MIN_HEIGHT = 170  # the plots' canvas, at least: two rows of plots stay readable (with the banner showing)
 SAMPLES_MIN_HEIGHT = 36  # about two lines
 
 
