@@ -71,3 +71,16 @@ def window(qtbot, tiny_corpus: Path):
         runs.stop()
     runs.wait(30_000)
     win.ctx.session.shutdown()
+
+
+@pytest.fixture
+def curves(qtbot):
+    """The curves view alone, 900 x 600, on an empty metrics store."""
+    from shiftstudio.gui.metrics_store import MetricsStore
+    from shiftstudio.gui.plots import CurvesView
+
+    view = CurvesView(MetricsStore())
+    qtbot.addWidget(view)
+    view.resize(900, 600)
+    view.show()
+    return view

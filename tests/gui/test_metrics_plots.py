@@ -71,17 +71,6 @@ def test_store_loads_history_and_writes_csv(tmp_path) -> None:
     assert float(eval_row["val_loss"]) == 2.5 and eval_row["loss"] == ""
 
 
-@pytest.fixture
-def curves(qtbot):
-    from shiftstudio.gui.plots import CurvesView
-
-    view = CurvesView(MetricsStore())
-    qtbot.addWidget(view)
-    view.resize(900, 600)
-    view.show()
-    return view
-
-
 def test_plot_items_are_fed_with_set_data(curves, qtbot, tmp_path) -> None:
     from PySide6.QtGui import QColor, QImage
 

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication
 from shiftstudio.core.train.reports import EvalReport, StepReport
 from shiftstudio.gui.metrics_store import MetricsStore
 from shiftstudio.gui.plot_controls import VAL_COLOR, horizon_color
-from shiftstudio.gui.plots import EXPORT_SIZE, CurvesView
+from shiftstudio.gui.plots import EXPORT_SIZE
 from shiftstudio.gui.style import ACCENT
 
 
@@ -30,15 +30,6 @@ def evaluation(step: int, heads: list[float]) -> EvalReport:
                       val_ppl=math.exp(heads[0]), train_ppl=math.exp(heads[0] - 0.1), best_val_loss=heads[0], is_best=True,
                       val_loss_per_horizon=heads, train_loss_per_horizon=[h - 0.1 for h in heads],
                       val_loss_all_heads=sum(heads) / len(heads), train_loss_all_heads=sum(heads) / len(heads) - 0.1)
-
-
-@pytest.fixture
-def curves(qtbot):
-    view = CurvesView(MetricsStore())
-    qtbot.addWidget(view)
-    view.resize(900, 600)
-    view.show()
-    return view
 
 
 def rgb_of(image: QImage) -> np.ndarray:

@@ -44,6 +44,7 @@ from shiftstudio.gui.widgets.prompt_history import PromptHistory
 from shiftstudio.gui.widgets.sampling_controls import SETTINGS_KEY, SamplingControls
 from shiftstudio.gui.widgets.token_output import OutputView
 from shiftstudio.gui.widgets.weights_picker import WeightsPicker
+from shiftstudio.gui.widgets import named
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,6 @@ HISTORY_FILE = "playground-history.json"
 READY = "Type a prompt and press Generate."
 NO_CHECKPOINT = "No checkpoint yet: train a run (or open one) to generate from it."
 
-
-def _named(widget: Any, name: str, tip: str) -> Any:
-    widget.setObjectName(name)
-    widget.setToolTip(tip)
-    return widget
 
 
 # -- the pane -------------------------------------------------------------------------
@@ -100,11 +96,11 @@ class GeneratePane(Pane):
 
     # -- building ---------------------------------------------------------------------
     def _build(self) -> None:
-        self.prompt = _named(QPlainTextEdit(), "generate_prompt", "The text the model continues (empty: start a new document)")
+        self.prompt = named(QPlainTextEdit(), "generate_prompt", "The text the model continues (empty: start a new document)")
         self.prompt.setPlaceholderText("Prompt, e.g. ROMEO:   (Ctrl+Return generates)")
         lines = self.prompt.fontMetrics().lineSpacing()
         self.prompt.setFixedHeight(3 * lines + 14)  # three lines: the output gets the height
-        self.history = _named(PromptHistory(paths.config_dir() / HISTORY_FILE), "generate_history",
+        self.history = named(PromptHistory(paths.config_dir() / HISTORY_FILE), "generate_history",
                               "Prompts used before: pick one to use it again")
         self.history.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.history.setMinimumContentsLength(12)
@@ -119,16 +115,16 @@ class GeneratePane(Pane):
         self.compare, self.compare_source = self.weights.compare, self.weights.compare_source
         self.weights.compare_toggled.connect(self._on_weights_compare_toggled)
 
-        self.generate_button = _named(QPushButton("Generate"), "generate_button", "Sample text from the model (Ctrl+Return)")
+        self.generate_button = named(QPushButton("Generate"), "generate_button", "Sample text from the model (Ctrl+Return)")
         self.generate_button.setShortcut("Ctrl+Return")
         self.generate_button.setDefault(True)
-        self.stop_button = _named(QPushButton("Stop"), "generate_stop_button", "Stop generating (Esc)")
+        self.stop_button = named(QPushButton("Stop"), "generate_stop_button", "Stop generating (Esc)")
         self.stop_button.setShortcut("Esc")
         self.stop_button.setEnabled(False)
-        self.colour = _named(QCheckBox("Colour by probability"), "generate_colour", "Shade each token by how likely the model thought it (red unlikely, green likely)")
-        self.copy_button = _named(QToolButton(), "generate_copy", "Copy the generated text to the clipboard")
+        self.colour = named(QCheckBox("Colour by probability"), "generate_colour", "Shade each token by how likely the model thought it (red unlikely, green likely)")
+        self.copy_button = named(QToolButton(), "generate_copy", "Copy the generated text to the clipboard")
         self.copy_button.setText("Copy")
-        self.save_button = _named(QToolButton(), "generate_save", "Save the prompt and the generated text to a text file (both outputs when comparing)")
+        self.save_button = named(QToolButton(), "generate_save", "Save the prompt and the generated text to a text file (both outputs when comparing)")
         self.save_button.setText("Save…")
         self.generate_button.clicked.connect(self._on_generate_button_clicked)
         self.stop_button.clicked.connect(self._on_stop_button_clicked)

@@ -14,13 +14,9 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QGridLayout, QLabel, QLineEdit, QSpinBox, QWidget
 
+from shiftstudio.gui.widgets import named
+
 SETTINGS_KEY = "playground"  # the key of the remembered values in gui.settings.Settings
-
-
-def _named(widget: QWidget, name: str, tip: str) -> Any:
-    widget.setObjectName(name)
-    widget.setToolTip(tip)
-    return widget
 
 
 class SamplingControls(QWidget):
@@ -30,35 +26,35 @@ class SamplingControls(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.temperature = _named(QDoubleSpinBox(self), "generate_temperature",
+        self.temperature = named(QDoubleSpinBox(self), "generate_temperature",
                                   "Randomness: 0 always picks the most likely token; 1 samples the model as it is")
         self.temperature.setRange(0.0, 5.0)
         self.temperature.setSingleStep(0.05)
         self.temperature.setValue(0.8)
-        self.top_k = _named(QSpinBox(self), "generate_top_k", "Sample only among the K most likely tokens (0 = off)")
+        self.top_k = named(QSpinBox(self), "generate_top_k", "Sample only among the K most likely tokens (0 = off)")
         self.top_k.setRange(0, 100_000)
         self.top_k.setSpecialValueText("off")
-        self.top_p = _named(QDoubleSpinBox(self), "generate_top_p",
+        self.top_p = named(QDoubleSpinBox(self), "generate_top_p",
                             "Nucleus sampling: only the most likely tokens covering this share of probability (1 = off)")
         self.top_p.setRange(0.01, 1.0)
         self.top_p.setSingleStep(0.05)
         self.top_p.setValue(1.0)
-        self.repetition = _named(QDoubleSpinBox(self), "generate_repetition_penalty",
+        self.repetition = named(QDoubleSpinBox(self), "generate_repetition_penalty",
                                  "Repetition penalty: above 1 makes tokens already in the text less likely")
         self.repetition.setRange(0.5, 3.0)
         self.repetition.setSingleStep(0.05)
         self.repetition.setValue(1.0)
-        self.max_tokens = _named(QSpinBox(self), "generate_max_new_tokens", "How many tokens to generate at most")
+        self.max_tokens = named(QSpinBox(self), "generate_max_new_tokens", "How many tokens to generate at most")
         self.max_tokens.setRange(1, 100_000)
         self.max_tokens.setValue(300)
-        self.seed = _named(QSpinBox(self), "generate_seed",
+        self.seed = named(QSpinBox(self), "generate_seed",
                            "Random seed: the same seed and settings write the same text (-1 = a new seed each time)")
         self.seed.setRange(-1, 2**31 - 1)
         self.seed.setValue(1337)
         self.seed.setSpecialValueText("random")
-        self.stop_text = _named(QLineEdit(self), "generate_stop", "Stop when this text appears (it is not shown); \\n for a newline")
+        self.stop_text = named(QLineEdit(self), "generate_stop", "Stop when this text appears (it is not shown); \\n for a newline")
         self.stop_text.setPlaceholderText("e.g. \\n\\n")
-        self.stop_eot = _named(QCheckBox("Stop at end of document", self), "generate_stop_eot",
+        self.stop_eot = named(QCheckBox("Stop at end of document", self), "generate_stop_eot",
                                "End the text when the model writes <|endoftext|>")
         self.stop_eot.setChecked(True)
 

@@ -16,14 +16,10 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QGridLayout, QLabel, QWidget
 from shiftstudio.core.errors import ShiftStudioError
 from shiftstudio.core.runs.layout import EMA_FILE, checkpoint_name
 from shiftstudio.gui.generation_worker import BEST, LATEST, LIVE, Source
+from shiftstudio.gui.widgets import named
 
 EMA_TIP = "Use the checkpoint's averaged (EMA) weights, when the run keeps them"
 
-
-def _named(widget: Any, name: str, tip: str) -> Any:
-    widget.setObjectName(name)
-    widget.setToolTip(tip)
-    return widget
 
 
 class WeightsPicker(QWidget):
@@ -34,12 +30,12 @@ class WeightsPicker(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._checkpoints: dict[str, Any] = {}  # source data -> CheckpointInfo (for its EMA file)
-        self.source = _named(QComboBox(self), "generate_source",
+        self.source = named(QComboBox(self), "generate_source",
                              "Which weights to sample from: a checkpoint of the run, or the live weights of a running training")
-        self.ema = _named(QCheckBox("EMA weights", self), "generate_ema", EMA_TIP)
-        self.compare = _named(QCheckBox("Compare with", self), "generate_compare",
+        self.ema = named(QCheckBox("EMA weights", self), "generate_ema", EMA_TIP)
+        self.compare = named(QCheckBox("Compare with", self), "generate_compare",
                               "Run the same prompt, settings and seed on a second checkpoint, side by side")
-        self.compare_source = _named(QComboBox(self), "generate_compare_source", "The second checkpoint to compare with")
+        self.compare_source = named(QComboBox(self), "generate_compare_source", "The second checkpoint to compare with")
         self.compare_source.setEnabled(False)
         for combo in (self.source, self.compare_source):  # long names are cut, not widening the pane
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
