@@ -10,6 +10,7 @@ the loop serves them at the next step boundary, on its own thread.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -128,8 +129,6 @@ class TrainerControl:
 
     def wait_for_resume(self, timeout_s: float = 0.2) -> float:
         """Block while paused, at most ``timeout_s``; returns the seconds waited (paused time is not run time)."""
-        import time
-
         t = time.perf_counter()
         self._unpaused.wait(timeout_s)
         return time.perf_counter() - t

@@ -225,7 +225,7 @@ class Trainer:
         for group in s.optimizer.param_groups:
             group["lr"] = lr
         accum = tc.gradient_accumulation_steps
-        total = torch.zeros((), device=s.device)
+        total: torch.Tensor | None = None  # no zero tensor to start from: one op less per step
         for _ in range(accum):
             batch = s.sampler.next()
             with s.autocast:
@@ -233,7 +233,8 @@ class Trainer:
             if accum > 1:
                 loss = loss / accum
             s.scaler.scale(loss).backward()  # scale() is the identity when the scaler is off
-            total += loss.detach()
+            total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None  # accum >= 1 (the config's minimum)
         if s.scaler.is_enabled():
             s.scaler.unscale_(s.optimizer)
         if tc.grad_clip > 0:
