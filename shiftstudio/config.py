@@ -30,6 +30,8 @@ ACTIVATION_CHOICES = ("gelu", "gelu_tanh")
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 ENCODING_ERROR_CHOICES = ("strict", "replace")
+LORA_TARGET_CHOICES = ("attn_qkv", "attn_out", "mlp_in", "mlp_out")  # the block's linear layers
+SCRATCH = "scratch"
 UINT32_MAX = 2**32 - 1  # token ids are stored as uint32 at most
 SEED_MAX = 2**31 - 1
 STEPS_MAX = 100_000_000
@@ -139,13 +141,20 @@ class ModelConfig:
     norm: str = _f("layernorm", "Normalisation: 'layernorm' or 'rmsnorm'.", choices=NORM_CHOICES)
     activation: str = _f("gelu", "MLP activation: 'gelu' (exact) or 'gelu_tanh' (GPT-2's tanh approximation).", choices=ACTIVATION_CHOICES)
     tie_weights: bool = _f(True, "Share the token embedding with the output projection (fewer parameters).")
+    norm_eps: float = _f(1e-5, "Epsilon of the normalisation layers (GPT-2: 1e-5).", minimum=0.0, exclusive_minimum=True, maximum=0.1, decimals=8)
+    init_from: str = _f(SCRATCH, "Start from: 'scratch' (new weights), a run folder (its best checkpoint) or RUN/checkpoints/step-N, or a local Hugging Face GPT-2 folder. With a source, the architecture and the tokenizer are the source's.")
     shift: int = _f(1, "Horizons K of the shifted objective: head k predicts token t+k; 1 = plain next-token prediction.", minimum=1, maximum=16)
 
     def __post_init__(self) -> None:
         _check_fields(self)
         _check(self.n_embd % self.n_head == 0, f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        _check(bool(self.init_from.strip()), "init_from must be 'scratch', a run folder or a Hugging Face folder")
         if self.pos == "rope":
             _check((self.n_embd // self.n_head) % 2 == 0, f"rope needs an even head size, got n_embd/n_head = {self.n_embd // self.n_head}")
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.init_from.strip() in ("", SCRATCH)
 
     @property
     def head_size(self) -> int:
@@ -179,6 +188,10 @@ class TrainConfig:
     checkpoint_interval: int = _f(0, "Save a checkpoint every this many steps (0 = at every evaluation).", minimum=0, maximum=STEPS_MAX)
     early_stop_patience: int = _f(0, "Stop after this many evaluations without a better validation loss (0 = off).", minimum=0, maximum=100_000)
     num_threads: int = _f(0, "CPU threads for PyTorch (0 = automatic).", minimum=0, maximum=1024)
+    lora_rank: int = _f(0, "LoRA rank: 0 = full fine-tuning (every weight trains); r > 0 freezes the model and trains rank-r adapters on lora_targets.", minimum=0, maximum=4096)
+    lora_alpha: float = _f(16.0, "LoRA scale numerator: adapters are scaled by lora_alpha / lora_rank.", minimum=0.0, exclusive_minimum=True, maximum=4096.0, decimals=2)
+    lora_dropout: float = _f(0.05, "Dropout on the adapters' input (LoRA only).", minimum=0.0, maximum=0.9, step=0.05)
+    lora_targets: str = _f(",".join(LORA_TARGET_CHOICES), "Layers that get adapters, comma-separated: attn_qkv, attn_out, mlp_in, mlp_out.")
 
     def __post_init__(self) -> None:
         _check(isinstance(self.device, str), f"device must be text, got {self.device!r}")
@@ -190,6 +203,16 @@ class TrainConfig:
         self.device = dev
         _check_fields(self)
         _check(self.min_lr <= self.learning_rate, f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
+        targets = self.lora_target_list
+        unknown = [t for t in targets if t not in LORA_TARGET_CHOICES]
+        _check(
+            bool(targets) and not unknown,
+            f"lora_targets must be one or more of {', '.join(LORA_TARGET_CHOICES)}, got {', '.join(unknown) or 'none'}",
+        )
+
+    @property
+    def lora_target_list(self) -> list[str]:
+        return [t for t in dict.fromkeys(p.strip() for p in self.lora_targets.split(",")) if t]
 
     @property
     def tokens_per_step_factor(self) -> int:
@@ -303,6 +326,10 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        rank, width = self.train.lora_rank, self.model.n_embd
+        _check(rank <= width, f"lora_rank ({rank}) must not exceed the model width n_embd ({width})")
 
     # -- flat view -----------------------------------------------------------
     def to_flat(self) -> dict[str, Any]:

@@ -202,8 +202,8 @@ def test_ema_evaluation_reports_raw_and_averaged_weights(store: TokenStore, tmp_
     raw, _ = weights_at(run_dir, 10)
     averaged, _ = weights_at(run_dir, 10, ema=True)
     shape, seed = (TINY["batch_size"], TINY["block_size"], 1), RunConfig().train.seed
-    raw_train, raw_val = split_losses(raw, store.train, store.val, shape, TINY["eval_iters"], seed, torch.device("cpu"))
-    ema_train, ema_val = split_losses(averaged, store.train, store.val, shape, TINY["eval_iters"], seed, torch.device("cpu"))
+    raw_train, raw_val = split_losses(raw, store, shape, TINY["eval_iters"], seed, torch.device("cpu"))
+    ema_train, ema_val = split_losses(averaged, store, shape, TINY["eval_iters"], seed, torch.device("cpu"))
     assert (ev.train_loss, ev.val_loss) == (pytest.approx(raw_train[0], abs=1e-6), pytest.approx(raw_val[0], abs=1e-6))
     assert ev.ema_train_loss == pytest.approx(ema_train[0], abs=1e-6)
     assert ev.ema_val_loss == pytest.approx(ema_val[0], abs=1e-6)

@@ -31,7 +31,7 @@ import numpy as np
 
 from shiftstudio.config import DataConfig
 from shiftstudio.core import io
-from shiftstudio.core.data.batches import check_windows
+from shiftstudio.core.data.batches import BatchSampler, check_windows
 from shiftstudio.core.data.corpus import Corpus
 from shiftstudio.core.data.split import make_split
 from shiftstudio.core.data.tokenizer import TextTokenizer, build_tokenizer
@@ -108,6 +108,13 @@ class TokenStore:
         """Raise :class:`DataError` unless both splits hold at least one window of ``block_size + shift``."""
         check_windows(len(self.train), block_size, shift, "training")
         check_windows(len(self.val), block_size, shift, "validation")
+
+    def sampler(
+        self, split: str, batch_size: int, block_size: int, shift: int, seed: int = 0, device: Any = "cpu"
+    ) -> BatchSampler:
+        """A seeded, resumable sampler of shifted batches from the ``split`` ('train' or 'val')."""
+        ids = self.train if split == "train" else self.val
+        return BatchSampler(ids, batch_size, block_size, shift, seed=seed, device=device, split=split)
 
     def summary(self) -> str:
         m = self.meta

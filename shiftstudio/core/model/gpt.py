@@ -46,13 +46,10 @@ class ModelOutput(NamedTuple):
     logits: torch.Tensor | None  # (B, K, T, V) over the real vocabulary, only when asked for
 
 
-NORM_EPS = 1e-5
-
-
 def make_norm(config: ModelConfig) -> nn.Module:
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(config.n_embd, eps=NORM_EPS)
-    return nn.LayerNorm(config.n_embd, eps=NORM_EPS, bias=config.bias)
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
 
 
 def norm_function(norm: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

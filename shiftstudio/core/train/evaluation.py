@@ -7,13 +7,12 @@ so evaluating never changes what training does next (resume stays exact).
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from typing import Any, ContextManager
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shiftstudio.core.data.batches import BatchSampler
 from shiftstudio.core.train.reports import BatchViewReport
 
 TOP_K_VIEW = 5
@@ -33,16 +32,11 @@ def evaluating(model: torch.nn.Module):
 
 
 def mean_loss(
-    model: torch.nn.Module, ids: np.ndarray, config_batch: tuple[int, int, int], iters: int, seed: int,
-    device: torch.device, autocast: ContextManager | None = None, split: str = "val",
+    model: torch.nn.Module, sampler: Any, iters: int, shift: int, device: torch.device,
+    autocast: ContextManager | None = None,
 ) -> list[float]:
-    """Mean loss per head over ``iters`` batches drawn with a fixed ``seed`` (the same batches every time,
-    so successive evaluations differ only by the model).
-
-    ``config_batch`` is (batch_size, block_size, shift). One device sync, at the end.
-    """
-    batch_size, block_size, shift = config_batch
-    sampler = BatchSampler(ids, batch_size, block_size, shift, seed=seed, device=device, split=split)
+    """Mean loss per head over ``iters`` batches of ``sampler`` (made with a fixed seed, so successive
+    evaluations see the same batches and differ only by the model). One device sync, at the end."""
     totals = torch.zeros(shift, device=device)
     with evaluating(model):
         for _ in range(iters):
@@ -83,10 +77,17 @@ def batch_view(
 
 
 def split_losses(
-    model: torch.nn.Module, train_ids: np.ndarray, val_ids: np.ndarray, config_batch: tuple[int, int, int], iters: int,
+    model: torch.nn.Module, store: Any, config_batch: tuple[int, int, int], iters: int,
     seed: int, device: torch.device, autocast: ContextManager | None = None,
 ) -> tuple[list[float], list[float]]:
-    """Per-head mean losses on the train and the validation split, each on its own fixed batches."""
-    train = mean_loss(model, train_ids, config_batch, iters, seed + EVAL_SEED_OFFSETS["train"], device, autocast, "train")
-    val = mean_loss(model, val_ids, config_batch, iters, seed + EVAL_SEED_OFFSETS["val"], device, autocast, "val")
-    return train, val
+    """Per-head mean losses on the train and the validation split of ``store`` (a
+    :class:`~shiftstudio.core.data.store.TokenStore`), each on its own fixed batches.
+
+    ``config_batch`` is (batch_size, block_size, shift).
+    """
+    batch_size, block_size, shift = config_batch
+    out = []
+    for split in ("train", "val"):
+        sampler = store.sampler(split, batch_size, block_size, shift, seed=seed + EVAL_SEED_OFFSETS[split], device=device)
+        out.append(mean_loss(model, sampler, iters, shift, device, autocast))
+    return out[0], out[1]

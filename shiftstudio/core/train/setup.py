@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from shiftstudio.config import RunConfig
-from shiftstudio.core.data.batches import BatchSampler
 from shiftstudio.core.data.store import TokenStore
 from shiftstudio.core.errors import CorruptCheckpoint, RunError
 from shiftstudio.core.model.gpt import GPT
@@ -63,7 +62,7 @@ class Setup:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ema: WeightEMA | None
-    sampler: BatchSampler
+    sampler: Any  # BatchSampler or ExampleSampler: next(), state_dict(), load_state_dict()
     progress: Progress = field(default_factory=Progress)
     resumed: bool = False
 
@@ -108,7 +107,7 @@ def build(run_dir: Path, config: RunConfig, record: dict[str, Any], store: Token
         optimizer=optimizer,
         scaler=torch.amp.GradScaler(info.device.type, enabled=info.dtype == torch.float16),
         ema=WeightEMA(model, tc.ema_decay) if tc.ema_decay > 0 else None,
-        sampler=BatchSampler(store.train, tc.batch_size, mc.block_size, mc.shift, seed=tc.seed, device=info.device),
+        sampler=store.sampler("train", tc.batch_size, mc.block_size, mc.shift, seed=tc.seed, device=info.device),
     )
     latest = ckpt.latest_checkpoint(run_dir)
     if latest is not None:

@@ -281,7 +281,7 @@ class Trainer:
         if failed is not None:
             return [self._emit(failed)]
         shape = (tc.batch_size, mc.block_size, mc.shift)
-        train_h, val_h = split_losses(s.train_model, s.store.train, s.store.val, shape, tc.eval_iters, tc.seed, s.device, s.autocast)
+        train_h, val_h = split_losses(s.train_model, s.store, shape, tc.eval_iters, tc.seed, s.device, s.autocast)
         train_loss, val_loss = train_h[0], val_h[0]  # head 1: the headline, and what "best" means
         if not all(math.isfinite(v) for v in val_h):
             return [self._emit(FailedReport(
@@ -289,7 +289,7 @@ class Trainer:
             ))]
         ema_train = ema_val = None
         if s.ema is not None:
-            et, ev = split_losses(s.ema.model, s.store.train, s.store.val, shape, tc.eval_iters, tc.seed, s.device, s.autocast)
+            et, ev = split_losses(s.ema.model, s.store, shape, tc.eval_iters, tc.seed, s.device, s.autocast)
             ema_train, ema_val = et[0], ev[0]
         is_best = val_loss < p.best_val
         if is_best:
