@@ -9,8 +9,8 @@ from shiftstudio.cli.options import Command, Option, UsageError, parse
 
 COMMAND = Command(
     name="generate",
-    summary="Sample text from a run's model and stream it to stdout as it is generated.",
-    usage="generate RUN_DIR --prompt TEXT|- [--max_new_tokens N] [--temperature T] [--top_k K] [--top_p P] "
+    summary="Sample text from a run's model (or a Hugging Face GPT-2 folder) and stream it to stdout as it is generated.",
+    usage="generate RUN_DIR|HF_FOLDER --prompt TEXT|- [--max_new_tokens N] [--temperature T] [--top_k K] [--top_p P] "
     "[--seed S] [--checkpoint latest|best|step-N] [--ema]",
     options=[
         Option("prompt", "text to continue; '-' reads it from stdin; empty starts a new document", default="", metavar="TEXT"),
@@ -48,7 +48,7 @@ def run(name: str, argv: list[str]) -> int:
     from shiftstudio.core.generate.generation import Generation
     from shiftstudio.core.errors import GenerationError
     from shiftstudio.core.generate.filters import SamplingSettings
-    from shiftstudio.core.runs.loading import load_model
+    from shiftstudio.core.runs.loading import load_any
     from shiftstudio.core.errors import TokenizerError
 
     try:
@@ -63,7 +63,7 @@ def run(name: str, argv: list[str]) -> int:
         from shiftstudio.core.train.device import resolve_device
 
         device = resolve_device(values["device"])
-        model, tokenizer, _ = load_model(positionals[0], values["checkpoint"], ema=values["ema"], device=device)
+        model, tokenizer, _ = load_any(positionals[0], values["checkpoint"], ema=values["ema"], device=device)
         generation = Generation(model, tokenizer, prompt, settings)
     except (RunError, ConfigError, TokenizerError, GenerationError, OSError) as exc:
         return error(str(exc), 1)

@@ -101,6 +101,19 @@ def build_config(config_file: str | None, preset: str | None, overrides: dict[st
         raise UsageError(str(exc)) from None
 
 
+def with_source(config: RunConfig) -> RunConfig:
+    """A fine-tuning config takes its architecture and tokenizer from ``init_from`` (exit 2 when it is unusable)."""
+    if config.model.from_scratch:
+        return config
+    from shiftstudio.core.errors import RunError, TokenizerError
+    from shiftstudio.core.runs.origin import apply_source
+
+    try:
+        return apply_source(config)
+    except (ConfigError, RunError, TokenizerError) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def check_device(config: RunConfig) -> None:
     """Fail before any work if the device or precision does not exist here (exit 2)."""
     from shiftstudio.core.train.device import resolve_device, resolve_dtype
@@ -117,6 +130,7 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
     if values["errors"] != "strict":  # recorded with the run, so a resume rebuilds the same data
         overrides = {**overrides, "encoding_errors": values["errors"]}
     config = build_config(positionals[0] if positionals else None, values["preset"], overrides)
+    config = with_source(config)
     check_device(config)
     base = load_preset(values["preset"]) if values["preset"] else None  # run names tag what differs from it
 

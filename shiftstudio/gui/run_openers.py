@@ -55,10 +55,13 @@ def new_run(config: RunConfig, preset: str = "") -> Callable:
         from shiftstudio.core.runs.folder import create_run
         from shiftstudio.core.train.trainer import Trainer
 
-        store = prepare(config.data, progress=progress, cancel=cancel)
+        from shiftstudio.core.runs.origin import apply_source
+
+        source_config = apply_source(config)  # a fine-tuning run: the source's architecture and tokenizer
+        store = prepare(source_config.data, progress=progress, cancel=cancel)
         if cancel():
             raise Cancelled()
-        run_dir = create_run(config, store, base=preset_base(preset))
+        run_dir = create_run(source_config, store, base=preset_base(preset))
         return Trainer(run_dir, store, sample_prompt=SAMPLE_PROMPT)
 
     return open_trainer

@@ -59,6 +59,28 @@ def count_params(model: ModelConfig, vocab_size: int, non_embedding: bool = Fals
     return sum(parts.values())
 
 
+def count_shift_head_params(model: ModelConfig) -> int:
+    """Parameters of heads 2..K."""
+    return _parts(model, 1)["shift_heads"]
+
+
+def count_lora_params(n_layer: int, n_embd: int, rank: int, targets: list[str] | tuple[str, ...]) -> int:
+    """Adapter parameters that LoRA adds to a GPT of this shape (``r · (in + out)`` per wrapped layer)."""
+    C = n_embd
+    sizes = {"attn_qkv": (C, 3 * C), "attn_out": (C, C), "mlp_in": (C, 4 * C), "mlp_out": (4 * C, C)}
+    return n_layer * sum(rank * sum(sizes[t]) for t in dict.fromkeys(targets))
+
+
+def count_trainable(model: ModelConfig, train: TrainConfig, vocab_size: int) -> tuple[int, int]:
+    """(trainable, total) parameters for this mode: every weight for full training; with LoRA, the adapters and
+    heads 2..K train and the total is the model's plus the adapters."""
+    n = count_params(model, vocab_size)
+    if train.lora_rank <= 0:
+        return n, n
+    adapters = count_lora_params(model.n_layer, model.n_embd, train.lora_rank, train.lora_target_list)
+    return adapters + count_shift_head_params(model), n + adapters
+
+
 def flops_per_token(model: ModelConfig, vocab_size: int) -> float:
     """Training FLOPs per token: 6 per matmul weight (forward + backward) plus causal attention.
 
@@ -84,7 +106,7 @@ def estimate_memory(model: ModelConfig, train: TrainConfig, vocab_size: int, dty
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPE_BYTES)}, got {dtype!r}")
     d = DTYPE_BYTES[dtype]
-    n = count_params(model, vocab_size)
+    trainable, n = count_trainable(model, train, vocab_size)  # frozen weights need no gradient or AdamW state
     C, L, K, V = model.n_embd, model.n_layer, model.shift, padded_vocab(vocab_size)
     tokens = train.batch_size * model.block_size
     per_layer = 16 * C * d + (3 * C if model.dropout > 0 else 0)  # saved activations + 1-byte dropout masks
@@ -92,9 +114,9 @@ def estimate_memory(model: ModelConfig, train: TrainConfig, vocab_size: int, dty
     trunk_io = 2 * C * 4  # embeddings and the final hidden state (float32 residual stream)
     out = {
         "params": 4 * n,
-        "grads": 4 * n,
-        "optimizer": 8 * n,
-        "ema": 4 * n if train.ema_decay > 0 else 0,
+        "grads": 4 * trainable,
+        "optimizer": 8 * trainable,
+        "ema": 4 * trainable if train.ema_decay > 0 else 0,
         "activations": tokens * (L * per_layer + head + trunk_io),
     }
     out["total"] = sum(out.values())

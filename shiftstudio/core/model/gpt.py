@@ -303,7 +303,8 @@ class GPT(nn.Module):
 
 def clone_model(model: GPT, device: str | torch.device = "cpu") -> GPT:
     """An independent float32 copy of ``model``'s weights (call it between training steps):
-    generation on the copy never reads tensors the training thread is changing."""
+    generation on the copy never reads tensors the training thread is changing. LoRA adapters come merged:
+    the copy is a plain GPT."""
     model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper shares its module's weights
     # Built on the meta device: no random initialisation, so the training's RNG stream is left exactly as it
     # was (a snapshot must not change the run) and a big model is not initialised only to be overwritten.
@@ -314,5 +315,8 @@ def clone_model(model: GPT, device: str | torch.device = "cpu") -> GPT:
         source = dict(model.named_buffers())
         for name, buffer in copy.named_buffers():  # derived tables (rotary angles), not in the state dict
             buffer.copy_(source[name])
-        copy.load_state_dict({k: v.detach().float() for k, v in model.state_dict().items()})
+        from shiftstudio.core.model.lora import has_lora, merged_state_dict
+
+        state = merged_state_dict(model) if has_lora(model) else model.state_dict()  # adapters folded in
+        copy.load_state_dict({k: v.detach().float() for k, v in state.items()})
     return copy.eval()

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shiftstudio.config import TrainConfig
 from shiftstudio.core.errors import ConfigError
 
 # Which linear layers of a block can carry adapters, by the names the settings use.
@@ -121,3 +122,39 @@ def merge_lora(model: nn.Module) -> nn.Module:
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the adapters' tensors (``…lora_a`` / ``…lora_b``), keyed as in the model's state dict."""
     return {k: v for k, v in model.state_dict().items() if k.endswith((".lora_a", ".lora_b"))}
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of the plain GPT that ``model`` computes: each adapter folded into its layer's weight
+    (``…c_attn.weight`` = W + s·BA), no ``base.``/``lora_`` keys. Tensors are detached copies where merged."""
+    state = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    lora_modules = {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+    for key, value in state.items():
+        owner = next((n for n in lora_modules if key.startswith(n + ".")), None)
+        if owner is None:
+            out[key] = value
+            continue
+        rest = key[len(owner) + 1:]
+        if rest == "base.weight":
+            out[f"{owner}.weight"] = lora_modules[owner].merged_weight()
+        elif rest == "base.bias":
+            out[f"{owner}.bias"] = value
+    return out
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only the tensors that train (adapters, and whatever else requires gradients), by state-dict name."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k in names}
+
+
+
+def apply_lora_settings(model: nn.Module, train: TrainConfig, dropout: float | None = None) -> int:
+    """Adapters as a run's settings ask (``lora_rank``, ``lora_alpha``, ``lora_dropout``, ``lora_targets``).
+    Heads 2..K train whole beside them: on a pretrained model they are new. Returns the trainable count."""
+    apply_lora(model, train.lora_rank, train.lora_alpha, train.lora_dropout if dropout is None else dropout,
+               train.lora_target_list)
+    for head in model.shift_heads:
+        head.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -11,6 +11,7 @@ import json
 import logging
 import platform
 import re
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ from shiftstudio.core import io
 from shiftstudio.core.data.store import META_FILE, TokenStore, prepare
 from shiftstudio.core.data.tokenizer import TextTokenizer
 from shiftstudio.core.errors import ConfigError, DataError, RunError
-from shiftstudio.core.model.estimate import count_params, flops_per_token
+from shiftstudio.core.model.estimate import count_params, count_trainable, flops_per_token
 from shiftstudio.core.runs.checkpoint import list_checkpoints
 from shiftstudio.core.runs.layout import RUN_FILE, RunLayout
 from shiftstudio.core.runs.metrics import headline_val_loss, iter_metrics
@@ -89,6 +90,14 @@ def create_run(config: RunConfig, store: TokenStore, out_dir: str | Path | None 
     :class:`RunError` when ``out_dir`` already holds a run or other files.
     """
     validate_against_store(config, store)
+    source = None
+    if not config.model.from_scratch:
+        from shiftstudio.core.runs.origin import check_against_source, open_source
+
+        source = open_source(config.model.init_from)
+        check_against_source(config, source, store.tokenizer)
+    elif config.train.lora_rank > 0:
+        raise ConfigError("lora_rank > 0 adapts a pretrained model: set init_from to a run or a Hugging Face folder (or use lora_rank 0)")
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(config, base)
     layout = RunLayout(run_dir)
     if run_dir.exists():
@@ -96,6 +105,7 @@ def create_run(config: RunConfig, store: TokenStore, out_dir: str | Path | None 
             raise RunError(f"{run_dir} already holds a run: resume it ('shiftstudio resume {run_dir}') or pick another folder")
         if not run_dir.is_dir() or any(run_dir.iterdir()):
             raise RunError(f"{run_dir} exists and is not an empty folder")
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     import torch
 
@@ -120,8 +130,21 @@ def create_run(config: RunConfig, store: TokenStore, out_dir: str | Path | None 
             "flops_per_token": flops_per_token(config.model, vocab),
         },
     }
-    store.tokenizer.save(layout.tokenizer_file)
-    io.write_json(layout.run_file, record)  # last: a folder with run.json is a complete run
+    if config.train.lora_rank > 0:
+        record["model"]["n_trainable"], record["model"]["n_params_with_adapters"] = count_trainable(config.model, config.train, vocab)
+    try:
+        if source is not None:
+            from shiftstudio.core.runs.origin import write_base
+
+            record["origin"] = write_base(run_dir, config, vocab, source)
+        store.tokenizer.save(layout.tokenizer_file)
+        io.write_json(layout.run_file, record)  # last: a folder with run.json is a complete run
+    except BaseException:  # nothing half-written: the folder goes back to what it was
+        for name in ("base.safetensors", layout.tokenizer_file.name):
+            (run_dir / name).unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     log.info("created run %s", run_dir)
     return run_dir
 

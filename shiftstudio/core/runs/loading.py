@@ -10,7 +10,8 @@ from shiftstudio.core.data.tokenizer import TextTokenizer
 from shiftstudio.core.errors import RunError
 from shiftstudio.core.model.gpt import GPT
 from shiftstudio.core.runs import checkpoint as ckpt
-from shiftstudio.core.runs.folder import load_run_config
+from shiftstudio.core.model.lora import apply_lora_settings, merge_lora, trainable_state_dict
+from shiftstudio.core.runs.folder import load_run, load_run_config
 from shiftstudio.core.runs.layout import RunLayout, checkpoint_name, step_of
 
 
@@ -49,8 +50,37 @@ def load_model(
         weights = saved.ema
     tokenizer = TextTokenizer.load(RunLayout(run_dir).tokenizer_file)
     model = GPT(config.model, tokenizer.vocab_size)
-    ckpt.check_shapes("model", weights, model.state_dict())
-    model.load_state_dict(weights)
+    lora = saved.state.get("lora")
+    if lora:  # adapters (and new heads) over the run's frozen base: rebuild, then fold them in
+        from shiftstudio.core.runs.origin import load_base
+
+        record = load_run(run_dir)
+        if lora.get("base_sha256") != (record.get("origin") or {}).get("base_sha256"):
+            raise RunError(f"checkpoint {checkpoint_name(info.step)} was trained on another base than run {run_dir.name} records")
+        model.load_state_dict(load_base(run_dir, record, verify=False))
+        apply_lora_settings(model, config.train, dropout=0.0)
+        ckpt.check_shapes("adapters", weights, trainable_state_dict(model))
+        model.load_state_dict(weights, strict=False)
+        merge_lora(model)
+        model.requires_grad_(True)
+    else:
+        ckpt.check_shapes("model", weights, model.state_dict())
+        model.load_state_dict(weights)
     model.to(device).eval()
     meta = {"step": info.step, "path": str(info.path), "ema": ema, "is_best": info.is_best, "val_loss": info.val_loss}
     return model, tokenizer, meta
+
+
+def load_any(
+    path: str | Path, checkpoint: str | None = None, *, ema: bool = False, device: str | torch.device = "cpu"
+) -> tuple[GPT, TextTokenizer, dict]:
+    """A model to generate from: a run's checkpoint (see :func:`load_model`), or a Hugging Face folder."""
+    from shiftstudio.core.model import hf
+    from shiftstudio.core.runs.layout import is_run_dir
+
+    path = Path(path)
+    if not is_run_dir(path) and hf.is_hf_folder(path):
+        if ema:
+            raise RunError("a Hugging Face folder has no EMA weights")
+        return hf.load_hf_model(path, device=device)
+    return load_model(path, checkpoint, ema=ema, device=device)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any, ContextManager
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

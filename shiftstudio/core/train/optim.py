@@ -58,25 +58,31 @@ def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device) 
 
 
 class WeightEMA:
-    """An exponential moving average of a model's weights, kept in a separate copy of the model.
+    """An exponential moving average of the weights that train, kept in a separate copy of the model.
 
-    The effective decay warms up as ``min(decay, (1 + n) / (10 + n))`` after
-    ``n`` updates, so early averages are not dominated by the random init.
+    Frozen weights (a LoRA run's base) are shared with the model, not copied, and not averaged: the EMA holds
+    only what trains. The effective decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates,
+    so early averages are not dominated by the random init.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
-        self.model = copy.deepcopy(model).eval()
+        frozen = {id(p): p for p in model.parameters() if not p.requires_grad}
+        self.model = copy.deepcopy(model, memo=dict(frozen)).eval()  # frozen tensors shared, not duplicated
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        own = dict(self.model.named_parameters())
+        self._ema = [own[n] for n in self.names]
         self.model.requires_grad_(False)
-        self._ema = [p for p in self.model.parameters()]
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1.0 + step) / (10.0 + step))
-        torch._foreach_lerp_(self._ema, [p.detach() for p in model.parameters()], 1.0 - d)
+        torch._foreach_lerp_(self._ema, [p.detach() for p in model.parameters() if p.requires_grad], 1.0 - d)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.model.state_dict()
+        return dict(zip(self.names, self._ema))
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state)
+        with torch.no_grad():
+            for name, tensor in zip(self.names, self._ema):
+                tensor.copy_(state[name])

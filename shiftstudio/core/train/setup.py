@@ -23,10 +23,12 @@ import torch
 
 from shiftstudio.config import RunConfig
 from shiftstudio.core.data.store import TokenStore
-from shiftstudio.core.errors import CorruptCheckpoint, RunError
+from shiftstudio.core.errors import CorruptCheckpoint, IncompatibleCheckpoint, RunError
 from shiftstudio.core.model.gpt import GPT
+from shiftstudio.core.model.lora import apply_lora_settings, has_lora, trainable_state_dict
 from shiftstudio.core.runs import checkpoint as ckpt
 from shiftstudio.core.runs.folder import open_run_store
+from shiftstudio.core.runs.origin import BASE_FILE, load_base
 from shiftstudio.core.train import device as dev
 from shiftstudio.core.train.optim import WeightEMA, build_optimizer
 
@@ -65,6 +67,11 @@ class Setup:
     sampler: Any  # BatchSampler or ExampleSampler: next(), state_dict(), load_state_dict()
     progress: Progress = field(default_factory=Progress)
     resumed: bool = False
+    origin: dict[str, Any] | None = None  # a fine-tuning run's source and base weights (run.json "origin")
+
+    @property
+    def base_sha256(self) -> str | None:
+        return (self.origin or {}).get("base_sha256")
 
     @property
     def device(self) -> torch.device:
@@ -95,7 +102,17 @@ def build(run_dir: Path, config: RunConfig, record: dict[str, Any], store: Token
         raise RunError(f"the token data has vocabulary {store.vocab_size}, the run was made for {vocab}")
     store.check_windows(mc.block_size, mc.shift)
     seed_everything(tc.seed)
-    model = GPT(mc, vocab).to(info.device)
+    model = GPT(mc, vocab)
+    latest = ckpt.latest_checkpoint(run_dir)
+    lora = tc.lora_rank > 0
+    if record.get("origin") and (latest is None or lora):  # start from the source's weights (a LoRA run always)
+        base = load_base(run_dir, record)
+        ckpt.check_shapes(f"{BASE_FILE} of run {Path(run_dir).name}", base, model.state_dict())
+        model.load_state_dict(base)
+        del base
+    if lora:
+        apply_lora_settings(model, tc)
+    model = model.to(info.device)
     optimizer = build_optimizer(model, tc, info.device)
     s = Setup(
         info=info,
@@ -108,8 +125,8 @@ def build(run_dir: Path, config: RunConfig, record: dict[str, Any], store: Token
         scaler=torch.amp.GradScaler(info.device.type, enabled=info.dtype == torch.float16),
         ema=WeightEMA(model, tc.ema_decay) if tc.ema_decay > 0 else None,
         sampler=store.sampler("train", tc.batch_size, mc.block_size, mc.shift, seed=tc.seed, device=info.device),
+        origin=record.get("origin"),
     )
-    latest = ckpt.latest_checkpoint(run_dir)
     if latest is not None:
         try:
             restore(s, ckpt.load_checkpoint(latest.path))
@@ -120,10 +137,24 @@ def build(run_dir: Path, config: RunConfig, record: dict[str, Any], store: Token
     return s
 
 
+def saved_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint holds of the model: every weight, or for a LoRA run only what trains (the adapters
+    and new heads; the frozen base is the run's ``base.safetensors``)."""
+    return trainable_state_dict(model) if has_lora(model) else model.state_dict()
+
+
 def restore(s: Setup, c: ckpt.Checkpoint) -> None:
     """Put a checkpoint's weights, optimizer, EMA, sampler, scaler, RNG and progress into ``s``."""
-    ckpt.check_shapes(f"checkpoint {c.path.name}", c.model, s.model.state_dict())
-    s.model.load_state_dict(c.model)
+    lora = c.state.get("lora")
+    if has_lora(s.model) != bool(lora):
+        raise IncompatibleCheckpoint(
+            f"checkpoint {c.path.name} holds {'LoRA adapters' if lora else 'full weights'}, but the run is set to "
+            f"{'LoRA' if has_lora(s.model) else 'full fine-tuning'}: lora_rank cannot change within a run (fork it instead)"
+        )
+    if lora and s.base_sha256 and lora.get("base_sha256") != s.base_sha256:
+        raise IncompatibleCheckpoint(f"checkpoint {c.path.name} was trained on another base model (sha256 differs): refusing to resume")
+    ckpt.check_shapes(f"checkpoint {c.path.name}", c.model, saved_weights(s.model))
+    s.model.load_state_dict(c.model, strict=not lora)
     ckpt.load_optimizer_tensors(s.model, s.optimizer, c.optimizer)
     if s.ema is not None:
         if c.ema is not None:
@@ -168,7 +199,15 @@ def checkpoint_state(s: Setup, time_s: float, max_iters: int) -> dict[str, Any]:
         "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else None,
         "rng": ckpt.rng_state(),
         "max_iters": max_iters,
+        **({"lora": _lora_record(s)} if has_lora(s.model) else {}),
     }
+
+
+def _lora_record(s: Setup) -> dict[str, Any]:
+    """What a LoRA checkpoint says about the base its adapters sit on."""
+    origin = s.origin or {}
+    return {"base_sha256": s.base_sha256, "base_file": origin.get("base_file", BASE_FILE), "source": origin.get("path"),
+            "source_sha256": origin.get("sha256")}
 
 
 def teardown(s: Setup | None) -> None:

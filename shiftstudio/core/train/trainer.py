@@ -31,6 +31,7 @@ from shiftstudio.core.errors import ConfigError, RunError, ShiftStudioError, one
 from shiftstudio.core.generate.filters import SamplingSettings
 from shiftstudio.core.generate.generation import Generation
 from shiftstudio.core.model.gpt import clone_model
+from shiftstudio.core.model.lora import has_lora
 from shiftstudio.core.runs import checkpoint as ckpt
 from shiftstudio.core.runs.folder import load_run, load_run_config, update_plan
 from shiftstudio.core.runs.metrics import MetricsLog
@@ -315,6 +316,8 @@ class Trainer:
         """A short text from the prompt, through the playground's own sampler (special tokens are never
         written; the sample ends at the end of a document), from the EMA weights when there are some."""
         model = s.ema.model if s.ema is not None else s.model
+        if has_lora(model):  # the decoder reads plain weights: sample from a merged copy
+            model = clone_model(model, s.device)
         settings = sample_settings(self.config.train.seed + s.progress.step)
         try:
             text = "".join(t.text for t in Generation(model, s.tokenizer, self.sample_prompt or "", settings))
@@ -334,7 +337,7 @@ class Trainer:
             return [self._emit(failed)]
         is_best = p.best_step == p.step
         path = ckpt.save_checkpoint(
-            self.run_dir, p.step, setup.checkpoint_state(s, self._clock.run_time(), self.max_iters), s.model.state_dict(),
+            self.run_dir, p.step, setup.checkpoint_state(s, self._clock.run_time(), self.max_iters), setup.saved_weights(s.model),
             ckpt.optimizer_tensors(s.model, s.optimizer), s.ema.state_dict() if s.ema is not None else None,
         )
         if is_best:
