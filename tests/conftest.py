@@ -94,3 +94,53 @@ def _poison_checkpoint(run_dir: Path, step: int) -> None:
     size = path.stat().st_size
     save_file(tensors, str(path), metadata={"format": "pt", "shiftstudio_step": str(step)})
     assert path.stat().st_size == size
+
+
+def _gpt2_folder(folder: Path, *, n_layer: int = 2, n_head: int = 2, n_embd: int = 32, n_positions: int = 128,
+                 vocab: int = 400, tokenizer: str = "vocab", tie: bool = True, seed: int = 0,
+                 activation: str = "gelu_new") -> Path:
+    """A real Hugging Face GPT-2 folder made by ``transformers`` (random weights, every tensor randomised, so a
+    zero bias or a unit norm cannot hide a mapping bug) with a byte-level BPE tokenizer trained on shakespeare:
+    ``vocab.json`` + ``merges.txt`` (``tokenizer="vocab"``) or the ``tokenizer.json`` that transformers writes
+    (``"json"``). ``<|endoftext|>`` is id 0."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    from shiftstudio.core.data.tokenizer import train_bpe
+
+    hf_logging.disable_progress_bar()  # its bar would land on the stderr that CLI tests read
+
+    text = (SHARED_DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")[:60_000].splitlines()
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = train_bpe(iter(text), vocab, 2)
+    bpe.tk.model.save(str(folder))  # vocab.json + merges.txt
+    cfg = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions, vocab_size=bpe.vocab_size,
+                     bos_token_id=0, eos_token_id=0, tie_word_embeddings=tie, activation_function=activation)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.02 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    if tokenizer == "json":
+        hf_tok = AutoTokenizer.from_pretrained(folder)
+        hf_tok.save_pretrained(folder)
+        for name in ("vocab.json", "merges.txt"):
+            (folder / name).unlink(missing_ok=True)
+    return folder
+
+
+@pytest.fixture
+def make_gpt2(tmp_path: Path):
+    """Builds tiny real GPT-2 folders: ``make_gpt2(name, **shape)`` (see :func:`_gpt2_folder`)."""
+    return lambda name="gpt2", **kwargs: _gpt2_folder(tmp_path / name, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def gpt2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny GPT-2 folder for the session (vocab.json + merges.txt; treat it as read-only)."""
+    return _gpt2_folder(tmp_path_factory.mktemp("hf") / "gpt2")

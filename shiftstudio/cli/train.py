@@ -259,6 +259,7 @@ def _info(values: dict[str, Any], run_dir: Path) -> int:
 
 
 def format_info(s: dict[str, Any]) -> str:
+    from shiftstudio.core.model.estimate import count_trainable
 
     c: RunConfig = s["config"]
     m = c.model
@@ -276,6 +277,13 @@ def format_info(s: dict[str, Any]) -> str:
         f"progress     step {s['steps']:,} of {s['max_iters']:,}, {human_count(s['tokens'])} tokens, "
         f"{human_duration(s['time_s'])} of training",
     ]
+    origin = s.get("origin")
+    if origin:
+        lines.insert(3, f"starts from  {origin.get('label') or origin.get('path')} ({origin.get('kind')}, sha256 {str(origin.get('sha256', '?'))[:12]}…)")
+    if c.train.lora_rank > 0:
+        trainable, total = count_trainable(m, c.train, s["vocab_size"])
+        lines.insert(4 if origin else 3, f"training     LoRA rank {c.train.lora_rank} (alpha {c.train.lora_alpha:g}) on {', '.join(c.train.lora_target_list)}: "
+                     f"{human_count(trainable)} of {human_count(total)} parameters train")
     if s["latest_step"] is not None and s["latest_step"] != s["steps"]:
         lines[-1] += f"; resumes from step {s['latest_step']:,}"
     best = s["best_val_loss"]

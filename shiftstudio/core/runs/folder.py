@@ -267,6 +267,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "n_params_non_embedding": count_params(config.model, vocab, non_embedding=True),
         "flops_per_token": flops_per_token(config.model, vocab),
         "data": record["data"],
+        "origin": record.get("origin"),
         "steps": last_step,
         "max_iters": config.train.max_iters,
         "tokens": tokens,
