@@ -14,7 +14,8 @@ from shiftstudio.config import RunConfig
 from shiftstudio.core.data.store import prepare
 from shiftstudio.core.errors import ConfigError
 from shiftstudio.core.model.hf import HFError, load_hf_model, load_hf_tokenizer, read_hf_folder
-from shiftstudio.core.runs.folder import create_run, load_run
+from shiftstudio import paths
+from shiftstudio.core.runs.folder import create_run, load_run, open_run_store
 from shiftstudio.core.runs.loading import load_model
 from shiftstudio.core.runs.origin import BASE_FILE, apply_source
 from shiftstudio.core.train import setup
@@ -206,7 +207,9 @@ def test_run_records_origin_and_resumes_without_the_source(make_gpt2, small_corp
     assert (run_dir / BASE_FILE).is_file() and len(origin["base_sha256"]) == 64
     list(Trainer(run_dir, max_iters=3).run())
     shutil.rmtree(source)  # the source folder is gone: the run does not need it any more
-    reports = list(Trainer(run_dir, max_iters=6).run())
+    shutil.rmtree(paths.cache_dir())  # nor the prepared data, nor the cached copy of the source's tokenizer
+    store = open_run_store(run_dir, prepare_missing=True)
+    reports = list(Trainer(run_dir, store, max_iters=6).run())
     assert type(reports[-1]).__name__ == "FinishedReport" and reports[-1].step == 6
 
 

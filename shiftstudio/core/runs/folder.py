@@ -7,6 +7,7 @@ records where, and :func:`open_run_store` finds or rebuilds them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -208,7 +209,11 @@ def open_run_store(run_dir: str | Path, prepare_missing: bool = False, progress:
     if store is None:
         if not prepare_missing:
             raise RunError(f"the token data of {run_dir} is gone ({recorded}); run 'shiftstudio resume {run_dir}' to rebuild it")
-        store = prepare(load_run_config(run_dir).data, progress=progress)
+        data = load_run_config(run_dir).data
+        if data.tokenizer.strip() not in ("char", "bpe") and RunLayout(run_dir).tokenizer_file.is_file():
+            # a given tokenizer file (a fine-tuning source's cached copy, say) may be gone: the run keeps its own
+            data = dataclasses.replace(data, tokenizer=str(RunLayout(run_dir).tokenizer_file))
+        store = prepare(data, progress=progress)
     expected = record["data"].get("tokenizer_fingerprint")
     run_tok = RunLayout(run_dir).tokenizer_file
     if run_tok.is_file():
