@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "resume": ("shiftstudio.cli.train", "continue a run where it stopped"),
     "info": ("shiftstudio.cli.train", "show a run's config, size, steps and best val loss"),
     "generate": ("shiftstudio.cli.generate", "sample text from a trained run"),
+    "export": ("shiftstudio.cli.export", "export a run's model to the Hugging Face layout"),
     "gui": ("shiftstudio.cli.gui", "open the desktop app (the default)"),
 }
 
@@ -74,3 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         return error(str(exc), 2)
     except KeyboardInterrupt:
         return error("interrupted", 130)
+    except BrokenPipeError:  # `shiftstudio info RUN | head` closed the pipe: not an error
+        try:
+            sys.stdout = open(os.devnull, "w")  # nothing more can reach the reader; Python's exit flush stays quiet
+        except OSError:
+            pass
+        return 0

@@ -130,12 +130,13 @@ class MainWindow(WindowFilesMixin, WindowStateMixin, QMainWindow):
         self.save_preset_action = self._action("Save config as preset…", "save_preset_action", self._on_save_preset_action_triggered, None, "Save the current settings as a preset of your own")
         self.export_png_action = self._action("Export plots as PNG…", "export_png_action", self._on_export_png_action_triggered)
         self.export_csv_action = self._action("Export metrics as CSV…", "export_csv_action", self._on_export_csv_action_triggered)
+        self.export_model_action = self._action("Export model…", "export_model_action", self._on_export_model_action_triggered, None, "Write a run's checkpoint in the Hugging Face layout (loads in transformers)")
         self.quit_action = self._action("Quit", "quit_action", self.close, QKeySequence.Quit, "Quit ShiftStudio (Ctrl+Q)")
         self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
         for a in (self.open_corpus_action, self.open_folder_action, self.sample_action, None, self.open_run_action):
             file_menu.addSeparator() if a is None else file_menu.addAction(a)
         file_menu.addMenu(self.recent_menu)
-        for a in (None, self.save_preset_action, self.export_png_action, self.export_csv_action, None, self.quit_action):
+        for a in (None, self.save_preset_action, self.export_png_action, self.export_csv_action, self.export_model_action, None, self.quit_action):
             file_menu.addSeparator() if a is None else file_menu.addAction(a)
         train_menu = menu.addMenu("&Train")
         for a in (runs.start_action, runs.new_run_action, runs.pause_action, runs.stop_action, None, runs.checkpoint_action):
@@ -249,6 +250,13 @@ class MainWindow(WindowFilesMixin, WindowStateMixin, QMainWindow):
         theme = action.data()
         self.settings.set("theme", theme)
         style.apply_theme(QApplication.instance(), theme)
+
+    def _on_export_model_action_triggered(self) -> None:
+        from shiftstudio.gui.export_dialog import ExportDialog  # imports the core's torch side: only when asked for
+
+        run = self.ctx.runs.open_run_info
+        self.export_dialog = ExportDialog(run.run_dir if run is not None else None, self)
+        self.export_dialog.open()
 
     def _on_about_action_triggered(self) -> None:
         from shiftstudio import __version__

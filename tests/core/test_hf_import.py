@@ -268,3 +268,30 @@ def test_lora_needs_a_source_and_fits_the_width(small_corpus: Path, gpt2_folder:
         new_run(scratch, tmp_path / "a")
     with pytest.raises(ConfigError, match=r"lora_rank \(64\) must not exceed the model width n_embd \(32\)"):
         finetune_config(gpt2_folder, small_corpus, lora_rank=64)
+
+
+# -- round trip: an exported run is a source again ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+def test_an_exported_model_imports_back_identically_and_fine_tunes(pos: str, store, small_corpus: Path, tmp_path: Path) -> None:
+    from shiftstudio.config import ModelConfig
+    from shiftstudio.core.model.gpt import GPT
+    from shiftstudio.core.model.hf_export import export_hf
+
+    torch.manual_seed(3)
+    mc = ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=32, pos=pos, bias=pos == "learned", activation="gelu_tanh")
+    ours = GPT(mc, store.tokenizer.vocab_size).eval()
+    export_hf(ours, store.tokenizer, tmp_path / "export")
+    back, tokenizer, meta = load_hf_model(tmp_path / "export")
+    assert meta["model_type"] == ("gpt2" if pos == "learned" else "gpt_neox")
+    for text in AWKWARD:
+        assert tokenizer.encode(text) == store.tokenizer.encode(text), text
+    x = torch.tensor([store.tokenizer.encode("First Citizen:\nBefore we proceed any further")[:32]])
+    with torch.no_grad():
+        assert torch.allclose(back(x).logits, ours(x).logits, atol=1e-5, rtol=0)
+    config = finetune_config(tmp_path / "export", small_corpus, max_iters=2, eval_interval=2, lr_decay_iters=2, block_size=16)
+    assert config.model.pos == pos and config.model.n_embd == 16
+    run_dir = new_run(config, tmp_path / "run")
+    reports = list(Trainer(run_dir, max_iters=2).run())
+    assert type(reports[-1]).__name__ == "FinishedReport"
