@@ -117,7 +117,7 @@ class DataConfig:
     tokenizer: str = _f("char", "Tokenizer: 'char' (one token per character), 'bpe' (byte-level BPE trained on the corpus) or a path to a tokenizer.json.")
     vocab_size: int = _f(4096, "Target vocabulary size when training a BPE tokenizer (ignored for 'char').", minimum=2, maximum=UINT32_MAX)
     min_frequency: int = _f(2, "A BPE merge must occur at least this often in the training split.", minimum=1, maximum=1_000_000)
-    val_fraction: float = _f(0.1, "Share of the corpus held out for validation (by document; a single file is cut near this fraction).", minimum=0.0, exclusive_minimum=True, maximum=0.5, step=0.01)
+    val_fraction: float = _f(0.1, "Share of the corpus held out for validation (by document, by example for prompt/completion or chat records; a single text file is cut near this fraction).", minimum=0.0, exclusive_minimum=True, maximum=0.5, step=0.01)
     split_seed: int = _f(1337, "Seed of the train/validation split of documents.", minimum=0, maximum=SEED_MAX)
     encoding_errors: str = _f("strict", "Invalid UTF-8 in the corpus: 'strict' (stop and say where) or 'replace' (read bad bytes as U+FFFD).", choices=ENCODING_ERROR_CHOICES)
 

@@ -1,4 +1,8 @@
-"""``shiftstudio prepare``: corpus -> tokenizer.json, train.bin, val.bin, meta.json."""
+"""``shiftstudio prepare``: corpus -> tokenizer.json, train.bin, val.bin, meta.json.
+
+A corpus of fine-tuning records also gets train/val .mask.bin and .index.bin, and the command prints the
+example figures at the context given by ``--block_size``/``--shift`` (how many examples it truncates).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ COMMAND = Command(
         Option("val_fraction", "share of the corpus held out for validation", kind="float", default=0.1, metavar="F"),
         Option("split_seed", "seed of the document split", kind="int", default=1337, metavar="N"),
         Option("errors", "how to treat invalid UTF-8: strict (stop) or replace (use U+FFFD)", default="strict", metavar="MODE"),
+        Option("block_size", "records: the context the example figures are reported for", kind="int", default=64, metavar="N"),
+        Option("shift", "records: the shift the example figures are reported for", kind="int", default=1, metavar="K"),
     ],
     positionals="CORPUS",
     min_positionals=1,
@@ -40,6 +46,8 @@ def run(name: str, argv: list[str]) -> int:
         raise UsageError("--out DIR is required")
     if values["errors"] not in ("strict", "replace"):
         raise UsageError(f"--errors must be strict or replace, got {values['errors']!r}")
+    if values["block_size"] < 1 or values["shift"] < 1:
+        raise UsageError("--block_size and --shift must be at least 1")
     try:
         data = DataConfig(
             corpus=list(corpus),
@@ -77,8 +85,30 @@ def run(name: str, argv: list[str]) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     m = store.meta
     print(f"prepared {out} in {time.perf_counter() - start:.1f}s")
+    if store.is_records:
+        _print_records(store, values["block_size"], values["shift"])
+        return 0
     print(f"  corpus     {m['documents']:,} documents, {m['chars']:,} characters, {m['lines']:,} lines, {human_bytes(m['bytes'])}")
     print(f"  tokenizer  {m['tokenizer_kind']}, vocab {m['vocab_size']:,}")
     print(f"  split      {m['train_tokens']:,} train / {m['val_tokens']:,} val tokens ({m['split_mode']}), {m['dtype']}")
     print(f"  chars/token {m['val_chars'] / max(1, m['val_tokens']):.2f} on val")
     return 0
+
+
+def _print_records(store, block_size: int, shift: int) -> None:
+    from shiftstudio.core.data.records import spread_text
+
+    m = store.meta
+    stats = store.record_stats(block_size, shift)
+    chats = m.get("train_chats", 0) + m.get("val_chats", 0)
+    kinds = "chats" if chats == m["examples"] else "prompt/completion" if chats == 0 else f"{chats:,} chats, the rest prompt/completion"
+    print(f"  records    {m['examples']:,} examples ({kinds}), {human_bytes(m['bytes'])}")
+    print(f"  tokenizer  {m['tokenizer_kind']}, vocab {m['vocab_size']:,}")
+    print(f"  split      {m['train_examples']:,} train / {m['val_examples']:,} val examples "
+          f"({m['train_tokens']:,} / {m['val_tokens']:,} tokens), {m['dtype']}")
+    print(f"  prompt     {spread_text(stats['prompt_tokens'])} tokens (not scored)")
+    print(f"  completion {spread_text(stats['completion_tokens'])} tokens (scored, with the end token)")
+    print(f"  context    block_size {block_size} + shift {shift}: {stats['truncated']:,} truncated, "
+          f"{stats['unscorable']:,} without a scored token")
+    for warning in stats["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,9 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
     except OSError as exc:
         return error(str(exc), 1)
     print(f"data: {store.summary()}")
+    if getattr(store, "is_records", False):  # fine-tuning records: say what the context cuts off
+        for warning in store.record_stats(config.model.block_size, config.model.shift).get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
 
     from shiftstudio.core.train.control import ViewRequest
     from shiftstudio.core.train.trainer import Trainer

@@ -60,8 +60,14 @@ def _write(path: Path, data: bytes) -> Path:
         (lambda d: _write(d / "folder" / "a.png", PNG).parent, ["no text files"], 1),
         (lambda d: _write(d / "bad.txt", b"hello wor\xffld\n" * 3), ["bad.txt", "offset 9", "--errors replace"], 1),
         (lambda d: _write(d / "docs.jsonl", b'{"text": "fine"}\n{"text": oops}\n'), ["docs.jsonl", "line 2"], 1),
+        (lambda d: _write(d / "data.jsonl", b'{"prompt": "a", "completion": "b"}\n{"prompt": "c"}\n'),
+         ["data.jsonl line 2: no 'completion' field"], 1),
+        (lambda d: _write(d / "chat.jsonl", b'{"messages": [{"role": "bot", "content": "x"}]}\n'),
+         ["chat.jsonl line 1: unknown role 'bot' (system, user, assistant)"], 1),
+        (lambda d: _write(d / "one.jsonl", b'{"prompt": "a", "completion": "b"}\n'), ["at least 2 examples"], 1),
     ],
-    ids=["missing", "empty", "no-text-files", "invalid-utf8", "bad-jsonl-line"],
+    ids=["missing", "empty", "no-text-files", "invalid-utf8", "bad-jsonl-line", "record-without-completion",
+         "unknown-chat-role", "one-example"],
 )
 def test_bad_corpora_give_one_line_and_write_nothing(tmp_path: Path, capsys, make, needles, code) -> None:
     source = make(tmp_path)
@@ -127,3 +133,42 @@ def test_real_process_exit_code_and_stderr(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "nope.txt" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_prepare_records_prints_the_example_figures(tmp_path: Path, capsys) -> None:
+    rows = [{"prompt": f"Q{i}: " + "x" * (i % 7), "completion": f"A{i}"} for i in range(40)]
+    rows += [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}] * 10
+    source = _write(tmp_path / "recs.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    out = tmp_path / "store"
+    code, stdout, err = run_cli(capsys, "prepare", str(source), "--out", str(out), "--val_fraction=0.2", "--block_size=8")
+    assert code == 0, err
+    assert {p.name for p in out.iterdir()} == {
+        "tokenizer.json", "meta.json", "train.bin", "val.bin", "train.mask.bin", "val.mask.bin", "train.index.bin", "val.index.bin"
+    }
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["format"] == "records" and meta["examples"] == 50
+    from shiftstudio.core.data.store import TokenStore
+
+    stats = TokenStore.open(out).record_stats(8, 1)
+    lines = stdout.splitlines()
+    assert "  records    50 examples (10 chats, the rest prompt/completion), " in stdout
+    assert f"  split      40 train / 10 val examples ({meta['train_tokens']:,} / {meta['val_tokens']:,} tokens), uint16" in lines
+    p, c = stats["prompt_tokens"], stats["completion_tokens"]
+    assert f"  prompt     min {p['min']} · median {p['median']:g} · max {p['max']} tokens (not scored)" in lines
+    assert f"  completion min {c['min']} · median {c['median']:g} · max {c['max']} tokens (scored, with the end token)" in lines
+    assert stats["truncated"] > 0
+    assert (f"  context    block_size 8 + shift 1: {stats['truncated']} truncated, "
+            f"{stats['unscorable']} without a scored token") in lines
+    assert (f"warning: {stats['truncated']} of 50 examples are longer than the context (block_size 8 + shift 1) "
+            "and are truncated") in err.splitlines()
+    # a context that holds every example: no warning
+    code, _, err = run_cli(capsys, "prepare", str(source), "--out", str(tmp_path / "s2"), "--block_size=64")
+    assert code == 0 and "warning" not in err
+
+
+def test_records_and_text_mixed_is_one_line(tmp_path: Path, capsys) -> None:
+    recs = _write(tmp_path / "recs.jsonl", b'{"prompt": "a", "completion": "b"}\n' * 3)
+    text = _write(tmp_path / "notes.txt", b"some plain text\n")
+    code, _, err = run_cli(capsys, "prepare", str(recs), str(text), "--out", str(tmp_path / "out"))
+    assert code == 1
+    assert_one_line_error(err, "records and plain text cannot be mixed", "recs.jsonl", "notes.txt")

@@ -3,7 +3,11 @@
 For a window starting at ``o`` the model reads ``x = ids[o : o+T]``; head
 ``k`` (``k = 1..K``) is scored on ``y_k = ids[o+k : o+k+T]``, so ``K = 1`` is
 next-token prediction. ``mask`` marks which targets count (all of them for
-plain text; records will mask their prompt tokens).
+plain text).
+
+Fine-tuning records are drawn by example instead (:class:`ExampleSampler`):
+each row is one example from its first token, right-padded, and only its
+scored tokens (the completion, the assistant turns) are targets.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from shiftstudio.core.data.records import RecordLengths
 from shiftstudio.core.errors import DataError
 
 
@@ -105,6 +110,109 @@ class BatchSampler:
 
     def state_dict(self) -> dict[str, Any]:
         return {"bit_generator": self._rng.bit_generator.state, "n_windows": self.n_windows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        bg = state["bit_generator"]
+        if bg.get("bit_generator") != "PCG64":
+            raise DataError("sampler state is not a PCG64 state")
+        self._rng.bit_generator.state = bg
+
+
+def example_windows(
+    ids: np.ndarray, mask: np.ndarray, starts: np.ndarray, lengths: np.ndarray, block_size: int, shift: int, pad: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, shifted targets and their mask for examples starting at ``starts`` (each ``lengths`` long).
+
+    Row ``b`` reads ``ids[s : s+T]`` of its example, right-padded with ``pad``; ``y[b, k-1, t]`` is token
+    ``t+k`` of the example and ``m[b, k-1, t]`` is 1 only where that token exists and is scored. Examples
+    longer than ``T + K`` lose their tail. One gather from the memmaps, no Python step per row.
+    """
+    T, K = block_size, shift
+    W = T + K
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.minimum(np.asarray(lengths, dtype=np.int64), W)
+    pos = np.arange(W, dtype=np.int64)[None, :]
+    inside = pos < lengths[:, None]  # (B, W)
+    span = np.minimum(starts[:, None] + pos, max(len(ids) - 1, 0))
+    window = np.where(inside, np.asarray(ids[span], dtype=np.int64), pad)
+    scored = np.where(inside, np.asarray(mask[span], dtype=np.float32), np.float32(0.0))
+    x = window[:, :T]
+    y = np.lib.stride_tricks.sliding_window_view(window[:, 1:], T, axis=1)[:, :K]  # (B, K, T)
+    m = np.lib.stride_tricks.sliding_window_view(scored[:, 1:], T, axis=1)[:, :K]
+    return x, y, m
+
+
+class ExampleSampler:
+    """Random examples of a records split, one a row, seeded and resumable (the interface of
+    :class:`BatchSampler`).
+
+    Only examples with a scored target inside the window are drawn (``eligible``); the rest (prompts that
+    fill the context) are skipped, and counted in ``skipped``. The generator state is part of
+    :meth:`state_dict`, so a resumed run draws exactly the batches the uninterrupted run would have drawn.
+    """
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        mask: np.ndarray,
+        index: np.ndarray,
+        batch_size: int,
+        block_size: int,
+        shift: int = 1,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        split: str = "train",
+        pad_id: int = 0,
+        eligible: np.ndarray | None = None,
+    ):
+        self.ids = ids
+        self.mask = mask
+        index = np.asarray(index, dtype=np.int64)
+        self.starts = index[:-1]
+        self.lengths = np.diff(index)
+        if eligible is None:
+            eligible = RecordLengths.from_arrays(mask, index).scorable(block_size, shift)
+        self.examples = np.flatnonzero(eligible)  # the examples that can be drawn
+        self.skipped = len(self.starts) - len(self.examples)
+        if not len(self.examples):
+            name = {"train": "training", "val": "validation"}.get(split, split)
+            raise DataError(
+                f"no {name} example has a scored token inside the context (block_size {block_size} + shift {shift}): "
+                "raise block_size or shorten prompts"
+            )
+        self.batch_size = batch_size
+        self.block_size = block_size
+        self.shift = shift
+        self.pad_id = int(pad_id)
+        self.device = torch.device(device)
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+        self._pin = self.device.type == "cuda"
+
+    def rows(self) -> np.ndarray:
+        """The example numbers of the next batch (advances the generator)."""
+        return self.examples[self._rng.integers(0, len(self.examples), size=self.batch_size)]
+
+    def next(self) -> Batch:
+        rows = self.rows()
+        x, y, m = example_windows(self.ids, self.mask, self.starts[rows], self.lengths[rows], self.block_size, self.shift, self.pad_id)
+        xt = torch.from_numpy(np.ascontiguousarray(x))
+        yt = torch.from_numpy(np.ascontiguousarray(y))
+        mt = torch.from_numpy(np.ascontiguousarray(m))
+        if self._pin:
+            xt = xt.pin_memory().to(self.device, non_blocking=True)
+            yt = yt.pin_memory().to(self.device, non_blocking=True)
+            mt = mt.pin_memory().to(self.device, non_blocking=True)
+        elif self.device.type != "cpu":
+            xt, yt, mt = xt.to(self.device), yt.to(self.device), mt.to(self.device)
+        return Batch(xt, yt, mt)
+
+    __next__ = next
+
+    def __iter__(self) -> "ExampleSampler":
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bit_generator": self._rng.bit_generator.state, "n_examples": int(len(self.examples))}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         bg = state["bit_generator"]

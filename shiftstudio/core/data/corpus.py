@@ -2,7 +2,9 @@
 
 A corpus is opened from files, folders (walked recursively) or both. Plain
 text files are one document each; a ``.jsonl`` file holds one document per
-line in its ``text`` field. Opening scans every byte once, streaming, to count
+line in its ``text`` field — or fine-tuning *records*, one a line:
+prompt/completion pairs or chats (see :mod:`shiftstudio.core.data.records`).
+A corpus is all text or all records, never both. Opening scans every byte once, streaming, to count
 characters and lines, check the encoding and hash the content; the result is
 cached by (path, size, mtime) so opening the same files again costs only a
 ``stat`` per file. Text is never held whole in memory: documents are read back
@@ -23,13 +25,14 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from shiftstudio.core import io
+from shiftstudio.core.data.records import CHAT, Record, line_kind, parse_record
 from shiftstudio.core.errors import Cancelled, CorpusError, NotUtf8Error
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20  # read size when streaming a file
 PIECE_CHARS = 1 << 16  # target size of a text piece handed to the tokenizer
-SCAN_CACHE_VERSION = 1
+SCAN_CACHE_VERSION = 2
 
 TEXT_SUFFIXES = {
     ".txt", ".md", ".markdown", ".rst", ".py", ".pyi", ".c", ".h", ".cc", ".cpp", ".hpp", ".rs", ".go",
@@ -49,12 +52,13 @@ BINARY_MAGIC = {
 class CorpusFile:
     path: Path
     size: int  # bytes
-    kind: str  # "text" | "jsonl"
-    documents: int
-    chars: int
+    kind: str  # "text" | "jsonl" | "records"
+    documents: int  # records: examples
+    chars: int  # records: characters of the rendered examples
     lines: int
     digest: str = ""  # content hash (blake2b)
-    doc_chars: list[int] = field(default_factory=list, repr=False)  # jsonl: chars per document
+    doc_chars: list[int] = field(default_factory=list, repr=False)  # jsonl, records: chars per document
+    chats: int = 0  # records: how many of the examples are chats (the others are prompt/completion)
 
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -175,9 +179,12 @@ def _scan_text(path: Path, errors: str, tick: Callable[[int], None], cancel: Cal
 
 
 def _scan_jsonl(path: Path, errors: str, tick: Callable[[int], None], cancel: Callable[[], bool] | None) -> CorpusFile:
+    """A ``.jsonl`` file of ``text`` documents, or of records: its first object decides, every line is
+    checked (records fully parsed, so bad input is caught here, naming the file and line)."""
     digest = hashlib.blake2b(digest_size=16)
-    chars = lines = docs = size = 0
+    chars = lines = docs = size = chats = 0
     doc_chars: list[int] = []
+    kind: str | None = None
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
             digest.update(raw)
@@ -194,15 +201,28 @@ def _scan_jsonl(path: Path, errors: str, tick: Callable[[int], None], cancel: Ca
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise CorpusError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise CorpusError(f'{path}, line {number}: expected an object with a "text" string field')
-            text = obj["text"]
+                where = f"{path.name} line {number}" if kind == "records" else f"{path}, line {number}"
+                raise CorpusError(f"{where}: not valid JSON ({exc.msg})") from None
+            if kind is None:
+                kind = line_kind(obj) or "text"
+            if kind == "records":
+                record = parse_record(obj, f"{path.name} line {number}")
+                chats += record.kind == CHAT
+                text = record.text()
+            else:
+                if line_kind(obj) == "records":
+                    raise CorpusError(
+                        f"{path.name} line {number}: a fine-tuning record among plain 'text' documents: "
+                        "records and plain text cannot be mixed"
+                    )
+                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                    raise CorpusError(f'{path}, line {number}: expected an object with a "text" string field')
+                text = obj["text"]
             docs += 1
             chars += len(text)
             lines += text.count("\n") + (1 if text and not text.endswith("\n") else 0)
             doc_chars.append(len(text))
-    return CorpusFile(path, size, "jsonl", docs, chars, lines, digest.hexdigest(), doc_chars)
+    return CorpusFile(path, size, kind if kind == "records" else "jsonl", docs, chars, lines, digest.hexdigest(), doc_chars, chats)
 
 
 class Corpus:
@@ -287,6 +307,13 @@ class Corpus:
         if not files:
             raise CorpusError("every file given is empty: there is no text to train on")
         _save_scan_cache(cache)
+        records = [f for f in files if f.kind == "records"]
+        if records and len(records) < len(files):
+            text = next(f for f in files if f.kind != "records")
+            raise CorpusError(
+                f"records and plain text cannot be mixed in one corpus: {records[0].path.name} holds fine-tuning "
+                f"records, {text.path.name} is plain text; open them separately"
+            )
         return cls(files, errors, warnings)
 
     # -- counts --------------------------------------------------------------
@@ -297,6 +324,25 @@ class Corpus:
     @property
     def n_documents(self) -> int:
         return sum(f.documents for f in self.files)
+
+    @property
+    def is_records(self) -> bool:
+        """Fine-tuning records (prompt/completion or chat), not plain text."""
+        return bool(self.files) and all(f.kind == "records" for f in self.files)
+
+    @property
+    def kind(self) -> str:
+        """'records' or 'text'."""
+        return "records" if self.is_records else "text"
+
+    @property
+    def n_examples(self) -> int:
+        """Records: how many examples (0 for plain text)."""
+        return self.n_documents if self.is_records else 0
+
+    @property
+    def n_chats(self) -> int:
+        return sum(f.chats for f in self.files)
 
     @property
     def n_bytes(self) -> int:
@@ -316,20 +362,40 @@ class Corpus:
         for f in self.files:
             h.update(f.digest.encode())
         h.update(self.errors.encode())
+        if self.is_records:
+            h.update(b"|records")
         return h.hexdigest()
 
     def doc_chars(self) -> np.ndarray:
         """Characters per document, in corpus order."""
         sizes: list[int] = []
         for f in self.files:
-            sizes.extend(f.doc_chars if f.kind == "jsonl" else [f.chars])
+            sizes.extend(f.doc_chars if f.kind in ("jsonl", "records") else [f.chars])
         return np.asarray(sizes, dtype=np.int64)
 
     # -- reading -------------------------------------------------------------
-    def iter_file_documents(self, index: int) -> Iterator[Iterator[str]]:
-        """Documents of file ``index``, each a stream of text pieces."""
+    def iter_file_records(self, index: int) -> Iterator[Record]:
+        """The examples of records file ``index``, in order (checked when the corpus was opened)."""
         f = self.files[index]
-        if f.kind == "jsonl":
+        if f.kind != "records":
+            raise CorpusError(f"{f.path.name} holds plain text, not records")
+        with f.path.open("r", encoding="utf-8", errors=self.errors) as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    yield parse_record(json.loads(line), f"{f.path.name} line {number}")
+
+    def iter_records(self) -> Iterator[Record]:
+        """Every example of a records corpus, in corpus order."""
+        for i in range(len(self.files)):
+            yield from self.iter_file_records(i)
+
+    def iter_file_documents(self, index: int) -> Iterator[Iterator[str]]:
+        """Documents of file ``index``, each a stream of text pieces (records: each example's rendered text)."""
+        f = self.files[index]
+        if f.kind == "records":
+            for record in self.iter_file_records(index):
+                yield iter(text_pieces(record.text()))
+        elif f.kind == "jsonl":
             with f.path.open("r", encoding="utf-8", errors=self.errors) as fh:
                 for line in fh:
                     if line.strip():

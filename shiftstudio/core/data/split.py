@@ -7,6 +7,9 @@ fraction: the head trains, the tail validates, as nanoGPT does with its
 shakespeare file. If whole documents cannot come near the fraction (two
 files, one huge), the corpus is cut the same way, inside the document that
 straddles the fraction.
+
+Fine-tuning records split by example: a seeded shuffle puts ``val_fraction``
+of the examples (at least one, and at least one left to train) in validation.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Iterator
 
 import numpy as np
 
-from shiftstudio.core.data.corpus import Corpus, stream_text, text_pieces
+from shiftstudio.core.data.corpus import PIECE_CHARS, Corpus, stream_text, text_pieces
+from shiftstudio.core.data.records import Record
 from shiftstudio.core.errors import CorpusError
 
 Piece = tuple[bool, str]  # (starts a new document, text)
@@ -122,9 +126,92 @@ class CorpusSplit:
         return total - val, val
 
 
-def make_split(corpus: Corpus, val_fraction: float, seed: int) -> CorpusSplit:
+class RecordSplit:
+    """Which examples of a records corpus train and which validate (the same reading interface as
+    :class:`CorpusSplit`: its pieces are the examples' rendered text, which a tokenizer learns from)."""
+
+    mode = "examples"
+    cut = None
+
+    def __init__(self, corpus: Corpus, val_fraction: float, seed: int, val_docs: np.ndarray):
+        self.corpus = corpus
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.val_docs = val_docs  # bool per example
+        sizes = corpus.doc_chars()
+        self.val_chars = int(sizes[val_docs].sum())
+        self.train_chars = int(sizes.sum()) - self.val_chars
+        self.val_documents = int(val_docs.sum())
+        self.train_documents = len(val_docs) - self.val_documents
+
+    @property
+    def train_examples(self) -> int:
+        return self.train_documents
+
+    @property
+    def val_examples(self) -> int:
+        return self.val_documents
+
+    def iter_file_examples(self, index: int, first: int) -> Iterator[tuple[bool, Record]]:
+        """(in validation?, record) for the examples of file ``index``, whose first example has global
+        number ``first``."""
+        for i, record in enumerate(self.corpus.iter_file_records(index), start=first):
+            yield bool(self.val_docs[i]), record
+
+    def iter_examples(self, val: bool) -> Iterator[Record]:
+        first = 0
+        for fi, f in enumerate(self.corpus.files):
+            for in_val, record in self.iter_file_examples(fi, first):
+                if in_val == val:
+                    yield record
+            first += f.documents
+
+    def iter_train(self) -> Iterator[Piece]:
+        yield from self._pieces(val=False)
+
+    def iter_val(self) -> Iterator[Piece]:
+        yield from self._pieces(val=True)
+
+    def _pieces(self, val: bool) -> Iterator[Piece]:
+        """The examples' rendered text, one a line, gathered into pieces of about ``PIECE_CHARS`` (a
+        tokenizer learns from these; many tiny pieces would cost a Python step each)."""
+        batch: list[str] = []
+        size = 0
+        for record in self.iter_examples(val):
+            text = record.text()
+            batch.append(text)
+            size += len(text) + 1
+            if size >= PIECE_CHARS:
+                yield True, "\n".join(batch) + "\n"
+                batch, size = [], 0
+        if batch:
+            yield True, "\n".join(batch) + "\n"
+
+    def split_bytes(self) -> tuple[int, int]:
+        total = self.corpus.n_bytes
+        chars = max(1, self.train_chars + self.val_chars)
+        val = int(total * self.val_chars / chars)
+        return total - val, val
+
+
+def split_examples(n: int, val_fraction: float, seed: int) -> np.ndarray:
+    """Which of ``n`` examples validate (bool mask): a seeded choice of round(val_fraction * n), at least 1
+    and at most n - 1."""
+    if n < 2:
+        raise CorpusError(
+            f"fine-tuning needs at least 2 examples (one to train, one to validate); the corpus holds {n}"
+        )
+    n_val = min(n - 1, max(1, int(round(val_fraction * n))))
+    val = np.zeros(n, dtype=bool)
+    val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    return val
+
+
+def make_split(corpus: Corpus, val_fraction: float, seed: int) -> CorpusSplit | RecordSplit:
     if not 0.0 < val_fraction < 1.0:
         raise CorpusError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if corpus.is_records:
+        return RecordSplit(corpus, val_fraction, seed, split_examples(corpus.n_documents, val_fraction, seed))
     sizes = corpus.doc_chars()
     total = int(sizes.sum())
     target = val_fraction * total

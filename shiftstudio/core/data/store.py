@@ -5,7 +5,19 @@
     tokenizer.json   the tokenizer, standard format
     train.bin        flat uint16 (vocab <= 65,535) or uint32 token ids
     val.bin
-    meta.json        dtype, counts, vocab size, sources, split
+    meta.json        dtype, counts, vocab size, sources, split, "format": "text"
+
+A corpus of fine-tuning records (:mod:`~shiftstudio.core.data.records`) adds,
+per split, the loss mask and where each example starts::
+
+    train.bin        every training example's ids, end to end
+    train.mask.bin   uint8, 1 where the token is a scored target (completion, assistant turns, their EOT)
+    train.index.bin  int64, the n+1 start offsets of the examples
+    val.bin, val.mask.bin, val.index.bin
+    meta.json        "format": "records", example counts, per-split token length figures
+
+and is sampled by example (:class:`~shiftstudio.core.data.batches.ExampleSampler`).
+A meta.json without "format" is a text store.
 
 Encoding streams: pieces of text are encoded with ``encode_batch`` a batch at
 a time and appended to the files, so memory stays flat whatever the corpus
@@ -31,13 +43,16 @@ import numpy as np
 
 from shiftstudio.config import DataConfig
 from shiftstudio.core import io
-from shiftstudio.core.data.batches import BatchSampler, check_windows
+from shiftstudio.core.data.batches import BatchSampler, ExampleSampler, check_windows
 from shiftstudio.core.data.corpus import Corpus
-from shiftstudio.core.data.split import make_split
+from shiftstudio.core.data.records import TEMPLATE_VERSION, RecordLengths, context_warnings, encode_records, spread
+from shiftstudio.core.data.split import RecordSplit, make_split
 from shiftstudio.core.data.tokenizer import TextTokenizer, build_tokenizer
 from shiftstudio.core.errors import Cancelled, CorpusError, DataError
 
-STORE_VERSION = 1
+TEXT_STORE_VERSION = 1
+RECORDS_STORE_VERSION = 2
+STORE_VERSION = 2  # the newest this code reads (text stores are still written as version 1)
 ENCODE_BATCH_CHARS = 1 << 20  # characters per encode_batch call (Encodings cost ~80 B a token)
 UINT16_MAX_VOCAB = 65535
 # The store folder's files (the one place that names them).
@@ -45,6 +60,9 @@ META_FILE = "meta.json"
 TRAIN_FILE = "train.bin"
 VAL_FILE = "val.bin"
 TOKENIZER_FILE = "tokenizer.json"
+MASK_FILES = {"train": "train.mask.bin", "val": "val.mask.bin"}
+INDEX_FILES = {"train": "train.index.bin", "val": "val.index.bin"}
+SPLIT_NAMES = {"train": "training", "val": "validation"}
 
 
 @dataclass
@@ -79,6 +97,22 @@ class TokenStore:
         dtype = np.dtype(meta["dtype"])
         self.train = self._map(TRAIN_FILE, dtype, int(meta["train_tokens"]))
         self.val = self._map(VAL_FILE, dtype, int(meta["val_tokens"]))
+        self.format = meta.get("format", "text")
+        self.masks: dict[str, np.ndarray] = {}
+        self.indexes: dict[str, np.ndarray] = {}
+        self._lengths: dict[str, RecordLengths] = {}
+        if self.is_records:
+            for split, tokens in (("train", len(self.train)), ("val", len(self.val))):
+                self.masks[split] = self._map(MASK_FILES[split], np.dtype(np.uint8), tokens)
+                index = np.asarray(self._map(INDEX_FILES[split], np.dtype(np.int64), int(meta[f"{split}_examples"]) + 1))
+                if len(index) == 0 or index[0] != 0 or index[-1] != tokens or np.any(np.diff(index) < 0):
+                    raise DataError(f"{self.dir / INDEX_FILES[split]} does not match {split}.bin; prepare the data again")
+                self.indexes[split] = index
+
+    @property
+    def is_records(self) -> bool:
+        """Fine-tuning records (ids + loss masks, sampled by example), not plain text."""
+        return self.format == "records"
 
     def _map(self, name: str, dtype: np.dtype, count: int) -> np.ndarray:
         path = self.dir / name
@@ -105,19 +139,84 @@ class TokenStore:
         return cls(folder, tokenizer, meta)
 
     def check_windows(self, block_size: int, shift: int) -> None:
-        """Raise :class:`DataError` unless both splits hold at least one window of ``block_size + shift``."""
-        check_windows(len(self.train), block_size, shift, "training")
-        check_windows(len(self.val), block_size, shift, "validation")
+        """Raise :class:`DataError` unless both splits can give a batch at this context: a window of
+        ``block_size + shift`` tokens for text; for records, an example with a scored target inside its
+        first window (examples whose prompt alone fills the context are skipped by the sampler)."""
+        if not self.is_records:
+            check_windows(len(self.train), block_size, shift, "training")
+            check_windows(len(self.val), block_size, shift, "validation")
+            return
+        ok = {split: bool(self.lengths(split).scorable(block_size, shift).any()) for split in ("train", "val")}
+        if not ok["train"] and not ok["val"]:
+            raise DataError(
+                f"every example's prompt fills the context (block_size {block_size}): raise block_size or shorten prompts"
+            )
+        for split in ("train", "val"):
+            if not ok[split]:
+                raise DataError(
+                    f"every {SPLIT_NAMES[split]} example's prompt fills the context (block_size {block_size}): "
+                    "raise block_size or shorten prompts" + (", or raise val_fraction" if split == "val" else "")
+                )
 
     def sampler(
         self, split: str, batch_size: int, block_size: int, shift: int, seed: int = 0, device: Any = "cpu"
-    ) -> BatchSampler:
-        """A seeded, resumable sampler of shifted batches from the ``split`` ('train' or 'val')."""
+    ) -> BatchSampler | ExampleSampler:
+        """A seeded, resumable sampler of shifted batches from the ``split`` ('train' or 'val'): windows of the
+        token stream for text, whole examples (right-padded, masked) for records."""
         ids = self.train if split == "train" else self.val
+        if self.is_records:
+            eligible = self.lengths(split).scorable(block_size, shift)
+            pad = self.tokenizer.eot_id if self.tokenizer.eot_id is not None else 0
+            return ExampleSampler(
+                ids, self.masks[split], self.indexes[split], batch_size, block_size, shift,
+                seed=seed, device=device, split=split, pad_id=pad, eligible=eligible,
+            )
         return BatchSampler(ids, batch_size, block_size, shift, seed=seed, device=device, split=split)
+
+    # -- records ---------------------------------------------------------------
+    def n_examples(self, split: str) -> int:
+        """Examples in ``split`` (0 for a text store)."""
+        return len(self.indexes[split]) - 1 if self.is_records else 0
+
+    def example(self, split: str, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Example ``i`` of ``split``: its ids (int64) and its mask (uint8, 1 = scored)."""
+        if not self.is_records:
+            raise DataError("this token store holds plain text, not examples")
+        n = self.n_examples(split)
+        if not 0 <= i < n:
+            raise IndexError(f"example {i} of {n} in the {split} split")
+        a, b = int(self.indexes[split][i]), int(self.indexes[split][i + 1])
+        ids = self.train if split == "train" else self.val
+        return np.asarray(ids[a:b], dtype=np.int64), np.asarray(self.masks[split][a:b], dtype=np.uint8)
+
+    def lengths(self, split: str) -> RecordLengths:
+        """Per-example token figures of ``split`` (computed once, from the index and mask files)."""
+        if split not in self._lengths:
+            self._lengths[split] = RecordLengths.from_arrays(self.masks[split], self.indexes[split])
+        return self._lengths[split]
+
+    def record_stats(self, block_size: int, shift: int) -> dict[str, Any]:
+        """What this context does to the examples: per split and overall, the example count, prompt
+        (unscored) / completion (scored) / total token spreads (min, median, max), how many are truncated
+        (longer than ``block_size + shift``) and how many are unscorable (no scored token inside the
+        window: skipped); ``warnings`` says it in sentences."""
+        if not self.is_records:
+            raise DataError("this token store holds plain text, not examples")
+        out: dict[str, Any] = {"block_size": block_size, "shift": shift}
+        for split in ("train", "val"):
+            out[split] = self.lengths(split).stats(block_size, shift)
+        out.update(RecordLengths.concat([self.lengths("train"), self.lengths("val")]).stats(block_size, shift))
+        out["warnings"] = context_warnings(out["examples"], out["truncated"], out["unscorable"], block_size, shift)
+        return out
 
     def summary(self) -> str:
         m = self.meta
+        if self.is_records:
+            return (
+                f"{m['train_examples']:,} train + {m['val_examples']:,} val examples "
+                f"({m['train_tokens']:,} + {m['val_tokens']:,} tokens), vocab {m['vocab_size']:,} "
+                f"({m['tokenizer_kind']}), {m['dtype']}, from {len(m['sources'])} file(s)"
+            )
         return (
             f"{m['train_tokens']:,} train + {m['val_tokens']:,} val tokens, vocab {m['vocab_size']:,} "
             f"({m['tokenizer_kind']}), {m['dtype']}, {m['documents']:,} documents from {len(m['sources'])} file(s)"
@@ -131,7 +230,9 @@ def _store_key(corpus: Corpus, data: DataConfig) -> str:
     else:
         path = Path(spec)
         tok = "file|" + (hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() if path.is_file() else spec)
-    text = f"v{STORE_VERSION}|{corpus.fingerprint()}|{tok}|{data.val_fraction}|{data.split_seed}"
+    text = f"v{TEXT_STORE_VERSION}|{corpus.fingerprint()}|{tok}|{data.val_fraction}|{data.split_seed}"
+    if corpus.is_records:
+        text = f"v{RECORDS_STORE_VERSION}|records-t{TEMPLATE_VERSION}|" + text
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
@@ -187,15 +288,20 @@ def prepare(
             if cancel is not None and cancel():
                 raise Cancelled()
 
-        n_train = encode_to_file(split.iter_train(), tokenizer, tmp / TRAIN_FILE, dtype, tick)
-        n_val = encode_to_file(split.iter_val(), tokenizer, tmp / VAL_FILE, dtype, tick)
+        extra: dict[str, Any] = {"format": "text"}
+        if isinstance(split, RecordSplit):
+            extra = encode_records_to_files(split, tokenizer, tmp, dtype, tick)
+            n_train, n_val = extra["train_tokens"], extra["val_tokens"]
+        else:
+            n_train = encode_to_file(split.iter_train(), tokenizer, tmp / TRAIN_FILE, dtype, tick)
+            n_val = encode_to_file(split.iter_val(), tokenizer, tmp / VAL_FILE, dtype, tick)
         if n_train == 0:
             raise CorpusError("the training split holds no tokens: the corpus is too small")
         if n_val == 0:
             raise CorpusError("the validation split holds no tokens: raise val_fraction or add text")
         tokenizer.save(tmp / TOKENIZER_FILE)
         meta = {
-            "version": STORE_VERSION,
+            "version": RECORDS_STORE_VERSION if isinstance(split, RecordSplit) else TEXT_STORE_VERSION,
             "key": key,
             "dtype": dtype.name,
             "vocab_size": tokenizer.vocab_size,
@@ -217,6 +323,7 @@ def prepare(
             "sources": [str(f.path) for f in corpus.files],
             "warnings": corpus.warnings,
             "encode_seconds": round(time.perf_counter() - started, 3),
+            **extra,
         }
         io.write_json(tmp / META_FILE, meta)
         _move_into_place(tmp, target)
@@ -230,8 +337,11 @@ def _move_into_place(tmp: Path, target: Path) -> None:
     if not target.exists():
         io.replace(tmp, target)
         return
-    for name in (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE):
-        io.replace(tmp / name, target / name)
+    for name in (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE, *MASK_FILES.values(), *INDEX_FILES.values()):
+        if (tmp / name).exists():
+            io.replace(tmp / name, target / name)
+        elif name not in (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE):
+            (target / name).unlink(missing_ok=True)  # a text store replacing a records store
     io.replace(tmp / META_FILE, target / META_FILE)  # last: the store is valid once meta is
 
 
@@ -285,3 +395,61 @@ def encode_to_file(
                 flush()
         flush()
     return count
+
+
+def encode_records_to_files(
+    split: RecordSplit, tokenizer: TextTokenizer, folder: Path, dtype: np.dtype, tick: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Encode the examples of a records split into ``folder``: ids, mask and index per split.
+
+    One file's records are held at a time (records files are small); each is encoded with
+    ``encode_many`` and appended. Returns the meta.json entries of a records store.
+    """
+    paths = {"train": folder / TRAIN_FILE, "val": folder / VAL_FILE}
+    outs = {}
+    counts = {"train": 0, "val": 0}
+    starts: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+    lengths: dict[str, list[RecordLengths]] = {"train": [], "val": []}
+    chats = {"train": 0, "val": 0}
+    try:
+        for split_name in ("train", "val"):
+            outs[split_name] = (paths[split_name].open("wb"), (folder / MASK_FILES[split_name]).open("wb"))
+        first = 0
+        for fi, f in enumerate(split.corpus.files):
+            chosen: dict[str, list] = {"train": [], "val": []}
+            for in_val, record in split.iter_file_examples(fi, first):
+                chosen["val" if in_val else "train"].append(record)
+            first += f.documents
+            for split_name, records in chosen.items():
+                if not records:
+                    continue
+                enc = encode_records(records, tokenizer, dtype)
+                ids_out, mask_out = outs[split_name]
+                ids_out.write(enc.ids.tobytes())
+                mask_out.write(enc.mask.tobytes())
+                starts[split_name].append(enc.index[:-1] + counts[split_name])
+                lengths[split_name].append(RecordLengths.from_arrays(enc.mask, enc.index))
+                counts[split_name] += len(enc.ids)
+                chats[split_name] += sum(r.kind == "chat" for r in records)
+            if tick is not None:
+                tick(f.size)
+    finally:
+        for pair in outs.values():
+            for fh in pair:
+                fh.close()
+    meta: dict[str, Any] = {"format": "records", "template_version": TEMPLATE_VERSION, "record_lengths": {}}
+    for split_name in ("train", "val"):
+        index = np.concatenate([*starts[split_name], np.array([counts[split_name]], dtype=np.int64)]).astype(np.int64)
+        with (folder / INDEX_FILES[split_name]).open("wb") as fh:
+            fh.write(index.tobytes())
+        meta[f"{split_name}_tokens"] = counts[split_name]
+        meta[f"{split_name}_examples"] = len(index) - 1
+        meta[f"{split_name}_chats"] = chats[split_name]
+        ls = RecordLengths.concat(lengths[split_name]) if lengths[split_name] else RecordLengths.from_arrays(np.zeros(0), np.zeros(1))
+        meta["record_lengths"][split_name] = {
+            "prompt_tokens": spread(ls.lengths - ls.scored),
+            "completion_tokens": spread(ls.scored),
+            "total_tokens": spread(ls.lengths),
+        }
+    meta["examples"] = meta["train_examples"] + meta["val_examples"]
+    return meta
