@@ -10,6 +10,12 @@ the batch inspector mid-run, lets the run finish, samples from it in the
 playground and saves ``docs/screenshots/<pane>-<theme>.png`` for each pane, in
 the light theme and then, switched live, the dark one. Settings and runs go to a
 temporary ``SHIFTSTUDIO_HOME``, never the real profile.
+
+``--only finetune`` takes just the Model pane set up to fine-tune
+(``finetune-<theme>.png``, and ``finetune-lora-<theme>.png`` scrolled to the
+LoRA group): Start from a Hugging Face GPT-2 folder
+(``--hf-folder``; by default a small one made here with ``transformers``,
+random weights and a BPE tokenizer trained on the sample corpus), with LoRA on.
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ def main() -> int:
     parser.add_argument("--themes", default="light,dark", help="comma-separated: light, dark")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--size", default="", help="window size, WxH (default: the size the window opens at)")
+    parser.add_argument("--only", choices=("all", "finetune"), default="all",
+                        help="all: every pane after a training run; finetune: the Model pane fine-tuning a GPT-2 with LoRA")
+    parser.add_argument("--hf-folder", type=Path, default=None,
+                        help="the Hugging Face GPT-2 folder of the finetune shot (default: a small one made here)")
     args = parser.parse_args()
     if "SHIFTSTUDIO_HOME" not in os.environ:
         home = tempfile.mkdtemp(prefix="shiftstudio-shots-")
@@ -77,6 +87,8 @@ def main() -> int:
     wait_until(app, lambda: ctx.session.corpus is not None, 120, "the sample corpus")
     wait_until(app, lambda: ctx.session.tokenizer is not None, 120, "the tokenizer")
     wait_until(app, lambda: ctx.session.device is not None, 120, "the device probe")
+    if args.only == "finetune":
+        return finetune_shots(app, window, themes, args)
     ctx.config.load_flat(RUN)
     assert ctx.config.is_valid, ctx.config.error
     assert ctx.runs.start(), "Start is disabled"
@@ -137,6 +149,57 @@ def main() -> int:
         path = args.out / f"train-{theme}.png"
         curves.export_png(str(path))
         print("saved", path)
+    window.close()
+    ctx.runs.shutdown()
+    ctx.session.shutdown()
+    return 0
+
+
+def small_gpt2(folder: Path) -> Path:
+    """A GPT-2 folder as transformers saves one (12 layers would be slow to make here: 4 × 256, random weights), with
+    a 2,048-token byte-level BPE trained on the sample corpus (vocab.json + merges.txt)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from shiftstudio import paths
+    from shiftstudio.core.data.tokenizer import train_bpe
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = paths.sample_corpus().read_text(encoding="utf-8").splitlines()
+    bpe = train_bpe(iter(lines), 2048, 2)
+    bpe.tk.model.save(str(folder))
+    config = GPT2Config(n_layer=4, n_head=4, n_embd=256, n_positions=512, vocab_size=bpe.vocab_size, bos_token_id=0,
+                        eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+def finetune_shots(app, window, themes: list[str], args) -> int:
+    from shiftstudio.gui import style
+
+    ctx, pane = window.ctx, window.panes["model"]
+    folder = args.hf_folder or small_gpt2(Path(os.environ["SHIFTSTUDIO_HOME"]) / "models" / "gpt2-small-4x256")
+    pane.choose_source(str(folder))
+    wait_until(app, lambda: not pane.reading_source, 120, "the source model")
+    if pane.source is None:
+        raise SystemExit("the source was refused: " + pane.messages.text())
+    pane.form.editors["lora_rank"].setValue(8)
+    wait_until(app, lambda: ctx.session.tokenizer is not None and ctx.session.tokenizer.vocab_size == pane.source.vocab_size,
+               120, "the source's tokenizer")
+    args.out.mkdir(parents=True, exist_ok=True)
+    window.docks["model"].show()
+    window.docks["model"].raise_()
+    from PySide6.QtWidgets import QScrollArea
+
+    scroll = pane.findChild(QScrollArea, "model_form_scroll")
+    for theme in themes:
+        style.apply_theme(app, theme)
+        for name, top in (("finetune", pane.form.groups["Model"]), ("finetune-lora", pane.lora_group)):
+            settle(app, 0.6)
+            scroll.verticalScrollBar().setValue(top.y())  # that group at the top of the form
+            settle(app, 0.3)
+            path = args.out / f"{name}-{theme}.png"
+            window.grab().save(str(path), "PNG")
+            print("saved", path)
     window.close()
     ctx.runs.shutdown()
     ctx.session.shutdown()

@@ -1,8 +1,9 @@
 """Sampling off the GUI thread for the playground: where the weights come from, and the worker.
 
 A :class:`GenerationWorker` lives on its own ``QThread``. It loads the weights
-(a checkpoint, its EMA copy, or a copy of a running training's weights handed
-over by :class:`~shiftstudio.gui.run_controller.RunController`) and advances one
+(a checkpoint, its EMA copy, a copy of a running training's weights handed
+over by :class:`~shiftstudio.gui.run_controller.RunController`, or a local
+Hugging Face folder, with no run at all) and advances one
 or two :class:`~shiftstudio.core.generate.generation.Generation` iterators a token at a
 time, round robin, sending tokens to the GUI in batches (at most ~30 a second).
 Stop is a flag checked before every token, so it ends a stream within one.
@@ -22,19 +23,26 @@ from PySide6.QtCore import QObject, Signal, Slot
 log = logging.getLogger(__name__)
 
 EMIT_INTERVAL_S = 1 / 30
-LATEST, BEST, LIVE = "latest", "best", "live"
+LATEST, BEST, LIVE, HF = "latest", "best", "live", "hf"
 
 
 @dataclass
 class Source:
-    """Where the weights come from: a checkpoint of a run, or a live snapshot."""
+    """Where the weights come from: a checkpoint of a run, a live snapshot, or a Hugging Face folder (``run_dir``
+    is then the folder, ``checkpoint`` :data:`HF`)."""
 
     run_dir: Path | None
-    checkpoint: str  # "latest" | "best" | "step-N" | "live"
+    checkpoint: str  # "latest" | "best" | "step-N" | "live" | "hf"
     ema: bool = False
+
+    @classmethod
+    def hf_folder(cls, folder: str | Path) -> "Source":
+        return cls(Path(folder), HF)
 
     @property
     def label(self) -> str:
+        if self.checkpoint == HF:
+            return f"base {self.run_dir.name if self.run_dir else ''} (Hugging Face)"
         name = {LATEST: "latest checkpoint", BEST: "best checkpoint", LIVE: "live weights"}.get(self.checkpoint, self.checkpoint)
         return name + (" (EMA)" if self.ema else "")
 
@@ -77,8 +85,11 @@ class GenerationWorker(QObject):
             self.done.emit()
 
     def _load(self, source: Source):
-        from shiftstudio.core.runs.loading import load_model
+        from shiftstudio.core.runs.loading import load_any, load_model
 
+        if source.checkpoint == HF:
+            model, tokenizer, _ = load_any(source.run_dir)
+            return model, tokenizer, source.label
         if source.checkpoint == LIVE:
             if self.snapshot is None:
                 from shiftstudio.core.errors import RunError

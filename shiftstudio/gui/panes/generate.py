@@ -13,7 +13,10 @@ Each generated token keeps its probability and the model's top-5 guesses:
 side by side; "Save…" writes the text (both outputs when comparing).
 
 Which weights: :class:`~shiftstudio.gui.widgets.weights_picker.WeightsPicker`
-("EMA weights" only where the checkpoint has them). The sampling controls
+("EMA weights" only where the checkpoint has them), a run's checkpoints or a
+local Hugging Face folder (no run needed; the folders opened are remembered
+in the window's settings), so a base model can be compared with its
+fine-tuned checkpoint. The sampling controls
 (:class:`~shiftstudio.gui.widgets.sampling_controls.SamplingControls`) are
 remembered in the window's settings. The layout keeps the controls compact so
 that the output gets the height of a short dock.
@@ -50,7 +53,8 @@ log = logging.getLogger(__name__)
 
 HISTORY_FILE = "playground-history.json"
 READY = "Type a prompt and press Generate."
-NO_CHECKPOINT = "No checkpoint yet: train a run (or open one) to generate from it."
+NO_CHECKPOINT = "No checkpoint yet: train a run (or open one), or pick a Hugging Face folder, to generate from it."
+HF_FOLDERS_KEY = "generate_hf_folders"  # the Hugging Face folders sampled from, in the window's settings
 
 
 
@@ -79,6 +83,9 @@ class GeneratePane(Pane):
         self._build()
         self.history.load()
         if settings is not None:
+            folders = settings.get(HF_FOLDERS_KEY)
+            if isinstance(folders, list):
+                self.weights.set_hf_folders(folders)
             saved = settings.get(SETTINGS_KEY)
             self.controls.apply_values(saved)
             if isinstance(saved, dict) and isinstance(saved.get("colour"), bool):
@@ -114,6 +121,9 @@ class GeneratePane(Pane):
         self.source, self.ema = self.weights.source, self.weights.ema
         self.compare, self.compare_source = self.weights.compare, self.weights.compare_source
         self.weights.compare_toggled.connect(self._on_weights_compare_toggled)
+        self.weights.hf_folders_changed.connect(self._on_weights_hf_folders_changed)
+        self.weights.problem.connect(self._on_weights_problem)
+        self.source.currentIndexChanged.connect(self._on_source_index_changed)
 
         self.generate_button = named(QPushButton("Generate"), "generate_button", "Sample text from the model (Ctrl+Return)")
         self.generate_button.setShortcut("Ctrl+Return")
@@ -224,13 +234,29 @@ class GeneratePane(Pane):
         self.output_b_box.setVisible(on)
         self.title_a.setVisible(on)
 
+    def _on_weights_hf_folders_changed(self, folders: list) -> None:
+        if self.app_settings is not None:  # written to disk with the window's other settings
+            self.app_settings.set(HF_FOLDERS_KEY, list(folders))
+        self._update_buttons()
+
+    def _on_weights_problem(self, message: str) -> None:
+        self._message(message, error=True)
+
+    def _on_source_index_changed(self, _index: int) -> None:
+        if not self.running:
+            self._update_buttons()
+
+    def add_hf_folder(self, folder: str | Path, compare: bool = False) -> bool:
+        """Offer a Hugging Face folder and choose it (``compare``: as the compared weights)."""
+        return self.weights.add_hf_folder(folder, compare)
+
     # -- generating ------------------------------------------------------------------
     @property
     def running(self) -> bool:
         return self._thread is not None
 
     def _update_buttons(self) -> None:
-        has_source = self.source.count() > 0
+        has_source = self.weights.has_source()
         self.generate_button.setEnabled(has_source and not self.running)
         self.stop_button.setEnabled(self.running)
         if not has_source and not self.running:
@@ -244,7 +270,7 @@ class GeneratePane(Pane):
 
     def generate(self) -> bool:
         """Start sampling with the current prompt and settings; False (with a message) if it cannot."""
-        if self.running or self.source.count() == 0:
+        if self.running or not self.weights.has_source():
             return False
         try:
             settings = self.settings()

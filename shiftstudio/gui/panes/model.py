@@ -2,13 +2,23 @@
 
 What changes while the user edits (the "changed from the preset" note, an
 error) sits *below* the form, so the fields never move under the pointer.
+
+"Start from" (the top of the Model group) sets ``init_from``: a new model, a
+run's checkpoint or a local Hugging Face folder. A source is read off the GUI
+thread (:func:`~shiftstudio.gui.widgets.source_picker.read_source`); then the
+architecture fields take the source's values and are locked, ``block_size`` is
+capped at the source's context, the tokenizer is the source's, the LoRA group
+opens, and — only when the user picked it — fine-tuning defaults are applied
+once (:func:`finetune_defaults`). "New model" unlocks the fields and gives back
+the architecture and tokenizer the settings had before.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from typing import Self
+from typing import Any, Self
 
 from PySide6.QtWidgets import (
     QComboBox,
@@ -24,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from shiftstudio import paths
-from shiftstudio.config import ConfigError, RunConfig, SECTIONS
+from shiftstudio.config import SCRATCH, ConfigError, RunConfig, SECTIONS
 from shiftstudio.presets import load_preset, preset_description, preset_paths
 from shiftstudio.core import io
 from shiftstudio.format import human_bytes, human_count
@@ -33,19 +43,50 @@ from shiftstudio.gui.panes import Pane, PaneContext
 from shiftstudio.gui.session import Session
 from shiftstudio.gui.widgets.config_form import ConfigForm
 from shiftstudio.gui.widgets.message_bar import MessageBar
+from shiftstudio.gui.widgets.source_picker import SourceInfo, SourcePicker, is_scratch, read_source, tokenizer_matches
+from shiftstudio.gui.workers import Task
 
 # How the training fields are grouped on screen (a field left out lands in "More").
 TRAIN_GROUPS = (
     ("Optimisation", ("batch_size", "gradient_accumulation_steps", "learning_rate", "min_lr", "max_iters", "warmup_iters", "lr_decay_iters", "weight_decay", "beta1", "beta2", "grad_clip")),
+    ("LoRA", ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")),
     ("Evaluation & checkpoints", ("eval_interval", "eval_iters", "log_interval", "checkpoint_interval", "keep_checkpoints", "early_stop_patience", "ema_decay")),
     ("Device", ("device", "dtype", "compile", "num_threads", "seed")),
 )
 PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ASSUMED_VOCAB = 256  # until a tokenizer is built
+SOURCE_KEY = "init_from"  # shown as the "Start from" control, not as a line edit
+REMEMBERED_KEYS = ("n_layer", "n_head", "n_embd", "bias", "pos", "norm", "activation", "tie_weights", "norm_eps",
+                   "block_size", "tokenizer")  # what a source replaces and "New model" gives back
+
+# Fine-tuning defaults, applied once when a source is picked: a pretrained model wants a far smaller step than
+# one trained from scratch (full fine-tuning 5e-5, as transformers' Trainer; LoRA's few adapter weights take a
+# larger one), a short warmup, no dropout on a model that was trained without it, and cosine decay to lr / 10.
+FULL_FT_LR, LORA_LR = 5e-5, 2e-4
+FT_WARMUP_SHARE = 0.02
+FT_HINT = "Fine-tuning defaults applied: learning_rate {lr:g} ({mode}), min_lr lr / 10, warmup {warmup} steps, dropout 0."
+FT_TIP = ("A pretrained model is fine-tuned with a much smaller learning rate than a new one: 5e-5 for full "
+          "fine-tuning, 2e-4 with LoRA (only the small adapters learn). A short warmup (2 % of the steps) and no "
+          "dropout; the cosine schedule ends at a tenth of the peak. Change any of them as you like: they are "
+          "set once, when the source is picked, and switch between the two rates when LoRA is turned on or off "
+          "while you keep the default.")
+LORA_ON_TIP = ("LoRA adapts a pretrained model: its weights stay frozen and small rank-r adapters on the chosen "
+               "layers learn instead (lora_rank 0 = full fine-tuning, every weight learns). Far fewer trainable "
+               "weights, so far less memory for gradients and AdamW.")
+LORA_OFF_TIP = ("LoRA adapts a pretrained model: pick a run's checkpoint or a Hugging Face folder under "
+                "Start from (Model) to use it.")
+
+
+def finetune_defaults(lora_rank: int, max_iters: int) -> dict[str, Any]:
+    """The training settings a fine-tuning run starts with (see :data:`FT_TIP`)."""
+    lr = LORA_LR if lora_rank > 0 else FULL_FT_LR
+    warmup = max(1, round(FT_WARMUP_SHARE * max_iters)) if max_iters > 1 else 0
+    return {"learning_rate": lr, "min_lr": lr / 10, "warmup_iters": warmup, "dropout": 0.0}
 
 
 def form_groups() -> list[tuple[str, list[str]]]:
-    groups = [("Model", list(SECTIONS["model"].__dataclass_fields__))]
+    model_keys = list(SECTIONS["model"].__dataclass_fields__)
+    groups = [("Model", [SOURCE_KEY] + [k for k in model_keys if k != SOURCE_KEY])]
     train_keys = list(SECTIONS["train"].__dataclass_fields__)
     placed: set[str] = set()
     for title, keys in TRAIN_GROUPS:
@@ -108,13 +149,17 @@ class ModelPane(Pane):
         figures = QGroupBox("Live figures", self)
         grid = QGridLayout(figures)
         self.figure_labels: dict[str, QLabel] = {}
-        entries = (
-            ("params", "Parameters", "All trainable weights, with the (tied) embedding"),
+        entries = (  # two columns; the long values (trainable, memory) on the left, where they always were
+            ("params", "Parameters", "All the model's weights, with the (tied) embedding"),
             ("non_embedding", "Non-embedding", "Weights outside the token and position embeddings"),
+            ("trainable", "Trainable / total", "The weights that learn, of all the weights: every one for a new model "
+             "or full fine-tuning; with LoRA the adapters (and heads 2..K), of the model plus its adapters"),
             ("flops", "FLOPs per token", "Forward + backward floating-point operations per training token (≈ 6N + attention)"),
+            ("memory", "Memory (estimate)", "Weights, gradients and AdamW state (for the weights that learn) and "
+             "activations for one micro-batch"),
             ("tokens_per_step", "Tokens per step", "batch_size × gradient_accumulation_steps × block_size"),
-            ("memory", "Memory (estimate)", "Weights, gradients, AdamW state and activations for one micro-batch"),
-            ("vocab", "Vocabulary", "From the tokenizer pane once built; assumed until then"),
+            ("vocab", "Vocabulary", "From the tokenizer pane once built (the source model's when fine-tuning); "
+             "assumed until then"),
         )
         for i, (key, title, tip) in enumerate(entries):
             name = QLabel(title, figures)
@@ -129,7 +174,13 @@ class ModelPane(Pane):
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
 
-        self.form = ConfigForm(self.config, groups=form_groups())
+        self.source: SourceInfo | None = None  # what init_from names, once read
+        self.source_picker = SourcePicker(self)
+        self._source_task: Task | None = None
+        self._before_source: dict[str, Any] = {}  # the settings a source replaced ("New model" gives them back)
+        self._lora_on = False
+        self.form = ConfigForm(self.config, groups=form_groups(), custom={SOURCE_KEY: ("Start from", self.source_picker)})
+        self.lora_group = self.form.groups["LoRA"]
         scroll = QScrollArea(self)
         scroll.setObjectName("model_form_scroll")
         scroll.setWidgetResizable(True)
@@ -156,12 +207,155 @@ class ModelPane(Pane):
         self.config.preset_changed.connect(self._on_config_preset_changed)
         self.session.tokenizer_changed.connect(self._on_session_tokenizer_changed)
         self.session.device_probed.connect(self._on_session_device_probed)
+        self.source_picker.chosen.connect(self._on_source_picker_chosen)
+        self.source_picker.scratch_chosen.connect(self._on_source_picker_scratch_chosen)
         self._on_config_validity_changed(self.config.error)
+        self._show_unlocked()
+        self._sync_source()
         self.update_figures()
 
     @classmethod
     def from_context(cls, ctx: PaneContext) -> Self:
         return cls(ctx.session, ctx.config)
+
+    def shutdown(self) -> bool:
+        task = self._source_task
+        return task is None or task.wait(10_000)
+
+    # -- start from: a new model or a source ---------------------------------
+    @property
+    def reading_source(self) -> bool:
+        return self._source_task is not None
+
+    def choose_source(self, path: str) -> None:
+        """Start from the run, checkpoint or Hugging Face folder at ``path``: read it (off the GUI thread), then
+        take its architecture and tokenizer and apply the fine-tuning defaults. Nothing changes if it cannot be
+        read: the reason is shown in the message bar."""
+        self._read_source(str(path), chosen=True)
+
+    def choose_scratch(self) -> None:
+        """A new model: no source; the architecture and tokenizer the settings had before one come back."""
+        self._cancel_source_read()
+        values: dict[str, Any] = {**self._before_source, SOURCE_KEY: SCRATCH, "lora_rank": 0}
+        self._before_source = {}
+        self.source = None
+        self._show_unlocked()
+        self.config.load_flat(values)
+        self.update_figures()
+
+    def _on_source_picker_chosen(self, path: str) -> None:
+        self.choose_source(path)
+
+    def _on_source_picker_scratch_chosen(self) -> None:
+        self.choose_scratch()
+
+    def _sync_source(self) -> None:
+        """init_from changed (a preset, an opened run, saved settings): show and lock what it names."""
+        init_from = str(self.config.value(SOURCE_KEY))
+        if is_scratch(init_from):
+            self._cancel_source_read()
+            if self.source is not None:
+                self.source = None
+                self._show_unlocked()
+            return
+        if self.source is not None and self.source.init_from == init_from:
+            return
+        self._read_source(init_from, chosen=False)
+
+    def _read_source(self, path: str, chosen: bool) -> None:
+        self._cancel_source_read()
+        task = Task(lambda progress, cancel: read_source(path), "Source")
+        task.setProperty("chosen", chosen)
+        task.setProperty("path", path)
+        task.succeeded.connect(self._on_source_task_succeeded)
+        task.failed.connect(self._on_source_task_failed)
+        task.finished.connect(self._on_source_task_finished)
+        self._source_task = task
+        self.source_picker.combo.setEnabled(False)  # until it is read (a moment)
+        if not chosen:
+            self.source = None
+            self.source_picker.show_pending(path, "Reading the source model…")
+        task.start()
+
+    def _cancel_source_read(self) -> None:
+        if self._source_task is not None:
+            self._source_task.cancel()  # its answer is ignored
+            self._source_task = None
+            self.source_picker.combo.setEnabled(True)
+
+    def _on_source_task_succeeded(self, info: SourceInfo) -> None:
+        task = self.sender()
+        if task is not self._source_task:
+            return
+        self._apply_source(info, chosen=bool(task.property("chosen")))
+
+    def _on_source_task_failed(self, message: str, detail: str, expected: bool) -> None:
+        task = self.sender()
+        if task is not self._source_task:
+            return
+        if task.property("chosen"):  # nothing changed: the settings keep their source (or none)
+            self.messages.show_message(message, "error", detail)
+            self.source_picker.show_source(self.source)
+        else:
+            self.messages.show_message(f"The source model cannot be read: {message}", "error", detail)
+            self.source_picker.show_pending(str(task.property("path")), "The source model cannot be read.")
+
+    def _on_source_task_finished(self) -> None:
+        if self.sender() is self._source_task:
+            self._source_task = None
+            self.source_picker.combo.setEnabled(True)
+
+    def _apply_source(self, info: SourceInfo, chosen: bool) -> None:
+        values: dict[str, Any] = {**info.architecture, SOURCE_KEY: info.init_from,
+                                  "block_size": min(int(self.config.value("block_size")), info.n_positions)}
+        if not tokenizer_matches(str(self.config.value("tokenizer")), info):
+            values["tokenizer"] = info.tokenizer_path
+        if chosen:
+            if self.source is None and is_scratch(str(self.config.value(SOURCE_KEY))):
+                self._before_source = {k: self.config.value(k) for k in REMEMBERED_KEYS}
+            values.update(finetune_defaults(int(self.config.value("lora_rank")), int(self.config.value("max_iters"))))
+        self.source = info  # first: the init_from it sets is then known
+        self._lora_on = int(self.config.value("lora_rank")) > 0
+        self.form.set_limit("block_size", info.n_positions, f"At most {info.n_positions:,}: the source model's context.")
+        self.config.load_flat(values)
+        why = f"Read-only: it comes from the source model ({info.label}). Choose New model under Start from to change it."
+        self.form.lock({k: why for k in info.architecture})
+        self.source_picker.show_source(info)
+        if chosen:
+            self._show_finetune_hint()
+            if self.messages.level() == "error" and self.config.is_valid:
+                self.messages.clear()
+        self.lora_group.setEnabled(True)
+        self.lora_group.setToolTip(LORA_ON_TIP)
+        self.update_figures()
+
+    def _show_finetune_hint(self) -> None:
+        train = self.config
+        lr = float(train.value("learning_rate"))
+        mode = "LoRA" if int(train.value("lora_rank")) > 0 else "full fine-tuning"
+        self.source_picker.show_hint(FT_HINT.format(lr=lr, mode=mode, warmup=train.value("warmup_iters")), FT_TIP)
+
+    def _show_unlocked(self) -> None:
+        self.form.lock({})
+        self.form.set_limit("block_size", None)
+        self.source_picker.show_source(None)
+        self.lora_group.setEnabled(False)
+        self.lora_group.setToolTip(LORA_OFF_TIP)
+
+    def _on_lora_rank_changed(self) -> None:
+        """LoRA turned on or off while the learning rate is the other mode's default: take this mode's."""
+        on = int(self.config.value("lora_rank")) > 0
+        if on == self._lora_on:
+            return
+        self._lora_on = on
+        if self.source is None:
+            return
+        old, new = (FULL_FT_LR, LORA_LR) if on else (LORA_LR, FULL_FT_LR)
+        lr, min_lr = float(self.config.value("learning_rate")), float(self.config.value("min_lr"))
+        if math.isclose(lr, old) and math.isclose(min_lr, old / 10):
+            self.config.load_flat({"learning_rate": new, "min_lr": new / 10})
+            if self.source_picker.hint.text():
+                self._show_finetune_hint()
 
     # -- presets -------------------------------------------------------------
     def reload_presets(self) -> None:
@@ -252,6 +446,10 @@ class ModelPane(Pane):
         self.update_figures()
 
     def _on_config_values_changed(self, keys: set[str]) -> None:
+        if SOURCE_KEY in keys:
+            self._sync_source()
+        if "lora_rank" in keys:
+            self._on_lora_rank_changed()
         self.update_figures()
         self._show_preset_description()
 
@@ -262,6 +460,8 @@ class ModelPane(Pane):
         self.update_figures()
 
     def _vocab(self) -> tuple[int, bool]:
+        if self.source is not None:
+            return self.source.vocab_size, True
         info = self.session.tokenizer
         if info is not None:
             return info.vocab_size, True
@@ -287,8 +487,18 @@ class ModelPane(Pane):
 
         cfg = self.config.config
         vocab, known = self._vocab()
-        labels["vocab"].setText(f"{vocab:,}" + ("" if known else " (assumed)"))
+        labels["vocab"].setText(f"{vocab:,}" + (" (the source's)" if self.source is not None else "" if known else " (assumed)"))
         labels["params"].setText(human_count(estimate.count_params(cfg.model, vocab)))
+        trainable, total = estimate.count_trainable(cfg.model, cfg.train, vocab)
+        if cfg.train.lora_rank > 0 and self.source is None:
+            mode = "LoRA needs a source model (Start from)"
+            labels["trainable"].setText(mode)
+        else:
+            mode = (f"LoRA r={cfg.train.lora_rank}" if cfg.train.lora_rank > 0
+                    else "full fine-tuning" if self.source is not None else "new model")
+            share = f" ({100 * trainable / total:.2g} %)" if trainable < total else ""
+            labels["trainable"].setText(f"{human_count(trainable)} / {human_count(total)}{share}")
+        labels["trainable"].setToolTip(f"{trainable:,} of {total:,} weights learn ({mode})")
         labels["non_embedding"].setText(human_count(estimate.count_params(cfg.model, vocab, non_embedding=True)))
         labels["flops"].setText(human_count(estimate.flops_per_token(cfg.model, vocab)))
         labels["tokens_per_step"].setText(f"{cfg.train.tokens_per_step_factor * cfg.model.block_size:,}")
@@ -301,7 +511,7 @@ class ModelPane(Pane):
             text += f" of {human_bytes(ram)} RAM"
         labels["memory"].setText(text)
         labels["memory"].setToolTip(
-            f"Estimated for {device}:\n" + "\n".join(f"  {k}: {human_bytes(v)}" for k, v in memory.items() if k != "total")
+            f"Estimated for {device}, {mode}:\n" + "\n".join(f"  {k}: {human_bytes(v)}" for k, v in memory.items() if k != "total")
         )
 
 

@@ -1,4 +1,11 @@
-"""Tokenizer pane: char / byte-level BPE / a tokenizer.json; stats and a live token view."""
+"""Tokenizer pane: char / byte-level BPE / a tokenizer.json; stats and a live token view.
+
+When the settings start from a source model (``init_from``: a run's checkpoint
+or a Hugging Face folder) the tokenizer is the source's: the pane reads the
+source off the GUI thread, points the settings at the source's tokenizer (a
+cached copy, as a new run will use it), loads it on the corpus, and locks the
+choice of kind, saying why.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +36,8 @@ from shiftstudio.gui.session import CorpusInfo, Session, TokenizerInfo
 from shiftstudio.gui.widgets.config_form import ConfigForm
 from shiftstudio.gui.widgets.message_bar import MessageBar
 from shiftstudio.gui.widgets.progress_panel import ProgressPanel
+from shiftstudio.gui.widgets.source_picker import SourceInfo, is_scratch, read_source, tokenizer_matches
+from shiftstudio.gui.workers import Task
 from shiftstudio.gui.widgets.token_pieces_view import DARK_COLOURS, LIGHT_COLOURS, TokenPiecesView  # noqa: F401 - (tints re-exported)
 
 MAX_TRY_CHARS = 4000
@@ -55,6 +64,15 @@ class TokenizerPane(Pane):
         tip = help_text("tokenizer")
 
         kind_box = QGroupBox("Kind", self)
+        self.kind_box = kind_box
+        self.source_label = QLabel("", kind_box)  # why the kind is locked (a source model decides it)
+        self.source_label.setObjectName("tokenizer_source_label")
+        self.source_label.setWordWrap(True)
+        self.source_label.setProperty("role", "hint")
+        self.source_label.setToolTip("A fine-tuned model keeps the tokenizer it was trained with")
+        self.source_label.hide()
+        self.source_info: SourceInfo | None = None  # the source model whose tokenizer this is
+        self._source_task: Task | None = None
         self.char_radio = QRadioButton("Character (one token per character)", kind_box)
         self.char_radio.setObjectName("tokenizer_char_radio")
         self.bpe_radio = QRadioButton("Byte-level BPE, trained on the corpus", kind_box)
@@ -78,6 +96,7 @@ class TokenizerPane(Pane):
         file_row.addWidget(self.file_edit, 1)
         file_row.addWidget(self.browse_button)
         kind_layout = QVBoxLayout(kind_box)
+        kind_layout.addWidget(self.source_label)
         kind_layout.addWidget(self.char_radio)
         kind_layout.addWidget(self.bpe_radio)
         kind_layout.addWidget(self.bpe_form)
@@ -158,10 +177,97 @@ class TokenizerPane(Pane):
         if self.session.corpus is not None:
             self._on_session_corpus_opened(self.session.corpus)
         self._on_session_tokenizer_changed(self.session.tokenizer)
+        self._sync_source()
 
     @classmethod
     def from_context(cls, ctx: PaneContext) -> Self:
         return cls(ctx.session, ctx.config)
+
+    def shutdown(self) -> bool:
+        task = self._source_task
+        return task is None or task.wait(10_000)
+
+    # -- a source model's tokenizer ---------------------------------------------
+    @property
+    def locked(self) -> bool:
+        """The tokenizer is a source model's: the kind cannot be chosen."""
+        return not is_scratch(str(self.config.value("init_from")))
+
+    def _sync_source(self) -> None:
+        init_from = str(self.config.value("init_from"))
+        if is_scratch(init_from):
+            if self._source_task is not None:
+                self._source_task.cancel()
+                self._source_task = None
+            self.source_info = None
+            self._show_lock()
+            return
+        if self.source_info is not None and self.source_info.init_from == init_from:
+            return
+        self.source_info = None
+        self._show_lock()
+        task = Task(lambda progress, cancel: read_source(init_from), "Source")
+        task.succeeded.connect(self._on_source_task_succeeded)
+        task.failed.connect(self._on_source_task_failed)
+        task.finished.connect(self._on_source_task_finished)
+        if self._source_task is not None:
+            self._source_task.cancel()
+        self._source_task = task
+        task.start()
+
+    def _on_source_task_succeeded(self, info: SourceInfo) -> None:
+        if self.sender() is not self._source_task:
+            return
+        self.source_info = info
+        self._show_lock()
+        if not tokenizer_matches(str(self.config.value("tokenizer")), info):
+            self.config.set_value("tokenizer", info.tokenizer_path)  # (the session drops the old one)
+        self._maybe_load_source_tokenizer()
+
+    def _on_source_task_failed(self, message: str, detail: str, expected: bool) -> None:
+        if self.sender() is self._source_task:
+            self.source_label.setText(f"The tokenizer comes from the source model, which cannot be read: {message}")
+
+    def _on_source_task_finished(self) -> None:
+        if self.sender() is self._source_task:
+            self._source_task = None
+
+    def _show_lock(self) -> None:
+        locked, info = self.locked, self.source_info
+        if not locked:
+            text = ""
+        elif info is None:
+            text = "The tokenizer comes from the source model (reading it…)."
+        else:
+            text = (f"The tokenizer comes from the source model: {info.label} — {info.tokenizer_text}. "
+                    "A fine-tuned model keeps the tokenizer it was trained with; choose New model under Start from "
+                    "(Model & training) to pick another.")
+        self.source_label.setText(text)
+        self.source_label.setVisible(locked)
+        for widget in (self.char_radio, self.bpe_radio, self.file_radio, self.file_edit, self.browse_button, self.bpe_form):
+            widget.setEnabled(not locked)
+        if not locked:
+            self._show_spec(self.config.value("tokenizer"))
+        else:
+            self.train_button.setText("Load the source's tokenizer")
+            why = "Locked: the tokenizer is the source model's" + (f" ({info.label})" if info is not None else "")
+            for radio in (self.char_radio, self.bpe_radio, self.file_radio):
+                radio.setToolTip(f"{why}. {help_text('tokenizer')}")
+        if not locked:
+            for radio in (self.char_radio, self.bpe_radio, self.file_radio):
+                radio.setToolTip(help_text("tokenizer"))
+
+    def _maybe_load_source_tokenizer(self) -> None:
+        """With a source and a corpus, load the source's tokenizer (it is a file: quick) so that the figures,
+        the try-it box and the data preparation use it."""
+        info, current = self.source_info, self.session.tokenizer
+        if info is None or self.session.corpus is None or self.session.busy("tokenizer"):
+            return
+        spec = str(self.config.value("tokenizer"))
+        if current is not None and current.spec == spec:
+            return
+        if tokenizer_matches(spec, info):
+            self.session.train_tokenizer()
 
     # -- the kind ------------------------------------------------------------
     def _show_spec(self, spec: str) -> None:
@@ -172,6 +278,8 @@ class TokenizerPane(Pane):
         else:
             self.file_radio.setChecked(True)
             self.file_edit.setText(spec)
+        if self.locked:
+            return
         self.bpe_form.setEnabled(spec == "bpe")
         self.file_edit.setEnabled(spec not in ("char", "bpe"))
         self.train_button.setText({"char": "Build tokenizer", "bpe": "Train tokenizer"}.get(spec, "Load tokenizer"))
@@ -204,6 +312,10 @@ class TokenizerPane(Pane):
     def _on_config_values_changed(self, keys: set[str]) -> None:
         if "tokenizer" in keys:
             self._show_spec(self.config.value("tokenizer"))
+        if "init_from" in keys:
+            self._sync_source()
+        elif "tokenizer" in keys and self.source_info is not None:
+            self._maybe_load_source_tokenizer()
 
     # -- building ------------------------------------------------------------
     def _on_train_clicked(self) -> None:
@@ -229,8 +341,12 @@ class TokenizerPane(Pane):
             self.longest_label.setText("–")
             self.tokens_view.clear_pieces()
             self.count_label.clear()
+            if self.source_info is not None:  # a new corpus or split: the source's tokenizer again
+                self._maybe_load_source_tokenizer()
             return
-        self.vocab_label.setText(f"{info.vocab_size:,} tokens ({info.tokenizer.kind})")
+        source = self.source_info
+        kind = f"{source.tokenizer_kind}, the source model's" if source is not None and tokenizer_matches(info.spec, source) else info.tokenizer.kind
+        self.vocab_label.setText(f"{info.vocab_size:,} tokens ({kind})")
         self.ratio_label.setText(f"{info.chars_per_token:.2f}")
         if info.tokenizer.kind == "char":
             self.longest_label.setText("– (every token is one character)")
@@ -258,7 +374,10 @@ class TokenizerPane(Pane):
 
     # -- try it --------------------------------------------------------------
     def _on_session_corpus_opened(self, info: CorpusInfo) -> None:
-        """Try the tokenizer on a line of the user's own corpus (unless they typed something already)."""
+        """Try the tokenizer on a line of the user's own corpus (unless they typed something already); with a
+        source model, load its tokenizer on it."""
+        if self.source_info is not None:
+            self._maybe_load_source_tokenizer()
         if self._try_edited:
             return
         self._setting_try = True

@@ -10,6 +10,13 @@ The form edits a :class:`~shiftstudio.gui.config_model.ConfigModel` and marks
 the fields that the model's current error names. A field linked to another
 (``lr_decay_iters`` follows ``max_iters`` …) has a link button beside it that
 says how it follows; typing a value unlinks it, the button links it again.
+
+A few settings get an editor of their own: ``lora_targets`` (a comma list of
+the block's layers) is a row of checkboxes, and a caller may put a widget of
+its own in a field's row (``custom``: the Model pane's "Start from"). Fields
+can be locked (:meth:`ConfigForm.lock`: disabled, the tooltip says why) and
+given a tighter maximum (:meth:`ConfigForm.set_limit`) while a source model
+decides them.
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ import dataclasses
 import math
 from typing import Any, Sequence
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -34,12 +42,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from shiftstudio.config import field_index, field_type, range_text
+from shiftstudio.config import LORA_TARGET_CHOICES, field_index, field_type, range_text
 from shiftstudio.gui.config_model import LINKS, ConfigModel
 
 INT32_MAX = 2**31 - 1
 EDITOR_MAX_WIDTH = 280
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+# comma-list settings shown as checkboxes: key -> ((value, label), ...)
+FLAG_CHOICES = {
+    "lora_targets": tuple(zip(LORA_TARGET_CHOICES, ("attention qkv", "attention output", "MLP in", "MLP out"))),
+}
 
 
 def field_tooltip(key: str) -> str:
@@ -77,6 +89,43 @@ class FloatEdit(QLineEdit):
         self.setText(format_float(value))
 
 
+class FlagsEdit(QWidget):
+    """A comma-separated list of choices as a grid of checkboxes; ``changed(text)`` with the new list."""
+
+    changed = Signal(str)
+
+    def __init__(self, key: str, choices: Sequence[tuple[str, str]], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.boxes: dict[str, QCheckBox] = {}
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setVerticalSpacing(2)
+        for i, (value, label) in enumerate(choices):
+            box = QCheckBox(label, self)
+            box.setObjectName(f"cfg_{key}_{value}")
+            box.toggled.connect(self._on_box_toggled)
+            grid.addWidget(box, i // 2, i % 2)
+            self.boxes[value] = box
+
+    def set_text(self, text: str) -> None:
+        chosen = {p.strip() for p in text.split(",")}
+        for value, box in self.boxes.items():
+            box.blockSignals(True)
+            box.setChecked(value in chosen)
+            box.blockSignals(False)
+
+    def text(self) -> str:
+        return ",".join(v for v, box in self.boxes.items() if box.isChecked())
+
+    def setToolTip(self, tip: str) -> None:  # noqa: N802 - Qt's name: the boxes say it too
+        super().setToolTip(tip)
+        for box in self.boxes.values():
+            box.setToolTip(tip)
+
+    def _on_box_toggled(self, _checked: bool) -> None:
+        self.changed.emit(self.text())
+
+
 class ConfigForm(QWidget):
     """Editors for ``keys``, optionally in titled groups: ``[(title, keys), ...]``."""
 
@@ -86,13 +135,20 @@ class ConfigForm(QWidget):
         keys: Sequence[str] | None = None,
         groups: Sequence[tuple[str, Sequence[str]]] | None = None,
         parent: QWidget | None = None,
+        custom: dict[str, tuple[str, QWidget]] | None = None,
     ):
+        """``custom``: key -> (label, widget) for fields whose row holds the caller's own widget (it keeps
+        the model up to date itself; it is not one of :attr:`editors`)."""
         super().__init__(parent)
         self.model = model
         self.editors: dict[str, QWidget] = {}
         self.labels: dict[str, QLabel] = {}
         self.link_buttons: dict[str, QToolButton] = {}  # the linked fields' link toggles
+        self.groups: dict[str, QGroupBox] = {}  # title -> its box
+        self._custom = dict(custom or {})
         self._tooltips: dict[str, str] = {}
+        self._locked: dict[str, str] = {}  # key -> why it cannot be edited now
+        self._limits: dict[str, tuple[int, str]] = {}  # key -> (a tighter maximum, why)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         if groups:
@@ -101,6 +157,7 @@ class ConfigForm(QWidget):
                 box.setObjectName("group_" + "".join(c if c.isalnum() else "_" for c in title.lower()))
                 box.setLayout(self._make_form(group_keys))
                 layout.addWidget(box)
+                self.groups[title] = box
         else:
             layout.addLayout(self._make_form(list(keys or [])))
         layout.addStretch(1)
@@ -120,6 +177,15 @@ class ConfigForm(QWidget):
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
         form.setLabelAlignment(Qt.AlignRight | Qt.AlignVCenter)
         for key in keys:
+            if key in self._custom:
+                text, widget = self._custom[key]
+                label = QLabel(text, self)
+                label.setToolTip(widget.toolTip())
+                label.setBuddy(widget)
+                label.setAlignment(Qt.AlignRight | Qt.AlignTop)
+                self.labels[key] = label
+                form.addRow(label, widget)
+                continue
             editor = self._make_editor(key)
             tip = field_tooltip(key)
             self._tooltips[key] = tip
@@ -159,6 +225,11 @@ class ConfigForm(QWidget):
         meta = f.metadata
         kind = field_type(f)
         value = self.model.value(key)
+        if key in FLAG_CHOICES:
+            flags = FlagsEdit(key, FLAG_CHOICES[key], self)
+            flags.set_text(str(value))
+            flags.changed.connect(lambda text, k=key: self.model.set_value(k, text))
+            return flags
         if kind is bool:
             box = QCheckBox(self)
             box.setChecked(bool(value))
@@ -236,7 +307,9 @@ class ConfigForm(QWidget):
     def _show_value(self, editor: QWidget, value: Any) -> None:
         editor.blockSignals(True)
         try:
-            if isinstance(editor, QCheckBox):
+            if isinstance(editor, FlagsEdit):
+                editor.set_text(str(value))
+            elif isinstance(editor, QCheckBox):
                 editor.setChecked(bool(value))
             elif isinstance(editor, QComboBox):
                 editor.setCurrentText(str(value))
@@ -256,7 +329,50 @@ class ConfigForm(QWidget):
                 editor.setProperty("invalid", bad)
                 editor.style().unpolish(editor)
                 editor.style().polish(editor)
-            editor.setToolTip(f"<span style='color:#d64545'><b>{error}</b></span><br>{self._tooltips[key]}" if bad else self._tooltips[key])
+            self._show_tooltip(key)
+
+    def _show_tooltip(self, key: str) -> None:
+        tip = self._tooltips[key]
+        if key in self._limits:
+            tip = f"<b>{self._limits[key][1]}</b><br>{tip}"
+        if key in self._locked:
+            tip = f"<b>{self._locked[key]}</b><br>{tip}"
+        if key in self.model.error_keys:
+            tip = f"<span style='color:#d64545'><b>{self.model.error}</b></span><br>{tip}"
+        self.editors[key].setToolTip(tip)
+        if key in self.labels:
+            self.labels[key].setToolTip(tip)
+
+    # -- what a source model decides ---------------------------------------------------
+    def lock(self, keys: dict[str, str]) -> None:
+        """Make exactly ``keys`` read-only (key -> why, shown first in the tooltip); an empty dict unlocks all."""
+        keys = {k: why for k, why in keys.items() if k in self.editors}
+        for key in set(self._locked) | set(keys):
+            self.editors[key].setEnabled(key not in keys)
+            button = self.link_buttons.get(key)
+            if button is not None:
+                button.setEnabled(key not in keys)
+        self._locked, before = keys, self._locked
+        for key in set(before) | set(keys):
+            self._show_tooltip(key)
+
+    def locked_keys(self) -> set[str]:
+        return set(self._locked)
+
+    def set_limit(self, key: str, maximum: int | None, why: str = "") -> None:
+        """A tighter maximum for an integer field (``None``: the field's own again)."""
+        editor = self.editors.get(key)
+        if not isinstance(editor, QSpinBox):
+            return
+        own = int(min(field_index()[key][1].metadata.get("maximum", INT32_MAX), INT32_MAX))
+        editor.blockSignals(True)  # the model's value is the caller's to change, not the spin box's clamp
+        editor.setMaximum(own if maximum is None else min(own, int(maximum)))
+        editor.blockSignals(False)
+        if maximum is None:
+            self._limits.pop(key, None)
+        else:
+            self._limits[key] = (int(maximum), why)
+        self._show_tooltip(key)
 
     def invalid_keys(self) -> set[str]:
         return {k for k, e in self.editors.items() if e.property("invalid")}
