@@ -58,8 +58,9 @@ def main() -> int:
     parser.add_argument("--themes", default="light,dark", help="comma-separated: light, dark")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--size", default="", help="window size, WxH (default: the size the window opens at)")
-    parser.add_argument("--only", choices=("all", "finetune"), default="all",
-                        help="all: every pane after a training run; finetune: the Model pane fine-tuning a GPT-2 with LoRA")
+    parser.add_argument("--only", choices=("all", "finetune", "records"), default="all",
+                        help="all: every pane after a training run; finetune: the Model pane fine-tuning a GPT-2 with LoRA; "
+                        "records: fine-tuning on prompt/completion records (Corpus pane and batch inspector mid-run)")
     parser.add_argument("--hf-folder", type=Path, default=None,
                         help="the Hugging Face GPT-2 folder of the finetune shot (default: a small one made here)")
     args = parser.parse_args()
@@ -89,6 +90,8 @@ def main() -> int:
     wait_until(app, lambda: ctx.session.device is not None, 120, "the device probe")
     if args.only == "finetune":
         return finetune_shots(app, window, themes, args)
+    if args.only == "records":
+        return records_shots(app, window, themes, args)
     ctx.config.load_flat(RUN)
     assert ctx.config.is_valid, ctx.config.error
     assert ctx.runs.start(), "Start is disabled"
@@ -200,6 +203,64 @@ def finetune_shots(app, window, themes: list[str], args) -> int:
             path = args.out / f"{name}-{theme}.png"
             window.grab().save(str(path), "PNG")
             print("saved", path)
+    window.close()
+    ctx.runs.shutdown()
+    ctx.session.shutdown()
+    return 0
+
+
+def addition_records(path: Path, n: int = 600) -> Path:
+    """Three-digit additions as prompt/completion records ("123+456=" -> "579"), seeded."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    with path.open("w", encoding="utf-8") as fh:
+        for _ in range(n):
+            a, b = rng.randint(100, 999), rng.randint(100, 999)
+            fh.write(json.dumps({"prompt": f"Q: {a}+{b}=", "completion": f" {a + b}"}) + "\n")
+    return path
+
+
+def records_shots(app, window, themes: list[str], args) -> int:
+    """A fine-tuning run on prompt/completion records, paused mid-run: the Corpus pane shows them as records and the
+    batch inspector greys the prompt targets (not scored)."""
+    from shiftstudio.gui import style
+
+    ctx, pane = window.ctx, window.panes["model"]
+    home = Path(os.environ["SHIFTSTUDIO_HOME"])
+    folder = args.hf_folder or small_gpt2(home / "models" / "gpt2-small-4x256")
+    records = addition_records(home / "addition.jsonl")
+    window.open_corpus([str(records)])
+    wait_until(app, lambda: ctx.session.corpus is not None and ctx.session.corpus.corpus.is_records, 120, "the records")
+    pane.choose_source(str(folder))
+    wait_until(app, lambda: not pane.reading_source, 120, "the source model")
+    if pane.source is None:
+        raise SystemExit("the source was refused: " + pane.messages.text())
+    ctx.config.load_flat({**ctx.config.config.to_flat(), "block_size": 24, "batch_size": 8, "max_iters": 60,
+                          "eval_interval": 30, "eval_iters": 2, "log_interval": 2, "lora_rank": 8})
+    wait_until(app, lambda: ctx.session.tokenizer is not None and ctx.session.tokenizer.vocab_size == pane.source.vocab_size,
+               120, "the source's tokenizer")
+    assert ctx.config.is_valid, ctx.config.error
+    assert ctx.runs.start(), "Start is disabled"
+    inspector = window.panes["inspector"]
+    wait_until(app, lambda: ctx.runs.step >= 20 or ctx.runs.state == "failed", 600, "mid-run")
+    ctx.runs.pause()
+    wait_until(app, lambda: inspector.batch is not None, 60, "a batch view")
+    settle(app, 1.0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    window.docks["corpus"].show()
+    window.docks["corpus"].raise_()
+    window.docks["inspector"].raise_()
+    inspector.select_column(11)  # the first completion token: the prompt (11 tokens) before it is greyed
+    for theme in themes:
+        style.apply_theme(app, theme)
+        settle(app, 0.8)
+        path = args.out / f"records-{theme}.png"
+        window.grab().save(str(path), "PNG")
+        print("saved", path)
+    ctx.runs.stop()
+    wait_until(app, lambda: ctx.runs.state in ("finished", "stopped", "failed"), 120, "the stop")
     window.close()
     ctx.runs.shutdown()
     ctx.session.shutdown()
