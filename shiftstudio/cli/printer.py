@@ -110,7 +110,9 @@ class ReportPrinter:
         self.started = time.perf_counter()
         what = f"resuming at step {r.step:,} of {r.max_iters:,}" if r.resumed else f"training for {r.max_iters:,} steps"
         self.print(f"run {r.run_dir}: {what}")
-        self.print(f"model: {human_count(r.n_params)} parameters on {r.device}, {r.tokens_per_step:,} tokens per step")
+        trains = f" ({human_count(r.n_trainable)} train)" if r.n_trainable is not None else ""
+        origin = f", fine-tuned from {r.source}" if r.source else ""
+        self.print(f"model: {human_count(r.n_params)} parameters{trains} on {r.device}, {r.tokens_per_step:,} tokens per step{origin}")
 
     def _on_train(self, r: Any) -> None:
 

@@ -245,6 +245,9 @@ def test_lora_run_checkpoints_only_adapters_and_refuses_another_base(gpt2_folder
     run_dir = new_run(config, tmp_path / "run")
     reports = list(Trainer(run_dir, max_iters=3).run())
     assert type(reports[-1]).__name__ == "FinishedReport"
+    started = reports[0]
+    assert started.source == "gpt2 2x32 (gpt2)" and 0 < started.n_trainable < started.n_params / 4
+    assert started.n_trainable == load_run(run_dir)["model"]["n_trainable"]  # the estimate counts what really trains
     saved = load_file(str(run_dir / "checkpoints" / "step-3" / "model.safetensors"))
     assert all(".lora_" in k or k.startswith("shift_heads.") for k in saved), sorted(saved)
     assert any(k.endswith("attn.c_attn.lora_a") for k in saved) and not any("c_fc" in k for k in saved)
@@ -295,3 +298,12 @@ def test_an_exported_model_imports_back_identically_and_fine_tunes(pos: str, sto
     run_dir = new_run(config, tmp_path / "run")
     reports = list(Trainer(run_dir, max_iters=2).run())
     assert type(reports[-1]).__name__ == "FinishedReport"
+
+
+def test_a_fine_tuning_run_is_named_for_its_source_not_for_the_architecture(gpt2_folder: Path, small_corpus: Path) -> None:
+    from shiftstudio.core.runs.folder import run_name_tags
+
+    config = finetune_config(gpt2_folder, small_corpus, lora_rank=4, shift=2)
+    tags = run_name_tags(config)
+    assert tags[:3] == ["ft-gpt2", "lora4", "k2"]
+    assert not {"tanh", "bias", "learned"} & set(tags)

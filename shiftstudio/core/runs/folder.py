@@ -48,14 +48,30 @@ _TAGS = {
 }
 
 
+def _source_tag(init_from: str) -> str:
+    """'ft-gpt2' for a Hugging Face folder 'gpt2', 'ft-RUN' for RUN/checkpoints/step-N or a run folder."""
+    path = Path(init_from)
+    if path.parent.name == "checkpoints":
+        path = path.parent.parent
+    return f"ft-{path.name}"
+
+
 def run_name_tags(config: RunConfig, base: RunConfig | None = None) -> list[str]:
     """Tags for the settings in which ``config`` differs from ``base`` (the preset it came from; the
-    defaults when None), in a fixed order; ``shift`` is always named when it is above 1."""
+    defaults when None), in a fixed order; ``shift`` is always named when it is above 1. A fine-tuning run
+    is tagged with its source (and LoRA rank) first, and not with the architecture its source decided."""
     base = base or RunConfig()
     ours, theirs = config.to_flat(), base.to_flat()
-    tags = [_TAGS[key](ours[key]) for key in _TAGS if ours[key] != theirs[key]]
+    fixed: tuple[str, ...] = ()
+    lead: list[str] = []
+    if not config.model.from_scratch:
+        from shiftstudio.core.model.hf import ARCHITECTURE_KEYS
+
+        fixed = ARCHITECTURE_KEYS
+        lead = [_source_tag(config.model.init_from)] + ([f"lora{config.train.lora_rank}"] if config.train.lora_rank else [])
+    tags = lead + [_TAGS[key](ours[key]) for key in _TAGS if key not in fixed and ours[key] != theirs[key]]
     if config.model.shift > 1 and f"k{config.model.shift}" not in tags:
-        tags.insert(0, f"k{config.model.shift}")
+        tags.insert(len(lead), f"k{config.model.shift}")
     return tags
 
 

@@ -51,6 +51,8 @@ class StartedReport(_Report):
     dtype: str
     tokens_per_step: int
     resumed: bool = False
+    n_trainable: int | None = None  # the weights that train, when not all do (LoRA)
+    source: str = ""  # what a fine-tuning run started from ('' = scratch)
 
     def __post_init__(self) -> None:
         self.kind = "started"

@@ -162,7 +162,7 @@ class Trainer:
         yield self._emit(StartedReport(
             run_dir=str(self.run_dir), step=p.step, max_iters=self.max_iters, n_params=s.model.num_params(),
             device=s.info.describe(), dtype=dev.dtype_name(s.info.dtype), tokens_per_step=tokens_per_step,
-            resumed=s.resumed,
+            resumed=s.resumed, n_trainable=_trainable_if_partial(s.model), source=(s.origin or {}).get("label", ""),
         ))
         pending: list[torch.Tensor] = []  # per-step losses since the last sync, the first of step p.step + 1
         while p.step < self.max_iters:
@@ -411,3 +411,9 @@ def _exp(x: float) -> float:
 
 
 __all__ = ["Trainer", "TrainerControl", "ViewRequest", "RunError"]
+
+
+def _trainable_if_partial(model: torch.nn.Module) -> int | None:
+    """How many weights train when not all of them do (a LoRA run); None when every weight trains."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return None if trainable == sum(p.numel() for p in model.parameters()) else trainable

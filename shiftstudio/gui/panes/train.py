@@ -188,7 +188,11 @@ class TrainPane(Pane):
 
     def _on_runs_run_started(self, report: Any) -> None:
         self._show_run_name(report.run_dir.rsplit("/", 1)[-1])
-        self.run_label.setToolTip(f"{report.run_dir}\n{report.device} · {report.n_params:,} parameters · {report.tokens_per_step:,} tokens per step")
+        trains = f" ({report.n_trainable:,} train)" if report.n_trainable is not None else ""
+        origin = f"\nfine-tuned from {report.source}" if report.source else ""
+        self.run_label.setToolTip(
+            f"{report.run_dir}\n{report.device} · {report.n_params:,} parameters{trains} · {report.tokens_per_step:,} tokens per step{origin}"
+        )
         config = self.runs.run_config
         peak = config.train.learning_rate if config is not None else None
         self.curves.set_x_extent(report.max_iters, report.max_iters * report.tokens_per_step, peak)
