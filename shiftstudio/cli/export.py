@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shiftstudio.cli.options import Command, Option, UsageError, parse
+from shiftstudio.cli.options import checkpoint_options, Command, Option, UsageError, help_asked, parse
 
 FORMATS = ("hf",)
 
@@ -15,8 +15,7 @@ COMMAND = Command(
     options=[
         Option("format", "what to write: hf (the Hugging Face layout; the only format for now)", default="hf", metavar="FORMAT"),
         Option("out", "the folder to write (new, empty, or a previous export, which is replaced)", default="", metavar="DIR"),
-        Option("checkpoint", "latest, best, or step-N", default="latest", metavar="NAME"),
-        Option("ema", "export the EMA weights of the checkpoint", kind="bool", default=False),
+        *checkpoint_options("export the EMA weights of the checkpoint"),
     ],
     positionals="RUN_DIR",
     min_positionals=1,
@@ -25,8 +24,7 @@ COMMAND = Command(
 
 
 def run(name: str, argv: list[str]) -> int:
-    if "-h" in argv or "--help" in argv:
-        print(COMMAND.help_text())
+    if help_asked(COMMAND, argv):
         return 0
     values, positionals, _ = parse(COMMAND, argv)
     fmt = values["format"].strip().lower()

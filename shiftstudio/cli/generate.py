@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from shiftstudio.cli.options import Command, Option, UsageError, parse
+from shiftstudio.cli.options import checkpoint_options, Command, Option, UsageError, help_asked, parse
 
 COMMAND = Command(
     name="generate",
@@ -22,8 +22,7 @@ COMMAND = Command(
         Option("repetition_penalty", "above 1 makes tokens already present less likely", kind="float", default=1.0, metavar="R"),
         Option("seed", "random seed: the same seed and settings give the same text (-1 = random)", kind="int", default=-1, metavar="S"),
         Option("stop", "stop when this text appears (not printed)", default="", metavar="TEXT"),
-        Option("checkpoint", "latest, best, or step-N", default="latest", metavar="NAME"),
-        Option("ema", "use the EMA weights of the checkpoint", kind="bool", default=False),
+        *checkpoint_options("use the EMA weights of the checkpoint"),
         Option("device", "auto, cpu, cuda or mps", default="auto", metavar="DEV"),
         Option("stats", "print tokens/s and the finish reason to stderr at the end", kind="bool", default=False),
     ],
@@ -34,8 +33,7 @@ COMMAND = Command(
 
 
 def run(name: str, argv: list[str]) -> int:
-    if "-h" in argv or "--help" in argv:
-        print(COMMAND.help_text())
+    if help_asked(COMMAND, argv):
         return 0
     values, positionals, _ = parse(COMMAND, argv)
     prompt = values["prompt"]

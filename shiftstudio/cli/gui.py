@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shiftstudio.cli.options import Command, Option, UsageError, parse
+from shiftstudio.cli.options import Command, Option, UsageError, help_asked, parse
 
 COMMAND = Command(
     name="gui",
@@ -15,8 +15,7 @@ COMMAND = Command(
 
 
 def run(name: str, argv: list[str]) -> int:
-    if "-h" in argv or "--help" in argv:
-        print(COMMAND.help_text())
+    if help_asked(COMMAND, argv):
         return 0
     values, positionals, _ = parse(COMMAND, argv)
     try:

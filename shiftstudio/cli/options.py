@@ -75,6 +75,22 @@ def _coerce(opt: Option, raw: str) -> Any:
     return raw
 
 
+def checkpoint_options(ema_help: str) -> list[Option]:
+    """``--checkpoint`` and ``--ema``: which weights of a run, for every command that reads one."""
+    return [
+        Option("checkpoint", "latest, best, or step-N", default="latest", metavar="NAME"),
+        Option("ema", ema_help, kind="bool", default=False),
+    ]
+
+
+def help_asked(command: Command, argv: list[str]) -> bool:
+    """Print ``command``'s help and return True when ``argv`` asks for it (-h, --help)."""
+    if "-h" in argv or "--help" in argv:
+        print(command.help_text())
+        return True
+    return False
+
+
 def parse(command: Command, argv: list[str]) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
     """Split ``argv`` into (options, positionals, config overrides)."""
     options = {o.name: o for o in command.options}

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from shiftstudio.cli.options import Command, Option, UsageError, parse
+from shiftstudio.cli.options import Command, Option, UsageError, help_asked, parse
 from shiftstudio.cli.progress import ProgressLine
 from shiftstudio.format import human_bytes
 from shiftstudio.config import ConfigError, DataConfig
@@ -38,8 +38,7 @@ PHASES = {"scanning": "reading", "tokenizer": "tokenizer", "encoding": "encoding
 
 
 def run(name: str, argv: list[str]) -> int:
-    if "-h" in argv or "--help" in argv:
-        print(COMMAND.help_text())
+    if help_asked(COMMAND, argv):
         return 0
     values, corpus, _ = parse(COMMAND, argv)
     if not values["out"]:

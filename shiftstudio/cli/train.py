@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shiftstudio.cli.options import Command, Option, UsageError, parse
+from shiftstudio.cli.options import Command, Option, UsageError, help_asked, parse
 from shiftstudio.cli.printer import drive
 from shiftstudio.cli.progress import ProgressLine
 from shiftstudio.format import human_bytes, human_count, human_duration
@@ -75,8 +75,7 @@ COMMANDS = {"train": TRAIN, "resume": RESUME, "info": INFO}
 
 def run(name: str, argv: list[str]) -> int:
     command = COMMANDS[name]
-    if "-h" in argv or "--help" in argv:
-        print(command.help_text())
+    if help_asked(command, argv):
         return 0
     values, positionals, overrides = parse(command, argv)
     if name == "train":

@@ -61,7 +61,47 @@ def check_windows(n_tokens: int, block_size: int, shift: int, split: str = "vali
         )
 
 
-class BatchSampler:
+class _SeededSampler:
+    """What both samplers share: a PCG64 generator whose state is the sampler's state (so a resumed run draws
+    exactly the batches the uninterrupted run would have drawn), and the host-to-device move of a batch."""
+
+    def __init__(self, batch_size: int, block_size: int, shift: int, seed: int, device: str | torch.device) -> None:
+        self.batch_size = batch_size
+        self.block_size = block_size
+        self.shift = shift
+        self.device = torch.device(device)
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+        self._pin = self.device.type == "cuda"
+
+    def _to_device(self, *arrays: np.ndarray) -> list[torch.Tensor]:
+        """Host arrays as tensors on the device: pinned and copied without blocking on CUDA."""
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+        if self._pin:
+            return [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
+        if self.device.type != "cpu":
+            return [t.to(self.device) for t in tensors]
+        return tensors
+
+    def __next__(self) -> Batch:
+        return self.next()
+
+    def __iter__(self):
+        return self
+
+    def next(self) -> Batch:  # pragma: no cover - each sampler has its own
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bit_generator": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        bg = state["bit_generator"]
+        if bg.get("bit_generator") != "PCG64":
+            raise DataError("sampler state is not a PCG64 state")
+        self._rng.bit_generator.state = bg
+
+
+class BatchSampler(_SeededSampler):
     """Random windows from a flat id array, seeded and resumable.
 
     The generator state is part of :meth:`state_dict`, so a resumed run draws
@@ -79,14 +119,9 @@ class BatchSampler:
         split: str = "train",
     ):
         check_windows(len(ids), block_size, shift, split)
+        super().__init__(batch_size, block_size, shift, seed, device)
         self.ids = ids
-        self.batch_size = batch_size
-        self.block_size = block_size
-        self.shift = shift
-        self.device = torch.device(device)
         self.n_windows = len(ids) - block_size - shift + 1
-        self._rng = np.random.Generator(np.random.PCG64(seed))
-        self._pin = self.device.type == "cuda"
         self._mask = torch.ones(batch_size, shift, block_size, dtype=torch.float32, device=self.device)
 
     def offsets(self) -> np.ndarray:
@@ -94,28 +129,11 @@ class BatchSampler:
 
     def next(self) -> Batch:
         x, y = shifted_windows(self.ids, self.offsets(), self.block_size, self.shift)
-        xt = torch.from_numpy(x)
-        yt = torch.from_numpy(np.ascontiguousarray(y))
-        if self._pin:
-            xt = xt.pin_memory().to(self.device, non_blocking=True)
-            yt = yt.pin_memory().to(self.device, non_blocking=True)
-        elif self.device.type != "cpu":
-            xt, yt = xt.to(self.device), yt.to(self.device)
+        xt, yt = self._to_device(x, y)
         return Batch(xt, yt, self._mask)
 
-    __next__ = next
-
-    def __iter__(self) -> "BatchSampler":
-        return self
-
     def state_dict(self) -> dict[str, Any]:
-        return {"bit_generator": self._rng.bit_generator.state, "n_windows": self.n_windows}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        bg = state["bit_generator"]
-        if bg.get("bit_generator") != "PCG64":
-            raise DataError("sampler state is not a PCG64 state")
-        self._rng.bit_generator.state = bg
+        return {**super().state_dict(), "n_windows": self.n_windows}
 
 
 def example_windows(
@@ -142,7 +160,7 @@ def example_windows(
     return x, y, m
 
 
-class ExampleSampler:
+class ExampleSampler(_SeededSampler):
     """Random examples of a records split, one a row, seeded and resumable (the interface of
     :class:`BatchSampler`).
 
@@ -180,13 +198,8 @@ class ExampleSampler:
                 f"no {name} example has a scored token inside the context (block_size {block_size} + shift {shift}): "
                 "raise block_size or shorten prompts"
             )
-        self.batch_size = batch_size
-        self.block_size = block_size
-        self.shift = shift
+        super().__init__(batch_size, block_size, shift, seed, device)
         self.pad_id = int(pad_id)
-        self.device = torch.device(device)
-        self._rng = np.random.Generator(np.random.PCG64(seed))
-        self._pin = self.device.type == "cuda"
 
     def rows(self) -> np.ndarray:
         """The example numbers of the next batch (advances the generator)."""
@@ -195,27 +208,7 @@ class ExampleSampler:
     def next(self) -> Batch:
         rows = self.rows()
         x, y, m = example_windows(self.ids, self.mask, self.starts[rows], self.lengths[rows], self.block_size, self.shift, self.pad_id)
-        xt = torch.from_numpy(np.ascontiguousarray(x))
-        yt = torch.from_numpy(np.ascontiguousarray(y))
-        mt = torch.from_numpy(np.ascontiguousarray(m))
-        if self._pin:
-            xt = xt.pin_memory().to(self.device, non_blocking=True)
-            yt = yt.pin_memory().to(self.device, non_blocking=True)
-            mt = mt.pin_memory().to(self.device, non_blocking=True)
-        elif self.device.type != "cpu":
-            xt, yt, mt = xt.to(self.device), yt.to(self.device), mt.to(self.device)
-        return Batch(xt, yt, mt)
-
-    __next__ = next
-
-    def __iter__(self) -> "ExampleSampler":
-        return self
+        return Batch(*self._to_device(x, y, m))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bit_generator": self._rng.bit_generator.state, "n_examples": int(len(self.examples))}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        bg = state["bit_generator"]
-        if bg.get("bit_generator") != "PCG64":
-            raise DataError("sampler state is not a PCG64 state")
-        self._rng.bit_generator.state = bg
+        return {**super().state_dict(), "n_examples": int(len(self.examples))}
