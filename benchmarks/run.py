@@ -16,7 +16,9 @@ ratios off by a wide margin (the GUI costing more than 20 % of training speed, t
 cache no faster than re-running the prefix, training at under 70 % of the
 reference trainer's speed, the token store at under half a bare encode loop's
 speed) or facts that do not depend on timing (greedy output differing with and
-without the cache, torch imported before the window shows).
+without the cache, torch imported before the window shows, our GPT and
+transformers' giving different losses on the same weights, a LoRA checkpoint
+not smaller than a full one).
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-FACT_GUARDS = {"greedy output differs", "torch was imported before the window showed"}  # not timings: never re-run
+FACT_GUARDS = {"greedy output differs", "torch was imported before the window showed",
+               "ours and transformers give different losses on the same weights",
+               "the LoRA checkpoint is not smaller than the full one"}  # not timings: never re-run
 
 
 @dataclass
@@ -121,6 +125,26 @@ def gui_rows(data: dict) -> list[Row]:
     return rows
 
 
+def finetune_rows(data: dict) -> list[Row]:
+    speed, memory = data["speed"], data["memory"]
+    hf, ours, lora = speed["transformers"], speed["ours"], speed["ours LoRA r=8"]
+    full_m, lora_m = memory["full"], memory["lora"]
+    shape = "GPT-2 124M shape" if data["shape"] == "gpt2-124m" else f"{data['shape']} GPT-2 shape"
+    same, smaller = bool(data["same_loss"]), bool(data["lora_checkpoint_smaller"])
+    return [
+        Row(f"fine-tuning step, {shape}: transformers -> ours (tokens/s)", _num(hf["tokens_per_s"]),
+            _num(ours["tokens_per_s"]), data["ratio_ours_vs_transformers"], ">= 1 (speed), same loss",
+            "" if same else "ours and transformers give different losses on the same weights", not same),
+        Row(f"fine-tuning step, {shape}: full -> LoRA r=8 (tokens/s)", _num(ours["tokens_per_s"]),
+            _num(lora["tokens_per_s"]), data["ratio_lora_vs_full"], "reported"),
+        Row("fine-tuning peak RSS: full -> LoRA r=8", _num(full_m["peak_rss_mb"], " MB"), _num(lora_m["peak_rss_mb"], " MB"),
+            lora_m["peak_rss_mb"] / full_m["peak_rss_mb"], "reported (< 1 at 124M)"),
+        Row("fine-tuning checkpoint: full -> LoRA r=8", _num(full_m["checkpoint_bytes"] / 1e6, " MB"),
+            _num(lora_m["checkpoint_bytes"] / 1e6, " MB"), lora_m["checkpoint_bytes"] / full_m["checkpoint_bytes"],
+            "< 1 (size)", "" if smaller else "the LoRA checkpoint is not smaller than the full one", not smaller),
+    ]
+
+
 @dataclass
 class Bench:
     name: str
@@ -138,6 +162,7 @@ BENCHES = [
     Bench("generate", "bench_generate.py", "generate.json", generate_rows),
     Bench("startup", "bench_startup.py", "startup.json", startup_rows),
     Bench("gui", "bench_gui.py", "gui.json", gui_rows),
+    Bench("finetune", "bench_finetune.py", "finetune.json", finetune_rows),
 ]
 
 

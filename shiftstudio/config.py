@@ -190,7 +190,7 @@ class TrainConfig:
     num_threads: int = _f(0, "CPU threads for PyTorch (0 = automatic).", minimum=0, maximum=1024)
     lora_rank: int = _f(0, "LoRA rank: 0 = full fine-tuning (every weight trains); r > 0 freezes the model and trains rank-r adapters on lora_targets.", minimum=0, maximum=4096)
     lora_alpha: float = _f(16.0, "LoRA scale numerator: adapters are scaled by lora_alpha / lora_rank.", minimum=0.0, exclusive_minimum=True, maximum=4096.0, decimals=2)
-    lora_dropout: float = _f(0.05, "Dropout on the adapters' input (LoRA only).", minimum=0.0, maximum=0.9, step=0.05)
+    lora_dropout: float = _f(0.0, "Dropout on the adapters' input (LoRA only; it keeps a copy of each adapted layer's input for the backward pass).", minimum=0.0, maximum=0.9, step=0.05)
     lora_targets: str = _f(",".join(LORA_TARGET_CHOICES), "Layers that get adapters, comma-separated: attn_qkv, attn_out, mlp_in, mlp_out.")
 
     def __post_init__(self) -> None:
