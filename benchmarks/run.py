@@ -94,6 +94,17 @@ def generate_rows(data: dict) -> list[Row]:
     return rows
 
 
+def speculative_rows(data: dict) -> list[Row]:
+    """Reported, not guarded: the speed-up depends on how well heads 2..K learned, and greedy text may part at
+    an exact near-tie (float noise between T = K and T = 1 passes)."""
+    rows = []
+    for r in data["results"]:
+        rows.append(Row(f"speculative: {r['name']} (tok/s; {r['mean_accepted_per_pass']:.2f} drafts accepted/pass, "
+                        f"same greedy {r['identical_greedy']})", _num(r["plain_tokens_per_s"]),
+                        _num(r["speculative_tokens_per_s"]), r["ratio"], "> 1 (speed), reported"))
+    return rows
+
+
 def startup_rows(data: dict) -> list[Row]:
     r = data["results"]
     failed = bool(r["torch_before_show"])
@@ -160,6 +171,7 @@ BENCHES = [
     Bench("train", "bench_train.py", "train.json", train_rows, ("--steps", "100", "--window", "20", "--warmup", "20", "--views"),
           ("--views",)),
     Bench("generate", "bench_generate.py", "generate.json", generate_rows),
+    Bench("speculative", "bench_speculative.py", "speculative.json", speculative_rows),
     Bench("startup", "bench_startup.py", "startup.json", startup_rows),
     Bench("gui", "bench_gui.py", "gui.json", gui_rows),
     Bench("finetune", "bench_finetune.py", "finetune.json", finetune_rows),

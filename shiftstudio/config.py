@@ -31,6 +31,8 @@ DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 ENCODING_ERROR_CHOICES = ("strict", "replace")
 LORA_TARGET_CHOICES = ("attn_qkv", "attn_out", "mlp_in", "mlp_out")  # the block's linear layers
+HEAD_KIND_CHOICES = ("residual", "linear", "block")  # heads 2..K: h + W·norm(h), W·h, or a transformer block
+SHIFT_WEIGHT_SCHEDULE_CHOICES = ("constant", "linear_to_zero")
 SCRATCH = "scratch"
 UINT32_MAX = 2**32 - 1  # token ids are stored as uint32 at most
 SEED_MAX = 2**31 - 1
@@ -144,6 +146,7 @@ class ModelConfig:
     norm_eps: float = _f(1e-5, "Epsilon of the normalisation layers (GPT-2: 1e-5).", minimum=0.0, exclusive_minimum=True, maximum=0.1, decimals=8)
     init_from: str = _f(SCRATCH, "Start from: 'scratch' (new weights), a run folder (its best checkpoint) or RUN/checkpoints/step-N, or a local Hugging Face GPT-2 folder. With a source, the architecture and the tokenizer are the source's.")
     shift: int = _f(1, "Horizons K of the shifted objective: head k predicts token t+k; 1 = plain next-token prediction.", minimum=1, maximum=16)
+    head_kind: str = _f("residual", "Heads 2..K: 'residual' (h + W·norm(h), light), 'linear' (W·h) or 'block' (a whole transformer block per head, most parameters, best drafts).", choices=HEAD_KIND_CHOICES)
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -192,6 +195,8 @@ class TrainConfig:
     lora_alpha: float = _f(16.0, "LoRA scale numerator: adapters are scaled by lora_alpha / lora_rank.", minimum=0.0, exclusive_minimum=True, maximum=4096.0, decimals=2)
     lora_dropout: float = _f(0.0, "Dropout on the adapters' input (LoRA only; it keeps a copy of each adapted layer's input for the backward pass).", minimum=0.0, maximum=0.9, step=0.05)
     lora_targets: str = _f(",".join(LORA_TARGET_CHOICES), "Layers that get adapters, comma-separated: attn_qkv, attn_out, mlp_in, mlp_out.")
+    shift_weights: str = _f("", "Loss weight of each head, comma-separated, head 1 first: K numbers (e.g. 1,0.5,0.25); empty = all 1. The training loss is the weighted mean of the head losses.")
+    shift_weight_schedule: str = _f("constant", "How the weights of heads 2..K move: 'constant', or 'linear_to_zero' (down to 0 by the last step; head 1 keeps its weight).", choices=SHIFT_WEIGHT_SCHEDULE_CHOICES)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.device, str), f"device must be text, got {self.device!r}")
@@ -209,6 +214,26 @@ class TrainConfig:
             bool(targets) and not unknown,
             f"lora_targets must be one or more of {', '.join(LORA_TARGET_CHOICES)}, got {', '.join(unknown) or 'none'}",
         )
+        self.shift_weight_list()  # raises with a one-line message when malformed
+
+    def shift_weight_list(self, shift: int | None = None) -> list[float] | None:
+        """The heads' loss weights, head 1 first (None = all equal); with ``shift``, also checks there are K of them."""
+        text = self.shift_weights.strip() if isinstance(self.shift_weights, str) else self.shift_weights
+        _check(isinstance(text, str), f"shift_weights must be text like '1,0.5,0.25', got {self.shift_weights!r}")
+        if not text:
+            return None
+        values: list[float] = []
+        for part in text.split(","):
+            try:
+                value = float(part.strip())
+            except ValueError:
+                value = math.nan
+            _check(math.isfinite(value) and value >= 0, f"shift_weights must be numbers of at least 0 separated by commas, got {part.strip()!r} in {text!r}")
+            values.append(value)
+        _check(values[0] > 0, f"shift_weights: head 1's weight (the first) must be above 0, got {text!r}")
+        if shift is not None:
+            _check(len(values) == shift, f"shift_weights must have one weight per head (shift = {shift}), got {len(values)} in {text!r}")
+        return values
 
     @property
     def lora_target_list(self) -> list[str]:
@@ -330,6 +355,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         rank, width = self.train.lora_rank, self.model.n_embd
         _check(rank <= width, f"lora_rank ({rank}) must not exceed the model width n_embd ({width})")
+        self.train.shift_weight_list(self.model.shift)
 
     # -- flat view -----------------------------------------------------------
     def to_flat(self) -> dict[str, Any]:

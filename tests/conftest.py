@@ -48,20 +48,19 @@ TINY_RUN_SETTINGS = {
 }
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real run folder, trained for 4 steps on 20 KB of shakespeare (made once per session; treat it as read-only)."""
+def _trained_tiny_run(base: Path, **overrides) -> Path:
+    """A real run folder under ``base``, trained for 4 steps on 20 KB of shakespeare (``TINY_RUN_SETTINGS`` with
+    ``overrides``)."""
     from shiftstudio.config import RunConfig
     from shiftstudio.core.runs.folder import prepare_and_create
     from shiftstudio.core.train.trainer import Trainer
 
-    base = tmp_path_factory.mktemp("tiny-run")
     corpus = base / "corpus.txt"
     corpus.write_text((SHARED_DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000], encoding="utf-8")
     old = os.environ.get("SHIFTSTUDIO_HOME")
     os.environ["SHIFTSTUDIO_HOME"] = str(base / "home")
     try:
-        config = RunConfig().updated({"corpus": [str(corpus)], **TINY_RUN_SETTINGS})
+        config = RunConfig().updated({"corpus": [str(corpus)], **TINY_RUN_SETTINGS, **overrides})
         run_dir = prepare_and_create(config, out_dir=base / "run")
         last = list(Trainer(run_dir).run())[-1]
         assert type(last).__name__ == "FinishedReport", last
@@ -71,6 +70,18 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             os.environ["SHIFTSTUDIO_HOME"] = old
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run folder, trained for 4 steps on 20 KB of shakespeare (made once per session; treat it as read-only)."""
+    return _trained_tiny_run(tmp_path_factory.mktemp("tiny-run"))
+
+
+@pytest.fixture(scope="session")
+def tiny_k2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """As :func:`tiny_run`, with shift = 2 (two heads)."""
+    return _trained_tiny_run(tmp_path_factory.mktemp("tiny-k2-run"), shift=2)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ COMMAND = Command(
     name="generate",
     summary="Sample text from a run's model (or a Hugging Face GPT-2 folder) and stream it to stdout as it is generated.",
     usage="generate RUN_DIR|HF_FOLDER --prompt TEXT|- [--max_new_tokens N] [--temperature T] [--top_k K] [--top_p P] "
-    "[--seed S] [--checkpoint latest|best|step-N] [--ema]",
+    "[--seed S] [--checkpoint latest|best|step-N] [--ema] [--speculative true|false] [--stats] [--compare]",
     options=[
         Option("prompt", "text to continue; '-' reads it from stdin; empty starts a new document", default="", metavar="TEXT"),
         Option("max_new_tokens", "how many tokens to sample at most", kind="int", default=200, metavar="N"),
@@ -24,7 +24,12 @@ COMMAND = Command(
         Option("stop", "stop when this text appears (not printed)", default="", metavar="TEXT"),
         *checkpoint_options("use the EMA weights of the checkpoint"),
         Option("device", "auto, cpu, cuda or mps", default="auto", metavar="DEV"),
-        Option("stats", "print tokens/s and the finish reason to stderr at the end", kind="bool", default=False),
+        Option("speculative", "self-speculative decoding: heads 2..K draft, head 1 verifies (default: on when the "
+               "model has shift >= 2 heads)", kind="bool", default=None),
+        Option("stats", "print tokens/s, the finish reason and accepted drafts per pass to stderr at the end", kind="bool",
+               default=False),
+        Option("compare", "also run plain decoding on the same prompt and settings and print the speed-up (and, when "
+               "greedy, whether the text is identical) to stderr", kind="bool", default=False),
     ],
     positionals="RUN_DIR",
     min_positionals=1,
@@ -62,8 +67,18 @@ def run(name: str, argv: list[str]) -> int:
 
         device = resolve_device(values["device"])
         model, tokenizer, _ = load_any(positionals[0], values["checkpoint"], ema=values["ema"], device=device)
-        generation = Generation(model, tokenizer, prompt, settings)
     except (RunError, ConfigError, TokenizerError, GenerationError, OSError) as exc:
+        return error(str(exc), 1)
+    speculative = values["speculative"]
+    heads = model.config.shift
+    if speculative and heads < 2:  # a setting this model cannot take: a usage error
+        return error(f"speculative decoding needs a model with shift >= 2 heads; this one has {heads}", 2)
+    if values["compare"] and not (speculative or (speculative is None and heads >= 2)):
+        return error("--compare times speculative against plain decoding: it needs speculative decoding on "
+                     f"(a model with shift >= 2 heads; this one has {heads})", 2)
+    try:
+        generation = Generation(model, tokenizer, prompt, settings, speculative=speculative)
+    except GenerationError as exc:
         return error(str(exc), 1)
 
     out = sys.stdout
@@ -82,12 +97,32 @@ def run(name: str, argv: list[str]) -> int:
         return 0
     out.write("\n")
     out.flush()
+    seconds = time.perf_counter() - start
+    n = generation.n_generated
     if values["stats"]:
-        seconds = time.perf_counter() - start
-        n = generation.n_generated
         print(
             f"{n} tokens in {seconds:.2f}s ({n / max(seconds, 1e-9):.1f} tokens/s, first after {1000 * (first or 0):.0f} ms), "
             f"finished: {generation.finish_reason}, seed {generation.seed}",
             file=sys.stderr,
         )
+        if generation.speculative:
+            print(
+                f"speculative: {generation.mean_accepted_per_pass:.2f} drafts accepted per pass "
+                f"({n / max(generation.passes, 1):.2f} tokens per pass; passes by drafts accepted "
+                f"{generation.stats.histogram_text()})",
+                file=sys.stderr,
+            )
+    if values["compare"]:
+        settings.seed = generation.seed  # the same seed, so sampled text is comparable in length too
+        plain = Generation(model, tokenizer, prompt, settings, speculative=False)
+        plain_start = time.perf_counter()
+        for _ in plain:
+            pass
+        plain_seconds = time.perf_counter() - plain_start
+        plain_rate, rate = plain.n_generated / max(plain_seconds, 1e-9), n / max(seconds, 1e-9)
+        same = ""
+        if settings.temperature == 0:
+            same = ", same text" if plain.text == generation.text else ", TEXT DIFFERS"
+        print(f"compare: plain {plain_rate:.1f} tokens/s, speculative {rate:.1f} tokens/s, "
+              f"speed-up {rate / max(plain_rate, 1e-9):.2f}x{same}", file=sys.stderr)
     return 0

@@ -7,6 +7,13 @@ Hugging Face folder, with no run at all) and advances one
 or two :class:`~shiftstudio.core.generate.generation.Generation` iterators a token at a
 time, round robin, sending tokens to the GUI in batches (at most ~30 a second).
 Stop is a flag checked before every token, so it ends a stream within one.
+
+With ``speculative`` each stream whose model has K >= 2 heads decodes
+speculatively (heads 2..K draft, head 1 verifies); a 1-head model decodes
+plainly. Each batch and each end carries the stream's stats as a plain dict
+(:func:`stream_stats`): tokens, the seconds spent generating them, tokens/s,
+passes, accepted drafts, mean accepted drafts per pass and their histogram.
+Only plain data leaves the thread.
 """
 
 from __future__ import annotations
@@ -54,17 +61,19 @@ class GenerationWorker(QObject):
     """Loads the weights and samples, off the GUI thread; only plain data leaves it."""
 
     loaded = Signal(int, str)  # stream index, description of the weights
-    tokens = Signal(int, object)  # stream index, list of (text, prob, top) tuples
-    finished = Signal(int, str, int, float)  # stream index, reason, tokens, seconds
+    tokens = Signal(int, object, object)  # stream index, list of (text, prob, top, drafted) tuples, stats dict
+    finished = Signal(int, str, int, float, object)  # stream index, reason, tokens, seconds, stats dict
     failed = Signal(str)
     done = Signal()
 
-    def __init__(self, sources: list[Source], prompt: str, settings: Any, snapshot: Callable[[], Any] | None = None):
+    def __init__(self, sources: list[Source], prompt: str, settings: Any, snapshot: Callable[[], Any] | None = None,
+                 speculative: bool = True):
         super().__init__()
         self.sources = sources
         self.prompt = prompt
         self.settings = settings
         self.snapshot = snapshot
+        self.speculative = speculative  # for the streams whose model has K >= 2 heads
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -107,35 +116,68 @@ class GenerationWorker(QObject):
         for i, source in enumerate(self.sources):
             model, tokenizer, what = self._load(source)
             self.loaded.emit(i, what)
-            streams.append(Generation(model, tokenizer, self.prompt, self.settings))
+            heads = model_heads(model)
+            streams.append(Generation(model, tokenizer, self.prompt, self.settings,
+                                      speculative=self.speculative and heads >= 2))
         iterators = [iter(g) for g in streams]
         pending: list[list[tuple]] = [[] for _ in streams]
-        counts = [0] * len(streams)
-        started = [time.perf_counter()] * len(streams)
+        self._counts = [0] * len(streams)
+        self._busy = [0.0] * len(streams)  # seconds spent in each stream's own steps (compared streams take turns)
         live = set(range(len(streams)))
         last_emit = 0.0
         while live and not self._stop.is_set():
             for i in sorted(live):  # round robin: compared streams grow side by side
                 if self._stop.is_set():
                     break
+                t0 = time.perf_counter()
                 token = next(iterators[i], None)
+                self._busy[i] += time.perf_counter() - t0
                 if token is None:
                     live.discard(i)
-                    self._flush(i, pending)
-                    self.finished.emit(i, streams[i].finish_reason or "length", counts[i], time.perf_counter() - started[i])
+                    self._flush(i, pending, streams)
+                    self._finish(i, streams[i].finish_reason or "length", streams)
                     continue
-                counts[i] += 1
-                pending[i].append((token.text, token.prob, token.top))
+                self._counts[i] += 1
+                pending[i].append((token.text, token.prob, token.top, bool(getattr(token, "drafted", False))))
             now = time.perf_counter()
             if now - last_emit >= EMIT_INTERVAL_S:
                 last_emit = now
                 for i in range(len(streams)):
-                    self._flush(i, pending)
+                    self._flush(i, pending, streams)
         for i in sorted(live):  # stopped by the user
-            self._flush(i, pending)
-            self.finished.emit(i, "stopped", counts[i], time.perf_counter() - started[i])
+            self._flush(i, pending, streams)
+            self._finish(i, "stopped", streams)
 
-    def _flush(self, i: int, pending: list[list[tuple]]) -> None:
+    def _stats(self, i: int, streams: list) -> dict[str, Any]:
+        return stream_stats(streams[i], self._counts[i], self._busy[i])
+
+    def _flush(self, i: int, pending: list[list[tuple]], streams: list) -> None:
         if pending[i]:
-            self.tokens.emit(i, pending[i][:])
+            self.tokens.emit(i, pending[i][:], self._stats(i, streams))
             pending[i].clear()
+
+    def _finish(self, i: int, reason: str, streams: list) -> None:
+        self.finished.emit(i, reason, self._counts[i], self._busy[i], self._stats(i, streams))
+
+
+def model_heads(model: Any) -> int:
+    """K, the number of heads of a loaded model (1 for one without a ``shift``)."""
+    model = getattr(model, "_orig_mod", model)
+    shift = getattr(getattr(model, "config", None), "shift", 1)
+    return shift if isinstance(shift, int) and shift >= 1 else 1
+
+
+def stream_stats(generation: Any, count: int, seconds: float) -> dict[str, Any]:
+    """A stream's stats as plain data (what crosses from the worker's thread to the GUI)."""
+    histogram = getattr(generation, "accepted_histogram", None)
+    return {
+        "tokens": count,
+        "seconds": seconds,
+        "tokens_per_s": count / seconds if seconds > 0 else 0.0,
+        "speculative": bool(getattr(generation, "speculative", False)),
+        "heads": model_heads(getattr(generation, "model", None)),
+        "passes": int(getattr(generation, "passes", 0)),
+        "accepted": int(getattr(generation, "accepted", 0)),
+        "mean_accepted_per_pass": float(getattr(generation, "mean_accepted_per_pass", 0.0)),
+        "histogram": [int(n) for n in histogram] if histogram is not None else [],
+    }

@@ -109,3 +109,47 @@ def test_generate_in_a_real_process(tiny_run: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert proc.stdout == expected_generation(tiny_run, "First", max_new_tokens=12, seed=5).text + "\n"
+
+
+# -- speculative decoding --------------------------------------------------------------
+
+
+@pytest.fixture
+def k2_run(tiny_k2_run: Path) -> Path:
+    return tiny_k2_run
+
+
+def test_speculative_on_a_one_head_model_is_a_one_line_usage_error(tiny_run: Path, capsys) -> None:
+    assert main(["generate", str(tiny_run), "--max_new_tokens=3", "--device=cpu", "--speculative", "true"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "speculative decoding needs a model with shift >= 2 heads; this one has 1")
+    assert main(["generate", str(tiny_run), "--max_new_tokens=3", "--device=cpu", "--compare"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--compare", "this one has 1")
+    assert main(["generate", str(tiny_run), "--max_new_tokens=3", "--device=cpu", "--speculative=false"]) == 0
+
+
+def test_speculative_greedy_prints_plain_greedy_text_with_stats_and_comparison(k2_run: Path, capsys) -> None:
+    base = ["generate", str(k2_run), "--prompt", "ROMEO:", "--max_new_tokens=40", "--temperature=0", "--device=cpu"]
+    assert main([*base, "--stats", "--compare"]) == 0
+    captured = capsys.readouterr()
+    assert main([*base, "--speculative", "false"]) == 0
+    plain_out = capsys.readouterr().out
+    model, tokenizer, _ = load_model(k2_run)
+    settings = SamplingSettings(max_new_tokens=40, temperature=0)
+    spec = Generation(model, tokenizer, "ROMEO:", settings)
+    plain = Generation(model, tokenizer, "ROMEO:", settings, speculative=False)
+    list(spec), list(plain)
+    assert spec.speculative and not plain.speculative
+    assert captured.out == plain_out == spec.text + "\n" == plain.text + "\n"
+    lines = captured.err.strip().split("\n")
+    assert len(lines) == 3 and "tokens/s" in lines[0]
+    assert lines[1].startswith("speculative: ") and "drafts accepted per pass" in lines[1] and " 0:" in lines[1]
+    assert lines[2].startswith("compare: plain ") and "speed-up" in lines[2] and lines[2].endswith("x, same text")
+
+
+def test_speculative_sampling_is_seeded_in_the_cli(k2_run: Path, capsys) -> None:
+    args = ["generate", str(k2_run), "--prompt", "ROMEO:", "--max_new_tokens=20", "--seed=3", "--device=cpu",
+            "--temperature=1.0"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first == expected_generation(k2_run, "ROMEO:", max_new_tokens=20, seed=3, temperature=1.0).text + "\n"

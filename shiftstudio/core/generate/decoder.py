@@ -77,6 +77,19 @@ class Decoder:
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         """Head-1 logits (B, V) of the token after ``idx`` (B, T), whose tokens take positions
         ``cache.length ..``; their keys and values are written into the cache."""
+        B, T = idx.shape
+        x = self.forward_states(idx)  # (B*T, C)
+        return torch.mm(self.ln_f(x.view(B, T, self.C)[:, -1, :]), self.unembedding_t)  # (B, V)
+
+    def head1_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Head-1 logits (N, V) of hidden states ``x`` (N, C) from :meth:`forward_states`: row by row the same
+        operations as :meth:`__call__` applies to its last position."""
+        return torch.mm(self.ln_f(x), self.unembedding_t)
+
+    def forward_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B*T, C) after the last block (before the final norm) of every position of ``idx``
+        (B, T), whose tokens take positions ``cache.length ..``; their keys and values are written into the
+        cache. Roll back with ``cache.length = ...``: positions past ``length`` are overwritten later."""
         model, cache = self.model, self.cache
         B, T = idx.shape
         start, end = cache.length, cache.length + T
@@ -108,7 +121,7 @@ class Decoder:
             h = torch.mm(ln_2(x), w_fc) if b_fc is None else torch.addmm(b_fc, ln_2(x), w_fc)
             x = torch.addmm(x if b_p is None else x + b_p, self.act(h), w_p)
         cache.length = end
-        return torch.mm(self.ln_f(x.view(B, T, C)[:, -1, :]), self.unembedding_t)  # (B, V)
+        return x  # (B*T, C)
 
 
 def uncached_forward(model: GPT, idx: torch.Tensor) -> torch.Tensor:

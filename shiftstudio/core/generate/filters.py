@@ -68,9 +68,9 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the ``k`` largest logits (and any tied with the k-th); the rest become -inf. ``k = 0``: all kept."""
-    if k <= 0 or k >= logits.numel():
+    if k <= 0 or k >= logits.shape[-1]:
         return logits
-    kth = torch.topk(logits, k).values[-1]
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # rows of a 2-D tensor are filtered each on its own
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
@@ -78,10 +78,10 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose probabilities sum to at least ``p``; ``p = 1``: all kept."""
     if p >= 1.0:
         return logits
-    probs, order = torch.sort(torch.softmax(logits.float(), dim=-1), descending=True)
+    probs, order = torch.sort(torch.softmax(logits.float(), dim=-1), dim=-1, descending=True)
     before = torch.cumsum(probs, dim=-1) - probs  # mass of the tokens ranked above each one
     drop_sorted = before >= p  # a token is dropped once the ones above it already reach p (the top one never is)
-    drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
 
@@ -91,3 +91,20 @@ def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | 
         return int(torch.argmax(logits))
     probs = torch.softmax(logits.float(), dim=-1).cpu()
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def filter_rows(
+    logits: torch.Tensor, settings: SamplingSettings, seen: torch.Tensor | None = None, unk: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The whole filter chain on each row of ``logits`` (N, V) at once: repetition penalty over ``seen`` (N, V)
+    bool (row i: the tokens before that row's prediction), ``<unk>`` (1-element id tensor) never picked, then
+    temperature, top-k and top-p when sampling. Per element the same operations as the 1-D filters."""
+    filtered = logits
+    penalty = settings.repetition_penalty
+    if penalty != 1.0 and seen is not None:
+        filtered = torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+    if unk is not None:
+        filtered = filtered.index_fill(-1, unk, float("-inf"))
+    if settings.temperature > 0:
+        filtered = top_p_filter(top_k_filter(apply_temperature(filtered, settings.temperature), settings.top_k), settings.top_p)
+    return filtered

@@ -29,6 +29,7 @@ from shiftstudio.core.generate.decoder import Decoder, uncached_forward
 from shiftstudio.core.generate.filters import (
     SamplingSettings, apply_repetition_penalty, apply_temperature, pick, top_k_filter, top_p_filter,
 )
+from shiftstudio.core.generate.speculative import SpeculativeStats, speculative_tokens
 from shiftstudio.core.model.gpt import GPT
 
 TOP_ALTERNATIVES = 5
@@ -44,6 +45,7 @@ class Token:
     text: str  # the text this token releases ("" while a split UTF-8 character or a possible stop string is held back)
     prob: float  # the model's probability of this token (temperature 1, no filters)
     top: list[tuple[int, str, float]]  # the model's top-5 (id, token text, probability) at this position
+    drafted: bool = False  # speculative decoding: the token was a draft of heads 2..K that head 1 accepted
 
 
 class TextStream:
@@ -138,8 +140,17 @@ class Generation:
         *,
         use_cache: bool = True,
         keep: int | None = None,
+        speculative: bool | None = None,
     ) -> None:
         self.model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper shares its module's weights
+        heads = self.model.config.shift
+        if speculative and heads < 2:
+            raise GenerationError(f"speculative decoding needs a model with shift >= 2 heads; this one has {heads}")
+        if speculative and not use_cache:
+            raise GenerationError("speculative decoding runs on the KV cache; it cannot be combined with use_cache=False")
+        # None: on wherever it can run (K >= 2 heads, cached decoding)
+        self.speculative = bool(speculative if speculative is not None else heads >= 2 and use_cache)
+        self.stats = SpeculativeStats(heads)
         self.tokenizer = tokenizer
         self.settings = settings or SamplingSettings()
         self.use_cache = use_cache
@@ -153,7 +164,65 @@ class Generation:
         self.stream = TextStream(tokenizer, self.settings.stop)
 
     def __iter__(self) -> Iterator[Token]:
-        return self._run()
+        return self._run_speculative() if self.speculative else self._run()
+
+    # the stats, as attributes of the generation (the playground and the CLI read them)
+    @property
+    def passes(self) -> int:
+        """Model passes that produced tokens (prefill, window slides, and one per token or per verification)."""
+        return self.stats.passes
+
+    @property
+    def accepted(self) -> int:
+        """Drafts of heads 2..K that head 1 accepted (0 without speculative decoding)."""
+        return self.stats.accepted
+
+    @property
+    def accepted_histogram(self) -> list[int]:
+        """``[n]``: how many passes accepted ``n`` drafts, n = 0..K-1."""
+        return self.stats.histogram
+
+    @property
+    def mean_accepted_per_pass(self) -> float:
+        return self.stats.mean_accepted_per_pass
+
+    def _emit(self, index: int, token_id: int, probs: list[float] | torch.Tensor, top: list[tuple[int, float]],
+              drafted: bool) -> tuple[Token, bool]:
+        """The :class:`Token` for a picked id, and whether the stream ends with it (end of document, stop string,
+        ``max_new_tokens``); also pushes its text. ``probs``: the row's probabilities (indexable by id)."""
+        s = self.settings
+        self.n_generated = index + 1
+        top_texts = [(i, self.tokenizer.token_text(i), p) for i, p in top]
+        prob = float(probs[token_id])
+        if s.stop_at_eot and token_id == self.tokenizer.eot_id:
+            self.finish_reason = "eot"
+            return Token(index, token_id, self.stream.flush(), prob, top_texts, drafted), True
+        text = self.stream.push(token_id)
+        last = index == s.max_new_tokens - 1
+        if last and not self.stream.stopped:
+            text += self.stream.flush()
+        if self.stream.stopped:
+            self.finish_reason = "stop"
+        elif last:
+            self.finish_reason = "length"
+        return Token(index, token_id, text, prob, top_texts, drafted), self.stream.stopped or last
+
+    @torch.inference_mode()
+    def _run_speculative(self) -> Iterator[Token]:
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            for index, (token_id, probs, top, drafted) in enumerate(
+                speculative_tokens(model, self.prompt_ids, self.settings, self.seed, self.keep, self.tokenizer.unk_id,
+                                   self.stats)
+            ):
+                token, done = self._emit(index, token_id, probs, top, drafted)
+                yield token
+                if done:
+                    return
+        finally:
+            model.train(was_training)
 
     @torch.inference_mode()
     def _run(self) -> Iterator[Token]:
@@ -183,6 +252,7 @@ class Generation:
                     logits = decoder(torch.tensor([fresh], device=device))[0]
                 else:
                     logits = uncached_forward(model, torch.tensor([ids[window_start:]], device=device))[0]
+                self.stats.record(0)
                 logits = logits.float()  # (V,)
                 probs = torch.softmax(logits, dim=-1)
                 top_p, top_i = torch.topk(probs, min(TOP_ALTERNATIVES, probs.numel()))

@@ -10,9 +10,17 @@ the fast decoder in ``core.generate`` calls the same functions
 the same weights, and a parity test runs every combination through both.
 Its last hidden state feeds ``K = shift`` heads: head ``k`` predicts token
 ``t + k`` from the reading of tokens ``0..t``. Head 1 is the plain next-token
-head and the only one generation uses; heads 2..K are light — one residual
-projection each — and all heads share the final norm and the unembedding.
-The training loss is the mean over heads of the (masked) cross-entropy.
+head (the only one plain generation uses; speculative decoding drafts with
+heads 2..K through :meth:`GPT.draft_states`). Heads 2..K are of one kind
+(``ModelConfig.head_kind``): ``residual`` — light, ``h + W·norm(h)`` —,
+``linear`` — ``W·h`` — or ``block`` — one whole transformer block per head
+on top of the shared trunk (Gloeckle et al., 2024). All heads share the final
+norm and the unembedding. The loss the model returns is the mean over heads
+of the (masked) cross-entropy; the trainer may weight the heads
+(``TrainConfig.shift_weights``) from the per-head losses. With K >= 2 the
+heads' losses are computed one head at a time, each under activation
+checkpointing, so that neither the forward nor the backward pass holds more
+than one head's (B, T, V) logits (see :meth:`GPT._head_loss`).
 
 Shapes in comments: B batch, T time, C width (n_embd), nh heads, hs head size,
 K horizons, V vocabulary. The unembedding has Vp = V rounded up to a multiple
@@ -33,6 +41,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from shiftstudio.config import ModelConfig
 from shiftstudio.core.model.estimate import padded_vocab
@@ -44,6 +53,9 @@ class ModelOutput(NamedTuple):
     loss: torch.Tensor | None  # () mean over heads of the masked mean cross-entropy
     head_losses: torch.Tensor | None  # (K,) one masked mean cross-entropy per head
     logits: torch.Tensor | None  # (B, K, T, V) over the real vocabulary, only when asked for
+
+
+PER_HEAD_LOSS_BYTES = 256 * 2**20  # all heads' logits above this: the loss goes one head at a time (see GPT._big_logits)
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
@@ -154,16 +166,43 @@ class Block(nn.Module):
         return x, kv
 
 
+Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin tables (T, hs/2)
+
+
 class ShiftHead(nn.Module):
-    """The light extra head for horizon k >= 2: h + W·norm(h), before the shared final norm."""
+    """``head_kind = 'residual'``, the light extra head for horizon k >= 2: h + W·norm(h), before the shared
+    final norm. Per position; ``rope`` is ignored."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.norm = make_norm(config)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
         return h + self.proj(self.norm(h))  # (B, T, C)
+
+
+class LinearShiftHead(nn.Module):
+    """``head_kind = 'linear'``: W·h, a plain C×C projection (no residual). Initialised near the identity (so
+    a new head starts as head 1). Per position; ``rope`` is ignored."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, h: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
+        return self.proj(h)  # (B, T, C)
+
+
+class BlockShiftHead(Block):
+    """``head_kind = 'block'``: one whole transformer block per head on the shared trunk's last hidden state
+    (Gloeckle et al.). Causal over the T positions it is given: a position sees the ones before it."""
+
+    def forward(self, h: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(h, rope)[0]  # (B, T, C)
+
+
+SHIFT_HEAD_KINDS: dict[str, type[nn.Module]] = {"residual": ShiftHead, "linear": LinearShiftHead, "block": BlockShiftHead}
 
 
 class GPT(nn.Module):
@@ -180,7 +219,8 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = make_norm(config)
-        self.shift_heads = nn.ModuleList(ShiftHead(config) for _ in range(config.shift - 1))
+        head = SHIFT_HEAD_KINDS[config.head_kind]
+        self.shift_heads = nn.ModuleList(head(config) for _ in range(config.shift - 1))
         # Tied: the unembedding *is* wte.weight (no separate module, so no duplicate in the state dict).
         self.lm_head = None if config.tie_weights else nn.Linear(C, self.padded_vocab_size, bias=False)
         if config.pos == "rope":
@@ -191,7 +231,8 @@ class GPT(nn.Module):
 
     # -- set-up --------------------------------------------------------------
     def reset_parameters(self) -> None:
-        """GPT-2 init: N(0, 0.02) everywhere, residual projections scaled by 1/sqrt(2·n_layer)."""
+        """GPT-2 init: N(0, 0.02) everywhere, residual projections scaled by 1/sqrt(2·n_layer); linear heads
+        get the identity on top (they start near head 1, as residual heads do)."""
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
@@ -205,6 +246,10 @@ class GPT(nn.Module):
                 nn.init.ones_(module.weight)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
+        with torch.no_grad():
+            for head in self.shift_heads:
+                if isinstance(head, LinearShiftHead):
+                    head.proj.weight.add_(torch.eye(self.config.n_embd, device=head.proj.weight.device))
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters; ``non_embedding`` leaves out the token/position embeddings and an untied unembedding."""
@@ -241,13 +286,48 @@ class GPT(nn.Module):
             presents.append(kv)
         return x, presents
 
+    def _head_rope(self, T: int) -> Rope | None:
+        """Rotary tables for block heads over T positions (None for the other kinds or learned positions).
+        Rotary attention depends only on relative positions, so the window given may start anywhere."""
+        if self.config.head_kind != "block" or self.wpe is not None:
+            return None
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
+        return self.rope_cos[:T], self.rope_sin[:T]
+
+    def head_state(self, h: torch.Tensor, k: int, rope: Rope | None = None) -> torch.Tensor:
+        """Head ``k``'s state before the shared final norm: (B, T, C) -> (B, T, C); head 1's is ``h``."""
+        return h if k == 1 else self.shift_heads[k - 2](h, rope)
+
     def head_states(self, h: torch.Tensor, horizons: int | None = None) -> torch.Tensor:
-        """Normalised inputs of the first ``horizons`` heads (all K by default): (B, T, C) -> (B, K, T, C)."""
+        """Normalised inputs of the first ``horizons`` heads (all K by default): (B, T, C) -> (B, K, T, C).
+
+        Residual and linear heads work per position. Block heads attend causally over the T positions of ``h``:
+        position t of a block head is exact (what training computes) only when ``h`` holds the trunk's states of
+        every position from the start of the context up to t. To draft, use :meth:`draft_states`."""
         K = self.config.shift if horizons is None else horizons
         if K == 1:
             return self.ln_f(h).unsqueeze(1)  # (B, 1, T, C), no copy
-        states = [h] + [head(h) for head in self.shift_heads[: K - 1]]
+        rope = self._head_rope(h.shape[1])
+        states = [self.head_state(h, k, rope) for k in range(1, K + 1)]
         return self.ln_f(torch.stack(states, dim=1))  # (B, K, T, C)
+
+    def draft_states(self, h_all: torch.Tensor, horizons: int | None = None, last_only: bool = True) -> torch.Tensor:
+        """The heads' normalised states for drafting, exact for every head kind.
+
+        ``h_all`` (B, T, C): the trunk's last hidden states of the whole context (every position from the first
+        one the model reads). ``last_only``: the states at the last position only, (B, K, C) — unembed them
+        (``F.linear(z, model.unembedding)[..., :vocab_size]``) for head k's guess of token T-1+k. Otherwise
+        (B, K, T, C), as :meth:`head_states`.
+
+        Residual and linear heads read only the last position (O(1) in T). Block heads recompute their block
+        causally over all T positions (O(T) per draft; no KV cache of their own): passing only the last
+        position would make a block head attend to that position alone, which is not what it was trained on
+        (an approximation of unknown quality)."""
+        if last_only and self.config.head_kind != "block":
+            h_all = h_all[:, -1:]  # per-position heads: the last position is all they need
+        z = self.head_states(h_all, horizons)  # (B, K, T', C)
+        return z[:, :, -1] if last_only else z
 
     # -- training and evaluation ---------------------------------------------
     def _logits(self, z: torch.Tensor) -> torch.Tensor:
@@ -276,6 +356,9 @@ class GPT(nn.Module):
         Without targets, returns the logits of every head over the real vocabulary.
         """
         h, _ = self.trunk(idx)  # (B, T, C)
+        if targets is not None and not return_logits and self.config.shift > 1 and self._big_logits(idx.shape):
+            head_losses = self._per_head_losses(h, targets, mask)  # one head's logits at a time
+            return ModelOutput(head_losses.mean(), head_losses, None)
         z = self.head_states(h)  # (B, K, T, C)
         logits = self._logits(z)  # (B, K, T, Vp) or (B, K, T, V)
         if targets is None:
@@ -290,6 +373,40 @@ class GPT(nn.Module):
             head_losses = (ce * mask).sum(dim=(0, 2)) / mask.sum(dim=(0, 2)).clamp_min(1.0)  # (K,)
         loss = head_losses.mean()
         return ModelOutput(loss, head_losses, logits[..., : self.vocab_size] if return_logits else None)
+
+    def _big_logits(self, shape: torch.Size) -> bool:
+        """Whether all heads' float32 logits for inputs of ``shape`` (B, T) would exceed
+        :data:`PER_HEAD_LOSS_BYTES`: then the loss is computed one head at a time, trading a recompute of each
+        head's logits in backward for holding one head's instead of K (at the gpt2-124m shape, K = 4, batch 4 × 256:
+        peak 5.7 → 3.3 GB). Below it (small vocabularies, short batches) memory is no issue and the single
+        cross-entropy over all heads is faster."""
+        B, T = shape
+        return B * T * self.config.shift * self.padded_vocab_size * 4 > PER_HEAD_LOSS_BYTES
+
+    def _per_head_losses(self, h: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(K,) masked mean cross-entropy of each head, the heads one after the other. While gradients are on,
+        each head's norm + unembedding + cross-entropy runs under activation checkpointing: only its (B, T, C)
+        input is kept, and the backward pass recomputes its logits, so at most one head's (B, T, V) logits
+        (and their log-softmax) live at any time. Same values as the single cross-entropy over all heads."""
+        rope = self._head_rope(h.shape[1])
+        losses = []
+        for k in range(1, self.config.shift + 1):
+            state = self.head_state(h, k, rope)  # (B, T, C)
+            m = None if mask is None else mask[:, k - 1]
+            if torch.is_grad_enabled():
+                losses.append(checkpoint(self._head_loss, state, targets[:, k - 1], m, use_reentrant=False))
+            else:
+                losses.append(self._head_loss(state, targets[:, k - 1], m))
+        return torch.stack(losses)  # (K,)
+
+    def _head_loss(self, state: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """One head's masked mean cross-entropy: state (B, T, C), targets and mask (B, T) -> ()."""
+        logits = self._logits(self.ln_f(state))  # (B, T, Vl)
+        ce = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
+        if mask is None:
+            return ce.mean()
+        m = mask.reshape(-1).to(ce.dtype)
+        return (ce * m).sum() / m.sum().clamp_min(1.0)
 
     # -- generation ----------------------------------------------------------
     @torch.no_grad()

@@ -298,22 +298,51 @@ def gpt2_state_dict(tensors: dict[str, torch.Tensor], config: ModelConfig, vocab
 
 def complete_state_dict(model: GPT, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` (the source's tensors, real vocabulary rows) made into ``model``'s full state dict: float32,
-    contiguous; vocabulary rows padded with zeros; heads 2..K new with zero projections (each starts as head 1:
-    ``h + 0``) and unit norms."""
+    contiguous; vocabulary rows padded with zeros; heads 2..K that the source lacks (or has of another
+    ``head_kind``: its tensors under ``shift_heads.J.`` are not the model's) new, each starting as head 1:
+
+    - residual (``h + W·norm(h)``): W = 0, unit norm;
+    - linear (``W·h``): W = identity, zero bias;
+    - block (a transformer block): both residual projections (``attn.c_proj``, ``mlp.c_proj``) zero, so the
+      block is the identity; unit norms; ``c_attn`` and ``c_fc`` N(0, 0.02) from a fixed seed (not zero: the
+      block must be able to learn) — the same numbers on every import."""
+    target_state = model.state_dict()
+
+    def head_parts(names: Any, j: int) -> set[str]:
+        prefix = f"shift_heads.{j}."
+        return {n[len(prefix):] for n in names if n.startswith(prefix)}
+
+    fresh = {j for j in range(len(model.shift_heads)) if head_parts(target_state, j) != head_parts(state, j)}
     full: dict[str, torch.Tensor] = {}
-    for name, target in model.state_dict().items():
-        if name in state:
+    for name, target in target_state.items():
+        head = int(name.split(".")[1]) if name.startswith("shift_heads.") else None
+        if name in state and head not in fresh:
             t = state[name].detach().to(torch.float32)
             if name in ("wte.weight", "lm_head.weight") and t.shape[0] < target.shape[0]:
                 t = torch.cat((t, torch.zeros(target.shape[0] - t.shape[0], t.shape[1])), dim=0)
             if tuple(t.shape) != tuple(target.shape):
                 raise HFError(f"{name} has shape {tuple(t.shape)}, the model needs {tuple(target.shape)}")
             full[name] = t.contiguous()
-        elif name.startswith("shift_heads."):
-            full[name] = torch.ones_like(target, device="cpu") if name.endswith("norm.weight") else torch.zeros_like(target, device="cpu")
+        elif head is not None:
+            full[name] = _new_head_tensor(model.config.head_kind, name, tuple(target.shape), head)
         else:
             raise HFError(f"the source has no weight for {name}")
     return full
+
+
+def _new_head_tensor(kind: str, name: str, shape: tuple[int, ...], head: int) -> torch.Tensor:
+    """One tensor of a new head 2..K that starts as head 1 (see :func:`complete_state_dict`)."""
+    part = name.rsplit(".", 1)
+    if part[1] == "bias":
+        return torch.zeros(shape)
+    if kind == "linear":
+        return torch.eye(shape[0])
+    if len(shape) == 1:  # a norm's weight
+        return torch.ones(shape)
+    if kind == "block" and not part[0].endswith("c_proj"):  # c_attn, c_fc: random, so the block can learn
+        gen = torch.Generator().manual_seed(1337 + 1000 * head + (0 if "attn" in part[0] else 1))
+        return torch.randn(shape, generator=gen) * 0.02
+    return torch.zeros(shape)  # residual projections: the head adds nothing at first
 
 
 def model_config_for(source: HFSource, base: ModelConfig | None = None, block_size: int | None = None) -> ModelConfig:
@@ -323,7 +352,7 @@ def model_config_for(source: HFSource, base: ModelConfig | None = None, block_si
     context = source.n_positions if block_size is None else block_size
     if context > source.n_positions:
         raise HFError(f"block_size {context} is longer than the source model's context ({source.n_positions} positions)")
-    fields = {**{k: getattr(base, k) for k in ("dropout", "shift", "init_from")}, **source.architecture, "block_size": context}
+    fields = {**{k: getattr(base, k) for k in ("dropout", "shift", "head_kind", "init_from")}, **source.architecture, "block_size": context}
     try:
         return ModelConfig(**fields)
     except ConfigError as exc:

@@ -325,11 +325,18 @@ def _readme(layout: str, config: ModelConfig) -> str:
         "`AutoModelForCausalLM.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)`.\n\n"
         f"The model was trained with the shifted objective and K = {K} heads: head k predicts token t+k.\n"
         "Only head 1 (the next token) is part of the layout. Heads 2..K are not: they are in\n"
-        f"`{SHIFT_HEADS_FILE}` under ShiftStudio's names (`shift_heads.J.norm.*`, `shift_heads.J.proj.*`;\n"
-        "head J+2 = h + proj(norm(h)), applied to the last hidden state before the final LayerNorm and the\n"
-        "shared unembedding). `transformers` ignores that file; ShiftStudio reads it for self-speculative\n"
-        "decoding.\n"
+        f"`{SHIFT_HEADS_FILE}` under ShiftStudio's names (`shift_heads.J.*`, head kind `{config.head_kind}`:\n"
+        f"head J+2 = {HEAD_FORMULAS[config.head_kind]}, applied to the last hidden state before the final\n"
+        "LayerNorm and the shared unembedding). `transformers` ignores that file; ShiftStudio reads it for\n"
+        "self-speculative decoding.\n"
     )
+
+
+HEAD_FORMULAS = {
+    "residual": "h + proj(norm(h))",
+    "linear": "proj(h)",
+    "block": "a transformer block over h (causal attention, then the MLP, pre-norm)",
+}
 
 
 # -- the folder -----------------------------------------------------------------------------------------

@@ -10,6 +10,11 @@ are served between steps. Set-up and the state a checkpoint records live in
 :mod:`~shiftstudio.core.train.setup`; measuring in
 :mod:`~shiftstudio.core.train.evaluation`.
 
+With K >= 2 heads the loss that is minimised is the weighted mean of the heads' losses
+(``shift_weights``, ``shift_weight_schedule``: see :func:`shift_weights_at`); what the step
+reports (``StepReport.loss``) stays the plain mean over heads, comparable across weightings,
+and evaluations report every head's loss as before.
+
 The hot path avoids device syncs: losses stay tensors until a log point,
 where one ``tolist()`` fetches them all (and finds the first non-finite one).
 """
@@ -26,6 +31,7 @@ from typing import Any, Iterator
 
 import torch
 
+from shiftstudio.config import TrainConfig
 from shiftstudio.core.data.store import TokenStore
 from shiftstudio.core.errors import ConfigError, RunError, ShiftStudioError, one_line
 from shiftstudio.core.generate.filters import SamplingSettings
@@ -103,6 +109,7 @@ class Trainer:
         self._metrics = MetricsLog(self.run_dir)
         self._s: setup.Setup | None = None
         self._clock = _Clock()
+        self._weights: tuple[tuple[float, ...], torch.Tensor] | None = None  # the last loss weights, on the device
 
     # -- steering, from any thread ---------------------------------------------------------
     def pause(self) -> None:
@@ -226,14 +233,18 @@ class Trainer:
         for group in s.optimizer.param_groups:
             group["lr"] = lr
         accum = tc.gradient_accumulation_steps
+        weights = self._loss_weights(s, s.progress.step)  # None: the plain mean over heads (always for K = 1)
         total: torch.Tensor | None = None  # no zero tensor to start from: one op less per step
         for _ in range(accum):
             batch = s.sampler.next()
             with s.autocast:
-                loss = s.train_model(batch.x, batch.y, batch.mask).loss
+                out = s.train_model(batch.x, batch.y, batch.mask)
+            loss = objective = out.loss
+            if weights is not None:  # coefficients sum to 1: the weighted mean of the head losses
+                objective = (out.head_losses.float() * weights).sum()
             if accum > 1:
-                loss = loss / accum
-            s.scaler.scale(loss).backward()  # scale() is the identity when the scaler is off
+                loss, objective = loss / accum, objective / accum
+            s.scaler.scale(objective).backward()  # scale() is the identity when the scaler is off
             total = loss.detach() if total is None else total + loss.detach()
         assert total is not None  # accum >= 1 (the config's minimum)
         if s.scaler.is_enabled():
@@ -248,6 +259,17 @@ class Trainer:
         if s.ema is not None:
             s.ema.update(s.model, s.progress.step)
         return total, norm, batch
+
+    def _loss_weights(self, s: setup.Setup, step: int) -> torch.Tensor | None:
+        """(K,) coefficients of the head losses at ``step`` (normalised to sum to 1), on the device; None when
+        the heads weigh the same (the model's own mean: the same loss, no extra op)."""
+        weights = shift_weights_at(self.config.train, self.config.model.shift, step, self.max_iters)
+        if weights is None:
+            return None
+        key = loss_coefficients(weights)
+        if self._weights is None or self._weights[0] != key:  # a constant weighting copies once per run
+            self._weights = (key, torch.tensor(key, dtype=torch.float32, device=s.device))
+        return self._weights[1]
 
     # -- between steps -------------------------------------------------------------------------
     def _serve_requests(self, s: setup.Setup, pending: list[torch.Tensor]) -> list[Report]:
@@ -391,6 +413,29 @@ class Trainer:
         return FailedReport(
             step=step, message=f"{type(exc).__name__}: {one_line(exc)}", detail=traceback.format_exc(), expected=False,
         )
+
+
+def shift_weights_at(train: TrainConfig, shift: int, step: int, max_iters: int) -> list[float] | None:
+    """The heads' loss weights (head 1 first, not normalised) for training step ``step`` (0-based: the step
+    about to be taken) of ``max_iters``; None when all heads weigh the same (then the loss is the plain mean).
+
+    ``shift_weights`` gives the weights at step 0 (empty: all 1). ``shift_weight_schedule = 'linear_to_zero'``
+    scales heads 2..K by ``1 - step / max_iters`` (0 at the end; head 1 keeps its weight), e.g. the speedrun
+    recipe ``1,0.5,0.25`` fading to next-token prediction alone. The trainer divides by the weights' sum: the
+    loss is the weighted *mean* of the head losses, so equal weights give exactly the unweighted loss."""
+    if shift <= 1:
+        return None
+    weights = train.shift_weight_list(shift) or [1.0] * shift
+    if train.shift_weight_schedule == "linear_to_zero":
+        factor = max(0.0, 1.0 - step / max_iters)
+        return [weights[0]] + [w * factor for w in weights[1:]]
+    return None if all(w == weights[0] for w in weights) else weights
+
+
+def loss_coefficients(weights: list[float]) -> tuple[float, ...]:
+    """The weights divided by their sum: ``Σ c_k · L_k`` is the weighted mean of the head losses."""
+    total = sum(weights)
+    return tuple(w / total for w in weights)
 
 
 def _ends(reports: list[Report]) -> bool:

@@ -8,9 +8,18 @@ token at a time, sending tokens to the GUI in batches (at most ~30 a second).
 Stop is a flag checked before every token, so it ends a stream within one.
 
 Each generated token keeps its probability and the model's top-5 guesses:
-"Colour by probability" shades the output, and hovering a token shows them.
+"Colour" shades the output "by probability", and hovering a token shows them.
 "Compare" runs the same prompt, settings and seed on a second checkpoint,
 side by side; "Save…" writes the text (both outputs when comparing).
+
+Speculative decoding: a model trained with ``shift = K >= 2`` has K heads, and
+heads 2..K draft the next tokens for head 1 to verify (the same text when
+greedy, the same distribution when sampling, in fewer passes). The
+"Speculative" box is on for such a model and disabled, saying why, for a
+1-head one (K comes from the run's config; a Hugging Face folder has 1 head).
+While it streams the status line shows tokens/s and the mean accepted drafts
+per pass; when comparing, each side shows its own above its output. The
+colouring "by accepted drafts" marks the tokens that came from accepted drafts.
 
 Which weights: :class:`~shiftstudio.gui.widgets.weights_picker.WeightsPicker`
 ("EMA weights" only where the checkpoint has them), a run's checkpoints or a
@@ -29,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Self
 
-from PySide6.QtCore import QThread, Qt
+from PySide6.QtCore import QEvent, QThread, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea,
@@ -39,23 +48,44 @@ from PySide6.QtWidgets import (
 from shiftstudio import paths
 from shiftstudio.core import io
 from shiftstudio.core.errors import GenerationError
-from shiftstudio.gui.generation_worker import BEST, LATEST, LIVE, GenerationWorker, Source  # noqa: F401 - (re-exported)
+from shiftstudio.gui.generation_worker import (  # noqa: F401 - (re-exported)
+    BEST, HF, LATEST, LIVE, GenerationWorker, Source,
+)
 from shiftstudio.gui.panes import Pane, PaneContext
 from shiftstudio.gui.run_controller import RunController
 from shiftstudio.gui.widgets.elided_label import ElidedLabel
 from shiftstudio.gui.widgets.prompt_history import PromptHistory
 from shiftstudio.gui.widgets.sampling_controls import SETTINGS_KEY, SamplingControls
-from shiftstudio.gui.widgets.token_output import OutputView
-from shiftstudio.gui.widgets.weights_picker import WeightsPicker
+from shiftstudio.gui.widgets.token_output import BY_DRAFTS, BY_PROBABILITY, DRAFT_LEGEND, OutputView, draft_colour, text_colour
+from shiftstudio.gui.widgets.weights_picker import HF_PREFIX, PICK_HF, WeightsPicker
 from shiftstudio.gui.widgets import named
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BEST", "LATEST", "LIVE", "NO_CHECKPOINT", "READY", "GeneratePane", "GenerationWorker", "Source", "stats_text"]
 
 HISTORY_FILE = "playground-history.json"
 READY = "Type a prompt and press Generate."
 NO_CHECKPOINT = "No checkpoint yet: train a run (or open one), or pick a Hugging Face folder, to generate from it."
 HF_FOLDERS_KEY = "generate_hf_folders"  # the Hugging Face folders sampled from, in the window's settings
+COLOURINGS = [("by probability", BY_PROBABILITY,
+               "Shade each token by how likely the model thought it (red unlikely, green likely)"),
+              ("by accepted drafts", BY_DRAFTS,
+               "Mark the tokens that came from accepted drafts of speculative decoding (blue): heads 2..K drafted "
+               "them and head 1 accepted them")]
+COLOUR_TIP = "Colour the generated tokens: by probability, or by accepted drafts (speculative decoding)"
+WHY = {"length": "reached max new tokens", "eot": "end of document", "stop": "stop text", "stopped": "stopped"}
 
+
+def stats_text(stats: dict) -> str:
+    """A stream's speed, and for speculative decoding its mean accepted drafts per pass: "42.1 tok/s · 1.8
+    accepted/pass"."""
+    text = f"{stats.get('tokens_per_s', 0.0):.1f} tok/s"
+    if stats.get("speculative"):
+        return f"{text} · {stats.get('mean_accepted_per_pass', 0.0):.1f} accepted/pass"
+    if stats.get("heads", 1) >= 2:
+        return f"{text} · speculative off"
+    return text
 
 
 # -- the pane -------------------------------------------------------------------------
@@ -80,6 +110,8 @@ class GeneratePane(Pane):
         self._worker: GenerationWorker | None = None
         self._started = 0.0
         self._counts = [0, 0]
+        self._stats: list[dict] = [{}, {}]  # the latest stats of each stream (plain data from the worker)
+        self._heads_cache: dict[Path, int] = {}  # run folder -> K of its model
         self._build()
         self.history.load()
         if settings is not None:
@@ -90,6 +122,10 @@ class GeneratePane(Pane):
             self.controls.apply_values(saved)
             if isinstance(saved, dict) and isinstance(saved.get("colour"), bool):
                 self.colour.setChecked(saved["colour"])
+            if isinstance(saved, dict) and self.colouring.findData(saved.get("colouring")) >= 0:
+                self.colouring.setCurrentIndex(self.colouring.findData(saved["colouring"]))
+        self.colouring.currentIndexChanged.connect(self._on_colouring_index_changed)
+        self._update_legend()
         self.controls.changed.connect(self._on_controls_changed)
         if runs is not None:  # what can be sampled from changes with these
             for signal in (runs.run_started, runs.checkpoint_saved, runs.run_finished, runs.run_failed, runs.state_changed):
@@ -114,7 +150,8 @@ class GeneratePane(Pane):
         self.history.setPlaceholderText("History")
         self.history.activated.connect(self._on_history_activated)
         self.controls = SamplingControls()
-        for name in ("temperature", "top_k", "top_p", "repetition", "max_tokens", "seed", "stop_text", "stop_eot"):
+        for name in ("temperature", "top_k", "top_p", "repetition", "max_tokens", "seed", "stop_text", "stop_eot",
+                     "speculative"):
             setattr(self, name, getattr(self.controls, name))  # (the pane's own names for them)
 
         self.weights = WeightsPicker()
@@ -124,6 +161,8 @@ class GeneratePane(Pane):
         self.weights.hf_folders_changed.connect(self._on_weights_hf_folders_changed)
         self.weights.problem.connect(self._on_weights_problem)
         self.source.currentIndexChanged.connect(self._on_source_index_changed)
+        self.compare_source.currentIndexChanged.connect(self._on_compare_source_index_changed)
+        self.compare.toggled.connect(self._on_compare_toggled)
 
         self.generate_button = named(QPushButton("Generate"), "generate_button", "Sample text from the model (Ctrl+Return)")
         self.generate_button.setShortcut("Ctrl+Return")
@@ -131,7 +170,17 @@ class GeneratePane(Pane):
         self.stop_button = named(QPushButton("Stop"), "generate_stop_button", "Stop generating (Esc)")
         self.stop_button.setShortcut("Esc")
         self.stop_button.setEnabled(False)
-        self.colour = named(QCheckBox("Colour by probability"), "generate_colour", "Shade each token by how likely the model thought it (red unlikely, green likely)")
+        self.colour = named(QCheckBox("Colour"), "generate_colour", COLOUR_TIP)
+        self.colouring = named(QComboBox(), "generate_colouring", COLOUR_TIP)
+        for i, (text, data, tip) in enumerate(COLOURINGS):
+            self.colouring.addItem(text, data)
+            self.colouring.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
+        self.colouring.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.colouring.setMinimumContentsLength(12)  # (cut, not widening the pane)
+        self.draft_legend = QLabel("draft")  # what an accepted draft looks like, shown with that colouring
+        self.draft_legend.setObjectName("generate_draft_legend")
+        self.draft_legend.setToolTip(f"Blue background: {DRAFT_LEGEND}")
+        self.draft_legend.setVisible(False)
         self.copy_button = named(QToolButton(), "generate_copy", "Copy the generated text to the clipboard")
         self.copy_button.setText("Copy")
         self.save_button = named(QToolButton(), "generate_save", "Save the prompt and the generated text to a text file (both outputs when comparing)")
@@ -144,12 +193,18 @@ class GeneratePane(Pane):
 
         self.output_a = OutputView("generate_output")
         self.output_b = OutputView("generate_output_compare")
-        self.title_a = QLabel("Output")
-        self.title_b = QLabel("Compare")
-        self.output_a_box = self._titled(self.title_a, self.output_a)
-        self.output_b_box = self._titled(self.title_b, self.output_b)
+        self.title_a = ElidedLabel("Output")  # (cut with "…" when narrow, never misleadingly clipped)
+        self.title_b = ElidedLabel("Compare")
+        self.stats_a = ElidedLabel("")  # each side's tok/s and accepted drafts per pass, when comparing
+        self.stats_b = ElidedLabel("")
+        for label, name in ((self.stats_a, "generate_stats"), (self.stats_b, "generate_stats_compare")):
+            label.setObjectName(name)
+            label.setAlignment(Qt.AlignmentFlag.AlignRight)
+        self.output_a_box = self._titled(self.title_a, self.stats_a, self.output_a)
+        self.output_b_box = self._titled(self.title_b, self.stats_b, self.output_b)
         self.output_b_box.setVisible(False)
         self.title_a.setVisible(False)  # titles only tell the two outputs apart when comparing
+        self.stats_a.setVisible(False)  # (the status line has them when not comparing)
         self.status = ElidedLabel(READY)
         self.status.setObjectName("generate_status")
 
@@ -175,7 +230,12 @@ class GeneratePane(Pane):
         side_layout.setContentsMargins(0, 0, 4, 0)
         side_layout.addWidget(self.weights)
         side_layout.addWidget(self.controls)
-        side_layout.addWidget(self.colour)
+        colour_row = QHBoxLayout()
+        colour_row.setSpacing(4)
+        colour_row.addWidget(self.colour)
+        colour_row.addWidget(self.colouring, 1)
+        colour_row.addWidget(self.draft_legend)
+        side_layout.addLayout(colour_row)
         side_layout.addStretch(1)
         self.side_scroll = QScrollArea()  # never taller than the dock: the controls scroll in a very short one
         self.side_scroll.setObjectName("generate_controls_scroll")
@@ -191,13 +251,21 @@ class GeneratePane(Pane):
         root.addWidget(self.side_scroll)
 
     @staticmethod
-    def _titled(title: QLabel, view: QWidget) -> QWidget:
+    def _titled(title: QLabel, stats: QLabel, view: QWidget) -> QWidget:
         box = QWidget()
         layout = QVBoxLayout(box)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        layout.addWidget(title)
+        title.setMinimumWidth(80)
+        # the stats get their whole text where there is room, and are cut (never widening the pane) where not
+        stats.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        stats.setMinimumWidth(1)
+        header = QHBoxLayout()
+        header.setSpacing(6)
+        header.addWidget(title, 1)
+        header.addWidget(stats)
+        layout.addLayout(header)
         layout.addWidget(view, 1)
         return box
 
@@ -206,11 +274,13 @@ class GeneratePane(Pane):
 
     def _remember(self) -> None:
         if self.app_settings is not None:  # written to disk with the window's other settings
-            self.app_settings.set(SETTINGS_KEY, {**self.controls.values(), "colour": self.colour.isChecked()})
+            self.app_settings.set(SETTINGS_KEY, {**self.controls.values(), "colour": self.colour.isChecked(),
+                                                 "colouring": self.colouring.currentData()})
 
     # -- sources ---------------------------------------------------------------------
     def set_run(self, run_dir: str | Path | None) -> None:
         self.run_dir = Path(run_dir) if run_dir else None
+        self._heads_cache.clear()
         self._refresh_sources()
 
     def _on_runs_sources_changed(self, *_args: Any) -> None:
@@ -233,6 +303,47 @@ class GeneratePane(Pane):
     def _on_weights_compare_toggled(self, on: bool) -> None:
         self.output_b_box.setVisible(on)
         self.title_a.setVisible(on)
+        self.stats_a.setVisible(on)
+
+    # -- how many heads the chosen model has (speculative decoding needs K >= 2) -------------
+    def source_heads(self, data: Any) -> int:
+        """K of the model behind a source combo's item: the run's ``shift`` for its checkpoints and live
+        weights, 1 for a Hugging Face folder; 0 for no model (nothing chosen, "Hugging Face folder…")."""
+        if not isinstance(data, str) or data == PICK_HF:
+            return 0
+        if data.startswith(HF_PREFIX) or data == HF:
+            return 1
+        if self.run_dir is None:
+            return 0
+        heads = self._heads_cache.get(self.run_dir)
+        if heads is None:
+            from shiftstudio.core.errors import ShiftStudioError
+            from shiftstudio.core.runs.folder import load_run_config
+
+            try:
+                heads = int(load_run_config(self.run_dir).model.shift)
+            except (OSError, ValueError, ShiftStudioError) as exc:
+                log.debug("no model shift for %s: %s", self.run_dir, exc)
+                return 0  # unknown: the worker decides from the loaded model
+            self._heads_cache[self.run_dir] = heads
+        return heads
+
+    def _update_speculative(self) -> None:
+        """Offer speculative decoding when a chosen model (or the compared one) has K >= 2 heads; each stream
+        only decodes speculatively where its own model can."""
+        chosen = [self.source_heads(self.source.currentData())]
+        if self.compare.isChecked():
+            chosen.append(self.source_heads(self.compare_source.currentData()))
+        known = [k for k in chosen if k > 0]
+        self.controls.set_heads(max(known) if known else 2)  # nothing known yet: leave it offered
+
+    def _on_compare_source_index_changed(self, _index: int) -> None:
+        if not self.running:
+            self._update_speculative()
+
+    def _on_compare_toggled(self, _on: bool) -> None:
+        if not self.running:
+            self._update_speculative()
 
     def _on_weights_hf_folders_changed(self, folders: list) -> None:
         if self.app_settings is not None:  # written to disk with the window's other settings
@@ -256,6 +367,7 @@ class GeneratePane(Pane):
         return self._thread is not None
 
     def _update_buttons(self) -> None:
+        self._update_speculative()
         has_source = self.weights.has_source()
         self.generate_button.setEnabled(has_source and not self.running)
         self.stop_button.setEnabled(self.running)
@@ -288,11 +400,15 @@ class GeneratePane(Pane):
         self.title_b.setText(f"Compare · {sources[1].label}" if len(sources) > 1 else "Compare")
         for view in (self.output_a, self.output_b):
             view.colour = self.colour.isChecked()
+            view.colouring = self.colouring.currentData()
             view.clear_tokens(prompt)
+        for label in (self.stats_a, self.stats_b):
+            label.setText("")
         self._counts = [0, 0]
+        self._stats = [{}, {}]
         self._started = time.perf_counter()
         snapshot = self._live_provider() if any(s.checkpoint == LIVE for s in sources) else None
-        worker = GenerationWorker(sources, prompt, settings, snapshot)
+        worker = GenerationWorker(sources, prompt, settings, snapshot, speculative=self.controls.speculative_on())
         thread = QThread(self)
         thread.setObjectName("generation_thread")
         worker.moveToThread(thread)
@@ -320,6 +436,11 @@ class GeneratePane(Pane):
         self.stop()
         return self._thread.wait(ms)
 
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._update_legend()  # the theme changed: the chip in the new theme's draft colour
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt naming
         self.shutdown()
         super().closeEvent(event)
@@ -329,17 +450,40 @@ class GeneratePane(Pane):
         (self.title_a if index == 0 else self.title_b).setText(("Output · " if index == 0 else "Compare · ") + what)
         self._message(f"Generating from {what} …")
 
-    def _on_worker_tokens(self, index: int, batch: list) -> None:
+    def _on_worker_tokens(self, index: int, batch: list, stats: dict | None = None) -> None:
         (self.output_a if index == 0 else self.output_b).append_tokens(batch)
         self._counts[index] += len(batch)
-        seconds = max(time.perf_counter() - self._started, 1e-6)
-        self._message(f"{self._counts[0]} tokens · {self._counts[0] / seconds:.1f} tokens/s")
-
-    def _on_worker_finished(self, index: int, reason: str, count: int, seconds: float) -> None:
+        if stats is None:  # (a worker without stats: the pane's own clock)
+            seconds = max(time.perf_counter() - self._started, 1e-6)
+            stats = {"tokens": self._counts[index], "tokens_per_s": self._counts[index] / seconds}
+        self._show_stats(index, stats)
         if index == 0:
-            why = {"length": "reached max new tokens", "eot": "end of document", "stop": "stop text",
-                   "stopped": "stopped"}.get(reason, reason)
-            self._message(f"{count} tokens in {seconds:.1f} s · {count / max(seconds, 1e-6):.1f} tokens/s · {why}")
+            self._message(f"{self._counts[0]} tokens · {stats_text(stats)}")
+
+    def _on_worker_finished(self, index: int, reason: str, count: int, seconds: float, stats: dict | None = None) -> None:
+        if stats is None:
+            stats = {"tokens": count, "tokens_per_s": count / max(seconds, 1e-6)}
+        self._show_stats(index, stats)
+        if index == 0:
+            why = WHY.get(reason, reason)
+            self._message(f"{count} tokens in {seconds:.1f} s · {stats_text(stats)} · {why}")
+
+    def _show_stats(self, index: int, stats: dict) -> None:
+        """Keep a stream's stats and show them above its output (seen when comparing)."""
+        self._stats[index] = dict(stats)
+        label = self.stats_a if index == 0 else self.stats_b
+        label.setText(stats_text(stats))
+        tip = f"{stats.get('tokens', 0)} tokens · {stats_text(stats)}"
+        if stats.get("speculative") and stats.get("passes"):
+            histogram = " ".join(f"{n}:{c}" for n, c in enumerate(stats.get("histogram", [])))
+            tip += (f"\n{stats['passes']} passes, {stats.get('accepted', 0)} drafts accepted"
+                    f"\npasses by drafts accepted: {histogram}")
+        label.setToolTip(tip)
+
+    def stream_stats(self, index: int = 0) -> dict:
+        """The latest stats of stream ``index`` (tokens, tokens_per_s, speculative, passes, accepted,
+        mean_accepted_per_pass, histogram); empty before any token."""
+        return dict(self._stats[index])
 
     def _on_worker_failed(self, message: str) -> None:
         self._message(message, error=True)
@@ -360,10 +504,32 @@ class GeneratePane(Pane):
 
     def _on_colour_toggled(self, on: bool) -> None:
         self._remember()
+        self._update_legend()
         for view in (self.output_a, self.output_b):
             view.colour = on
             if view.tokens:
                 view.recolour()  # re-shade (or un-shade) the tokens already shown
+
+    def _on_colouring_index_changed(self, _index: int) -> None:
+        for view in (self.output_a, self.output_b):
+            view.colouring = self.colouring.currentData()
+        if not self.colour.isChecked():
+            self.colour.setChecked(True)  # picking a colouring means wanting to see it (recolours, remembers)
+            return
+        self._remember()
+        self._update_legend()
+        for view in (self.output_a, self.output_b):
+            if view.tokens:
+                view.recolour()
+
+    def _update_legend(self) -> None:
+        """The "draft" chip beside the colouring, in the colour of an accepted draft, while that colouring is on."""
+        show = self.colour.isChecked() and self.colouring.currentData() == BY_DRAFTS
+        if show:
+            dark = self.output_a.palette().base().color().lightness() < 128
+            self.draft_legend.setStyleSheet(f"background: {draft_colour(dark).name()}; color: {text_colour(dark).name()};"
+                                            " padding: 0 3px; border-radius: 2px;")
+        self.draft_legend.setVisible(show)
 
     def _on_generate_button_clicked(self) -> None:
         self.generate()
@@ -381,7 +547,7 @@ class GeneratePane(Pane):
     def output_text(self, index: int = 0) -> str:
         """The generated text only (without the prompt)."""
         view = self.output_a if index == 0 else self.output_b
-        return "".join(t for t, _, _ in view.tokens)
+        return "".join(t[0] for t in view.tokens)
 
     def saved_text(self) -> str:
         """What Save writes: the prompt and the output; with Compare on, both outputs under their titles."""

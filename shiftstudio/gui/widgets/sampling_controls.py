@@ -1,9 +1,15 @@
-"""The playground's sampling controls: temperature, top-k, top-p, repetition penalty, max tokens, seed, stop text.
+"""The playground's sampling controls: temperature, top-k, top-p, repetition penalty, max tokens, seed, stop text,
+speculative decoding.
 
 A compact two-column grid (it has to fit a dock a few hundred pixels tall).
 :meth:`SamplingControls.sampling_settings` turns the values into the core's
 ``SamplingSettings``; :meth:`values` / :meth:`apply_values` are what the window
 remembers between starts (a plain dict, in ``gui.settings.Settings``).
+
+"Speculative decoding" (heads 2..K draft, head 1 verifies: the same text, fewer
+passes) depends on the model: :meth:`SamplingControls.set_heads` enables it for
+a model with K >= 2 heads and disables it, saying why, for K = 1. The choice
+the user made is kept while it is disabled and comes back with a K >= 2 model.
 """
 
 from __future__ import annotations
@@ -17,6 +23,13 @@ from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QGridLayout, QLabel, QL
 from shiftstudio.gui.widgets import named
 
 SETTINGS_KEY = "playground"  # the key of the remembered values in gui.settings.Settings
+SPECULATIVE_TIP = ("Self-speculative decoding: heads 2..K draft the next tokens and head 1 verifies them in one pass. "
+                   "The same text (greedy) or the same distribution (sampling), in fewer passes")
+
+
+def one_head_reason(heads: int = 1) -> str:
+    """Why speculative decoding is off for a model with ``heads`` (< 2) heads, in one line."""
+    return f"this model has {heads} head{'s' if heads != 1 else ''}: speculative decoding needs shift ≥ 2"
 
 
 class SamplingControls(QWidget):
@@ -57,6 +70,10 @@ class SamplingControls(QWidget):
         self.stop_eot = named(QCheckBox("Stop at end of document", self), "generate_stop_eot",
                                "End the text when the model writes <|endoftext|>")
         self.stop_eot.setChecked(True)
+        self.speculative = named(QCheckBox("Speculative", self), "generate_speculative", SPECULATIVE_TIP)
+        self.speculative.setChecked(True)
+        self._speculative_wanted = True  # the user's choice, kept while a 1-head model disables the box
+        self.heads = 2  # of the chosen model (set_heads); the box is enabled until told otherwise
 
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
@@ -75,7 +92,8 @@ class SamplingControls(QWidget):
         stop_label.setToolTip(self.stop_text.toolTip())
         grid.addWidget(stop_label, 3, 0)
         grid.addWidget(self.stop_text, 3, 1, 1, 3)
-        grid.addWidget(self.stop_eot, 4, 0, 1, 4)
+        grid.addWidget(self.stop_eot, 4, 0, 1, 3)  # (one row for both: the side panel stays as short as it was)
+        grid.addWidget(self.speculative, 4, 3)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
 
@@ -83,6 +101,30 @@ class SamplingControls(QWidget):
             spin.valueChanged.connect(self._on_control_changed)
         self.stop_text.textChanged.connect(self._on_control_changed)
         self.stop_eot.toggled.connect(self._on_control_changed)
+        self.speculative.toggled.connect(self._on_speculative_toggled)
+
+    def _on_speculative_toggled(self, on: bool) -> None:
+        if self.speculative.isEnabled():  # a user's choice, not the box being switched off for a 1-head model
+            self._speculative_wanted = on
+        self.changed.emit()
+
+    # -- speculative decoding ---------------------------------------------------------------
+    def set_heads(self, heads: int) -> None:
+        """The chosen model has ``heads`` (K) heads: speculative decoding is offered for K >= 2 (on unless the
+        user turned it off); for K = 1 the box is off and disabled, its tooltip saying why."""
+        self.heads = heads
+        if heads >= 2:
+            self.speculative.setEnabled(True)
+            self.speculative.setChecked(self._speculative_wanted)
+            self.speculative.setToolTip(f"{SPECULATIVE_TIP} (this model has {heads} heads)")
+        else:
+            self.speculative.setEnabled(False)  # first: unchecking a disabled box keeps the user's choice
+            self.speculative.setChecked(False)
+            self.speculative.setToolTip(f"Not available: {one_head_reason(heads)}")
+
+    def speculative_on(self) -> bool:
+        """Whether to decode speculatively (the box is checked and the model has K >= 2 heads)."""
+        return self.speculative.isEnabled() and self.speculative.isChecked()
 
     def _on_control_changed(self, *_args: Any) -> None:
         self.changed.emit()
@@ -105,6 +147,7 @@ class SamplingControls(QWidget):
             "temperature": self.temperature.value(), "top_k": self.top_k.value(), "top_p": self.top_p.value(),
             "repetition_penalty": self.repetition.value(), "max_new_tokens": self.max_tokens.value(),
             "seed": self.seed.value(), "stop": self.stop_text.text(), "stop_at_eot": self.stop_eot.isChecked(),
+            "speculative": self._speculative_wanted,
         }
 
     def apply_values(self, saved: Any) -> None:
@@ -122,3 +165,7 @@ class SamplingControls(QWidget):
             self.stop_text.setText(saved["stop"])
         if isinstance(saved.get("stop_at_eot"), bool):
             self.stop_eot.setChecked(saved["stop_at_eot"])
+        if isinstance(saved.get("speculative"), bool):
+            self._speculative_wanted = saved["speculative"]
+            if self.speculative.isEnabled():
+                self.speculative.setChecked(saved["speculative"])

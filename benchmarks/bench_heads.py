@@ -1,0 +1,208 @@
+"""Do the shift heads pay? Head-1 quality, draft acceptance and speculative speed, per K and head kind.
+
+    python benchmarks/bench_heads.py                     # 2000 steps per model: ~15-20 minutes on 2 cores
+    python benchmarks/bench_heads.py --steps 500 --configs 1:residual,4:residual
+    python benchmarks/bench_heads.py --workdir /tmp/heads --reuse   # measure runs trained before
+
+For each configuration ``K:kind`` it trains the shipped ``cpu-tiny`` shape on
+tiny shakespeare through the real CLI (``shiftstudio train --preset cpu-tiny
+--shift K --head_kind kind``), then on the best checkpoint measures:
+
+- **head-1 validation loss** (next-token prediction; ``K = 1`` is the reference);
+- **acceptance**: mean drafts accepted per verifying pass of self-speculative
+  greedy decoding;
+- **greedy tokens/s, speculative vs plain**, on the same weights, alternating
+  rounds, and whether both wrote exactly the same tokens.
+
+Then the first ``K >= 2`` model is exported to the Hugging Face layout and
+``transformers``' ``model.generate`` (greedy) is timed on the same prompt
+against ours: the figure a user would quote. Generation stays inside the
+model's context (``block_size`` 64) there, since the two slide windows
+differently beyond it; so that figure is over many short generations.
+
+Writes ``benchmarks/results/heads.json``. Not part of ``run.py --quick``
+(training is the point, and it takes minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROMPT = "ROMEO:\n"
+
+
+def train(workdir: Path, k: int, kind: str, steps: int, threads: int, reuse: bool) -> Path:
+    run = workdir / f"k{k}-{kind}"
+    if reuse and (run / "run.json").is_file():
+        from shiftstudio.core.runs.folder import run_summary
+
+        if run_summary(run)["steps"] >= steps:
+            return run
+        import shutil
+
+        shutil.rmtree(run)  # an unfinished run: train it again from the start
+    args = [sys.executable, "-m", "shiftstudio", "train", "--preset", "cpu-tiny", "--shift", str(k),
+            "--max_iters", str(steps), "--lr_decay_iters", str(steps), "--eval_interval", str(max(steps // 8, 1)),
+            "--out", str(run), "--device", "cpu", "--num_threads", str(threads)]
+    if kind != "residual":
+        args += ["--head_kind", kind]
+    env = {**os.environ, "SHIFTSTUDIO_HOME": str(workdir / "home")}
+    started = time.perf_counter()
+    done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"training k{k}-{kind} failed:\n{done.stderr[-2000:]}")
+    print(f"  trained k{k}-{kind} in {time.perf_counter() - started:.0f} s", flush=True)
+    return run
+
+
+def greedy(model, tokenizer, n: int, speculative: bool):
+    from shiftstudio.core.generate.filters import SamplingSettings
+    from shiftstudio.core.generate.generation import Generation
+
+    settings = SamplingSettings(max_new_tokens=n, temperature=0, stop_at_eot=False, seed=0)
+    gen = Generation(model, tokenizer, PROMPT, settings, speculative=speculative)
+    start = time.perf_counter()
+    ids = [t.id for t in gen]
+    return time.perf_counter() - start, ids, gen
+
+
+def measure(run: Path, n: int, rounds: int) -> dict:
+    from shiftstudio.core.runs.folder import run_summary
+    from shiftstudio.core.runs.loading import load_model
+
+    summary = run_summary(run)
+    model, tokenizer, _ = load_model(run, "best")
+    K = model.config.shift
+    plain_s, spec_s, same, accepted = [], [], True, None
+    for _ in range(rounds):
+        t, plain_ids, _ = greedy(model, tokenizer, n, False)
+        plain_s.append(t)
+        if K >= 2:
+            t, spec_ids, gen = greedy(model, tokenizer, n, True)
+            spec_s.append(t)
+            same = same and spec_ids == plain_ids
+            accepted = gen.mean_accepted_per_pass
+    plain, spec = min(plain_s), (min(spec_s) if spec_s else None)
+    return {
+        "K": K, "head_kind": getattr(model.config, "head_kind", "residual"), "params": model.num_params(),
+        "head1_val_loss": summary["best_val_loss"], "plain_tokens_per_s": n / plain,
+        "speculative_tokens_per_s": n / spec if spec else None, "speedup": plain / spec if spec else None,
+        "mean_accepted_per_pass": accepted, "same_tokens": same, "run": str(run),
+    }
+
+
+def versus_transformers(run: Path, rounds: int, repeats: int) -> dict:
+    """Ours (speculative greedy) against transformers' greedy ``generate`` on the exported weights, inside the
+    context: ``repeats`` generations of (block_size - prompt) tokens each."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from shiftstudio.core.model.hf_export import export_hf
+    from shiftstudio.core.runs.loading import load_model
+
+    hf_logging.set_verbosity_error()
+    model, tokenizer, _ = load_model(run, "best")
+    folder = Path(tempfile.mkdtemp(prefix="heads-export-")) / "hf"
+    export_hf(model, tokenizer, folder)
+    theirs = AutoModelForCausalLM.from_pretrained(folder).eval()
+    # No stop at <|endoftext|>, and no suppressing it either (min_new_tokens would): plain greedy, as ours runs.
+    theirs.generation_config.eos_token_id = None
+    prompt_ids = tokenizer.encode(PROMPT)
+    n = model.config.block_size - len(prompt_ids)
+    x = torch.tensor([prompt_ids])
+
+    def run_theirs() -> tuple[float, list[int]]:
+        start = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(repeats):
+                out = theirs.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False,
+                                     pad_token_id=tokenizer.eot_id)  # the prompt's ids are never padding
+        return time.perf_counter() - start, out[0, len(prompt_ids):].tolist()
+
+    def run_ours(speculative: bool) -> tuple[float, list[int]]:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            _, ids, _ = greedy(model, tokenizer, n, speculative)
+        return time.perf_counter() - start, ids
+
+    best = {"transformers": 1e9, "ours plain": 1e9, "ours speculative": 1e9}
+    texts = {}
+    for _ in range(rounds):
+        for name, fn in (("transformers", run_theirs), ("ours plain", lambda: run_ours(False)),
+                         ("ours speculative", lambda: run_ours(True))):
+            t, ids = fn()
+            best[name] = min(best[name], t)
+            texts[name] = ids
+    tokens = n * repeats
+    return {
+        "tokens": tokens, "tokens_per_generation": n,
+        **{f"{k} tokens_per_s": tokens / v for k, v in best.items()},
+        "ours speculative vs transformers": best["transformers"] / best["ours speculative"],
+        "same_tokens_as_transformers": texts["transformers"] == texts["ours speculative"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--configs", default="1:residual,2:residual,4:residual,4:linear,4:block",
+                    help="comma-separated K:head_kind")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--reuse", action="store_true", help="measure runs already in --workdir instead of training")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-only", action="store_true", help="train (or keep) the runs, measure nothing")
+    ap.add_argument("--tokens", type=int, default=500, help="greedy tokens per timed generation")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "heads.json")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-heads-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    configs = [(int(k), kind) for k, kind in (c.split(":") for c in args.configs.split(","))]
+    print(f"training {len(configs)} model(s) of the cpu-tiny shape for {args.steps} steps in {workdir}", flush=True)
+    runs = [train(workdir, k, kind, args.steps, args.threads, args.reuse) for k, kind in configs]
+    if args.train_only:
+        return 0
+    rows = [measure(run, args.tokens, args.rounds) for run in runs]
+    reference = next((r["head1_val_loss"] for r in rows if r["K"] == 1), None)
+    print(f"\n{'model':<14}{'params':>9}{'head-1 val':>12}{'vs K=1':>9}{'accepted/pass':>15}"
+          f"{'plain tok/s':>13}{'spec tok/s':>12}{'speed-up':>10}  same")
+    for r in rows:
+        delta = f"{r['head1_val_loss'] - reference:+.3f}" if reference is not None else "–"
+        acc = f"{r['mean_accepted_per_pass']:.2f}" if r["mean_accepted_per_pass"] is not None else "–"
+        spec = f"{r['speculative_tokens_per_s']:.0f}" if r["speculative_tokens_per_s"] else "–"
+        speed = f"{r['speedup']:.2f}x" if r["speedup"] else "–"
+        print(f"{'K=%d %s' % (r['K'], r['head_kind']):<14}{r['params']:>9,}{r['head1_val_loss']:>12.4f}{delta:>9}{acc:>15}"
+              f"{r['plain_tokens_per_s']:>13.0f}{spec:>12}{speed:>10}  {r['same_tokens']}")
+    peer = None
+    first_multi = next((run for run, r in zip(runs, rows) if r["K"] >= 2), None)
+    if first_multi is not None:
+        peer = versus_transformers(first_multi, args.rounds, repeats=8)
+        print(f"\nexported {first_multi.name} to the Hugging Face layout; greedy, {peer['tokens_per_generation']} tokens a "
+              f"generation inside the context, {peer['tokens']} tokens in all:")
+        for key in ("transformers tokens_per_s", "ours plain tokens_per_s", "ours speculative tokens_per_s"):
+            print(f"  {key.replace(' tokens_per_s', ''):<18} {peer[key]:8.0f} tokens/s")
+        print(f"  ours speculative / transformers: {peer['ours speculative vs transformers']:.2f}x "
+              f"(same tokens: {peer['same_tokens_as_transformers']})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"steps": args.steps, "rows": rows, "transformers": peer,
+                                    "threads": args.threads}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
