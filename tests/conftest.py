@@ -79,6 +79,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def make_tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """Builds runs like :func:`tiny_run` with other settings: ``make_tiny_run(name, shift=4, max_iters=30)``."""
+    return lambda name, **overrides: _trained_tiny_run(tmp_path_factory.mktemp(name), **overrides)
+
+
+@pytest.fixture(scope="session")
 def tiny_k2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """As :func:`tiny_run`, with shift = 2 (two heads)."""
     return _trained_tiny_run(tmp_path_factory.mktemp("tiny-k2-run"), shift=2)

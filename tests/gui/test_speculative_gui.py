@@ -5,7 +5,6 @@ exactly the tokens the core says came from drafts."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -20,31 +19,10 @@ ONE_HEAD = "this model has 1 head: speculative decoding needs shift ≥ 2"
 
 
 @pytest.fixture(scope="module")
-def spec_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def spec_run(make_tiny_run) -> Path:
     """A run with ``shift = 4`` (four heads), trained 30 steps on 20 KB of shakespeare; checkpoints at 15, 30."""
-    from shiftstudio.config import RunConfig
-    from shiftstudio.core.runs.folder import prepare_and_create
-    from shiftstudio.core.train.trainer import Trainer
-    from tests.conftest import SHARED_DATA, TINY_RUN_SETTINGS
-
-    base = tmp_path_factory.mktemp("spec-run")
-    corpus = base / "corpus.txt"
-    corpus.write_text((SHARED_DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000], encoding="utf-8")
-    old = os.environ.get("SHIFTSTUDIO_HOME")
-    os.environ["SHIFTSTUDIO_HOME"] = str(base / "home")
-    try:
-        config = RunConfig().updated({
-            "corpus": [str(corpus)], **TINY_RUN_SETTINGS, "shift": 4, "n_embd": 32, "block_size": 24,
-            "max_iters": 30, "lr_decay_iters": 30, "eval_interval": 15, "learning_rate": 3e-3,
-        })
-        run_dir = prepare_and_create(config, out_dir=base / "run")
-        assert type(list(Trainer(run_dir).run())[-1]).__name__ == "FinishedReport"
-    finally:
-        if old is None:
-            os.environ.pop("SHIFTSTUDIO_HOME", None)
-        else:
-            os.environ["SHIFTSTUDIO_HOME"] = old
-    return run_dir
+    return make_tiny_run("spec-run", shift=4, n_embd=32, block_size=24, max_iters=30, lr_decay_iters=30,
+                         eval_interval=15, learning_rate=3e-3)
 
 
 @pytest.fixture
