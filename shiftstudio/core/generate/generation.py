@@ -26,9 +26,7 @@ import torch
 from shiftstudio.core.data.tokenizer import TextTokenizer
 from shiftstudio.core.errors import GenerationError
 from shiftstudio.core.generate.decoder import Decoder, uncached_forward
-from shiftstudio.core.generate.filters import (
-    SamplingSettings, apply_repetition_penalty, apply_temperature, pick, top_k_filter, top_p_filter,
-)
+from shiftstudio.core.generate.filters import SamplingSettings, filter_rows, pick
 from shiftstudio.core.generate.speculative import SpeculativeStats, speculative_tokens
 from shiftstudio.core.model.gpt import GPT
 
@@ -256,34 +254,17 @@ class Generation:
                 logits = logits.float()  # (V,)
                 probs = torch.softmax(logits, dim=-1)
                 top_p, top_i = torch.topk(probs, min(TOP_ALTERNATIVES, probs.numel()))
-                filtered = logits
-                if s.repetition_penalty != 1.0:
-                    filtered = apply_repetition_penalty(logits, seen.nonzero().squeeze(1), s.repetition_penalty)
-                if unk is not None:
-                    filtered = filtered.index_fill(0, unk, float("-inf"))  # <unk> stands for no text: never write it
-                if s.temperature > 0:
-                    filtered = top_p_filter(top_k_filter(apply_temperature(filtered, s.temperature), s.top_k), s.top_p)
+                # penalty, <unk> never written (it stands for no text), temperature, top-k, top-p: one chain
+                filtered = filter_rows(logits[None], s, seen[None] if s.repetition_penalty != 1.0 else None, unk)[0]
                 token_id = pick(filtered, s.temperature, generator)
-                self.n_generated = index + 1
-                top = [(int(i), self.tokenizer.token_text(int(i)), float(p)) for p, i in zip(top_p.tolist(), top_i.tolist())]
-                if s.stop_at_eot and token_id == self.tokenizer.eot_id:
-                    # The end of the document: the token carries only text that was held back.
-                    self.finish_reason = "eot"
-                    yield Token(index, token_id, self.stream.flush(), float(probs[token_id]), top)
-                    return
+                token, done = self._emit(index, token_id, probs, list(zip(top_i.tolist(), top_p.tolist())), False)
                 ids.append(token_id)
                 fresh = [token_id]
                 seen[token_id] = True
-                text = self.stream.push(token_id)
-                if index == s.max_new_tokens - 1 and not self.stream.stopped:
-                    text += self.stream.flush()
-                yield Token(index, token_id, text, float(probs[token_id]), top)
-                if self.stream.stopped:
-                    self.finish_reason = "stop"
+                yield token
+                if done:
                     return
-            else:
-                self.finish_reason = "length"
-                return
+            self.finish_reason = "length"  # no token asked for (max_new_tokens 0)
         finally:
             model.train(was_training)
 

@@ -43,7 +43,7 @@ from typing import Iterator, Sequence
 import torch
 
 from shiftstudio.core.generate.decoder import Decoder
-from shiftstudio.core.generate.filters import SamplingSettings, filter_rows
+from shiftstudio.core.generate.filters import SamplingSettings, filter_rows, pick
 from shiftstudio.core.model.gpt import GPT
 
 TOP_ALTERNATIVES = 5
@@ -159,10 +159,7 @@ def speculative_tokens(
     stats.record(0)
     raw = decoder.head1_logits(x_last).float()  # (1, V)
     filtered = filter_rows(raw, s, seen[None] if penalty else None, unk)
-    if greedy:
-        token = int(torch.argmax(filtered[0]))
-    else:
-        token = int(torch.multinomial(torch.softmax(filtered[0], dim=-1).cpu(), 1, generator=generator))
+    token = pick(filtered[0], s.temperature, generator)  # as plain decoding picks
     probs = torch.softmax(raw, dim=-1)
     commit(token)
     remaining -= 1
