@@ -41,8 +41,28 @@ sys.path.insert(0, str(ROOT))
 PROMPT = "ROMEO:\n"
 
 
-def train(workdir: Path, k: int, kind: str, steps: int, threads: int, reuse: bool) -> Path:
-    run = workdir / f"k{k}-{kind}"
+def parse_config(text: str) -> tuple[int, str, str, str]:
+    """``K:kind[:w1/w2/..[:schedule]]`` -> (K, head_kind, shift_weights, shift_weight_schedule)."""
+    parts = text.split(":")
+    if not 2 <= len(parts) <= 4:
+        raise SystemExit(f"--configs: expected K:kind[:weights[:schedule]], got {text!r}")
+    weights = parts[2].replace("/", ",") if len(parts) > 2 else ""
+    schedule = parts[3] if len(parts) > 3 else "constant"
+    return int(parts[0]), parts[1], weights, schedule
+
+
+def run_name(k: int, kind: str, weights: str, schedule: str) -> str:
+    name = f"k{k}-{kind}"
+    if weights:
+        name += "-w" + weights.replace(",", "_")
+    if schedule != "constant":
+        name += "-" + schedule
+    return name
+
+
+def train(workdir: Path, k: int, kind: str, steps: int, threads: int, reuse: bool, weights: str = "",
+          schedule: str = "constant") -> Path:
+    run = workdir / run_name(k, kind, weights, schedule)
     if reuse and (run / "run.json").is_file():
         from shiftstudio.core.runs.folder import run_summary
 
@@ -56,49 +76,68 @@ def train(workdir: Path, k: int, kind: str, steps: int, threads: int, reuse: boo
             "--out", str(run), "--device", "cpu", "--num_threads", str(threads)]
     if kind != "residual":
         args += ["--head_kind", kind]
+    if weights:
+        args += ["--shift_weights", weights]
+    if schedule != "constant":
+        args += ["--shift_weight_schedule", schedule]
     env = {**os.environ, "SHIFTSTUDIO_HOME": str(workdir / "home")}
     started = time.perf_counter()
     done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"training k{k}-{kind} failed:\n{done.stderr[-2000:]}")
-    print(f"  trained k{k}-{kind} in {time.perf_counter() - started:.0f} s", flush=True)
+        raise SystemExit(f"training {run.name} failed:\n{done.stderr[-2000:]}")
+    print(f"  trained {run.name} in {time.perf_counter() - started:.0f} s", flush=True)
     return run
 
 
-def greedy(model, tokenizer, n: int, speculative: bool):
+def greedy(model, tokenizer, n: int, speculative: bool, draft_tree: int = 16):
     from shiftstudio.core.generate.filters import SamplingSettings
     from shiftstudio.core.generate.generation import Generation
 
     settings = SamplingSettings(max_new_tokens=n, temperature=0, stop_at_eot=False, seed=0)
-    gen = Generation(model, tokenizer, PROMPT, settings, speculative=speculative)
+    gen = Generation(model, tokenizer, PROMPT, settings, speculative=speculative, draft_tree=draft_tree)
     start = time.perf_counter()
     ids = [t.id for t in gen]
     return time.perf_counter() - start, ids, gen
 
 
 def measure(run: Path, n: int, rounds: int) -> dict:
+    """Plain greedy, speculative with one chain of drafts (``draft_tree = 0``) and with the default tree, on the
+    same weights, alternating rounds, best of each."""
+    from shiftstudio.core.generate.speculative import DRAFT_TREE
     from shiftstudio.core.runs.folder import run_summary
     from shiftstudio.core.runs.loading import load_model
 
     summary = run_summary(run)
     model, tokenizer, _ = load_model(run, "best")
     K = model.config.shift
-    plain_s, spec_s, same, accepted = [], [], True, None
+    variants = {"plain": (False, 0)} | ({"chain": (True, 0), "tree": (True, DRAFT_TREE)} if K >= 2 else {})
+    seconds = {name: [] for name in variants}
+    accepted, same, reference = {}, True, None
     for _ in range(rounds):
-        t, plain_ids, _ = greedy(model, tokenizer, n, False)
-        plain_s.append(t)
-        if K >= 2:
-            t, spec_ids, gen = greedy(model, tokenizer, n, True)
-            spec_s.append(t)
-            same = same and spec_ids == plain_ids
-            accepted = gen.mean_accepted_per_pass
-    plain, spec = min(plain_s), (min(spec_s) if spec_s else None)
-    return {
+        for name, (speculative, tree) in variants.items():
+            t, ids, gen = greedy(model, tokenizer, n, speculative, tree)
+            seconds[name].append(t)
+            reference = reference or ids
+            same = same and ids == reference
+            if speculative:
+                accepted[name] = gen.mean_accepted_per_pass
+    best = {name: min(v) for name, v in seconds.items()}
+    row = {
         "K": K, "head_kind": getattr(model.config, "head_kind", "residual"), "params": model.num_params(),
-        "head1_val_loss": summary["best_val_loss"], "plain_tokens_per_s": n / plain,
-        "speculative_tokens_per_s": n / spec if spec else None, "speedup": plain / spec if spec else None,
-        "mean_accepted_per_pass": accepted, "same_tokens": same, "run": str(run),
+        "shift_weights": model_train_field(run, "shift_weights"), "schedule": model_train_field(run, "shift_weight_schedule"),
+        "head1_val_loss": summary["best_val_loss"], "plain_tokens_per_s": n / best["plain"], "same_tokens": same,
+        "run": str(run), "draft_tree": DRAFT_TREE,
     }
+    for name in ("chain", "tree"):
+        if name in best:
+            row[f"{name}_tokens_per_s"] = n / best[name]
+            row[f"{name}_speedup"] = best["plain"] / best[name]
+            row[f"{name}_accepted_per_pass"] = accepted[name]
+    return row
+
+
+def model_train_field(run: Path, key: str) -> str:
+    return json.loads((run / "run.json").read_text())["config"]["train"].get(key, "")
 
 
 def versus_transformers(run: Path, rounds: int, repeats: int) -> dict:
@@ -157,7 +196,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--configs", default="1:residual,2:residual,4:residual,4:linear,4:block",
-                    help="comma-separated K:head_kind")
+                    help="comma-separated K:head_kind[:weights/separated/by/slashes[:schedule]], "
+                         "e.g. 4:residual:1/0.5/0.25/0.125:linear_to_zero")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--reuse", action="store_true", help="measure runs already in --workdir instead of training")
     ap.add_argument("--threads", type=int, default=2)
@@ -171,22 +211,27 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-heads-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    configs = [(int(k), kind) for k, kind in (c.split(":") for c in args.configs.split(","))]
+    configs = [parse_config(c) for c in args.configs.split(",")]
     print(f"training {len(configs)} model(s) of the cpu-tiny shape for {args.steps} steps in {workdir}", flush=True)
-    runs = [train(workdir, k, kind, args.steps, args.threads, args.reuse) for k, kind in configs]
+    runs = [train(workdir, k, kind, args.steps, args.threads, args.reuse, w, sched) for k, kind, w, sched in configs]
     if args.train_only:
         return 0
     rows = [measure(run, args.tokens, args.rounds) for run in runs]
     reference = next((r["head1_val_loss"] for r in rows if r["K"] == 1), None)
-    print(f"\n{'model':<14}{'params':>9}{'head-1 val':>12}{'vs K=1':>9}{'accepted/pass':>15}"
-          f"{'plain tok/s':>13}{'spec tok/s':>12}{'speed-up':>10}  same")
+    print(f"\n{'model':<44}{'params':>9}{'head-1 val':>12}{'vs K=1':>9}{'plain tok/s':>13}"
+          f"{'chain: acc/pass':>17}{'speed-up':>10}{'tree: acc/pass':>17}{'speed-up':>10}  same")
     for r in rows:
         delta = f"{r['head1_val_loss'] - reference:+.3f}" if reference is not None else "–"
-        acc = f"{r['mean_accepted_per_pass']:.2f}" if r["mean_accepted_per_pass"] is not None else "–"
-        spec = f"{r['speculative_tokens_per_s']:.0f}" if r["speculative_tokens_per_s"] else "–"
-        speed = f"{r['speedup']:.2f}x" if r["speedup"] else "–"
-        print(f"{'K=%d %s' % (r['K'], r['head_kind']):<14}{r['params']:>9,}{r['head1_val_loss']:>12.4f}{delta:>9}{acc:>15}"
-              f"{r['plain_tokens_per_s']:>13.0f}{spec:>12}{speed:>10}  {r['same_tokens']}")
+        name = f"K={r['K']} {r['head_kind']}" + (f" w={r['shift_weights']}" if r["shift_weights"] else "") + (
+            f" {r['schedule']}" if r["schedule"] not in ("", "constant") else "")
+        cells = []
+        for variant in ("chain", "tree"):
+            if f"{variant}_speedup" in r:
+                cells.append(f"{r[f'{variant}_accepted_per_pass']:>17.2f}{r[f'{variant}_speedup']:>9.2f}x")
+            else:
+                cells.append(f"{'–':>17}{'–':>10}")
+        print(f"{name:<44}{r['params']:>9,}{r['head1_val_loss']:>12.4f}{delta:>9}{r['plain_tokens_per_s']:>13.0f}"
+              f"{cells[0]}{cells[1]}  {r['same_tokens']}")
     peer = None
     first_multi = next((run for run, r in zip(runs, rows) if r["K"] >= 2), None)
     if first_multi is not None:

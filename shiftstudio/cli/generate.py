@@ -11,7 +11,7 @@ COMMAND = Command(
     name="generate",
     summary="Sample text from a run's model (or a Hugging Face GPT-2 folder) and stream it to stdout as it is generated.",
     usage="generate RUN_DIR|HF_FOLDER --prompt TEXT|- [--max_new_tokens N] [--temperature T] [--top_k K] [--top_p P] "
-    "[--seed S] [--checkpoint latest|best|step-N] [--ema] [--speculative true|false] [--stats] [--compare]",
+    "[--seed S] [--checkpoint latest|best|step-N] [--ema] [--speculative true|false] [--draft_tree N] [--stats] [--compare]",
     options=[
         Option("prompt", "text to continue; '-' reads it from stdin; empty starts a new document", default="", metavar="TEXT"),
         Option("max_new_tokens", "how many tokens to sample at most", kind="int", default=200, metavar="N"),
@@ -26,6 +26,8 @@ COMMAND = Command(
         Option("device", "auto, cpu, cuda or mps", default="auto", metavar="DEV"),
         Option("speculative", "self-speculative decoding: heads 2..K draft, head 1 verifies (default: on when the "
                "model has shift >= 2 heads)", kind="bool", default=None),
+        Option("draft_tree", "greedy speculative decoding verifies a tree of this many drafted tokens per pass "
+               "(0 = one chain of top-1 drafts; sampling always verifies a chain)", kind="int", default=16, metavar="N"),
         Option("stats", "print tokens/s, the finish reason and accepted drafts per pass to stderr at the end", kind="bool",
                default=False),
         Option("compare", "also run plain decoding on the same prompt and settings and print the speed-up (and, when "
@@ -77,9 +79,10 @@ def run(name: str, argv: list[str]) -> int:
         return error("--compare times speculative against plain decoding: it needs speculative decoding on "
                      f"(a model with shift >= 2 heads; this one has {heads})", 2)
     try:
-        generation = Generation(model, tokenizer, prompt, settings, speculative=speculative)
+        generation = Generation(model, tokenizer, prompt, settings, speculative=speculative,
+                                draft_tree=values["draft_tree"])
     except GenerationError as exc:
-        return error(str(exc), 1)
+        return error(str(exc), 2 if "draft_tree" in str(exc) else 1)
 
     out = sys.stdout
     start = time.perf_counter()

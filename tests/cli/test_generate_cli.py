@@ -146,6 +146,17 @@ def test_speculative_greedy_prints_plain_greedy_text_with_stats_and_comparison(k
     assert lines[2].startswith("compare: plain ") and "speed-up" in lines[2] and lines[2].endswith("x, same text")
 
 
+def test_draft_tree_option_keeps_the_text_and_refuses_bad_sizes(k2_run: Path, capsys) -> None:
+    base = ["generate", str(k2_run), "--prompt", "ROMEO:", "--max_new_tokens=40", "--temperature=0", "--device=cpu"]
+    outs = []
+    for tree in ("0", "1", "40"):
+        assert main([*base, "--draft_tree", tree]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] == outs[2] == expected_generation(k2_run, "ROMEO:", max_new_tokens=40, temperature=0).text + "\n"
+    assert main([*base, "--draft_tree", "-3"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "draft_tree must be between 0")
+
+
 def test_speculative_sampling_is_seeded_in_the_cli(k2_run: Path, capsys) -> None:
     args = ["generate", str(k2_run), "--prompt", "ROMEO:", "--max_new_tokens=20", "--seed=3", "--device=cpu",
             "--temperature=1.0"]

@@ -141,13 +141,114 @@ def test_greedy_is_plain_greedy_on_a_trained_model_across_window_slides(trained:
 
 @pytest.mark.parametrize("shift", [2, 4])
 @pytest.mark.parametrize("pos", ["learned", "rope"])
-def test_greedy_is_plain_greedy_on_random_models(shift: int, pos: str) -> None:
+@pytest.mark.parametrize("kind", ["residual", "linear", "block"])
+def test_greedy_is_plain_greedy_on_random_models(shift: int, pos: str, kind: str) -> None:
     counts: Counter = Counter()
     for seed in range(3):
-        model = random_gpt(shift, seed, pos=pos, block_size=12)
+        model = random_gpt(shift, seed, pos=pos, block_size=12, head_kind=kind)
         for prompt in PROMPTS[:5]:
             assert_same_greedy(model, prompt, SamplingSettings(max_new_tokens=40, temperature=0, stop_at_eot=False), counts)
     assert counts["near ties"] <= 1
+
+
+@pytest.mark.parametrize("tree", [0, 1, 3, 16, 64])
+def test_every_draft_tree_size_writes_plain_greedy_text(trained: GPT, tree: int) -> None:
+    """A chain (0), a single node, a small tree, the default and one bigger than the window (block 24): all give
+    plain greedy's text, across window slides; a tree accepts more drafts per pass than the chain."""
+    counts: Counter = Counter()
+    accepted, passes = 0, 0
+    for prompt in PROMPTS[:6]:
+        settings = SamplingSettings(max_new_tokens=70, temperature=0, repetition_penalty=1.2, stop_at_eot=False)
+        plain, _ = run(trained, prompt, settings, speculative=False)
+        spec, gen = run(trained, prompt, settings, speculative=True, draft_tree=tree)
+        if spec != plain:
+            i = next(i for i, (a, b) in enumerate(zip(spec, plain)) if a != b)
+            assert plain_margin(trained, gen, plain, i) < NEAR_TIE, (tree, prompt, i)
+            counts["near ties"] += 1
+        accepted, passes = accepted + gen.accepted, passes + gen.passes
+    assert counts["near ties"] <= 1
+    rate = accepted / passes
+    chain = sum(run(trained, p, SamplingSettings(max_new_tokens=70, temperature=0, repetition_penalty=1.2,
+                                                  stop_at_eot=False), draft_tree=0)[1].accepted for p in PROMPTS[:6])
+    if tree >= 3:
+        assert accepted > chain  # the tree's alternatives are really used
+    assert rate > 0.2
+
+
+# -- the tree's parts ------------------------------------------------------------------
+
+
+def test_draft_tree_takes_the_most_probable_branches_best_first() -> None:
+    cands = [[(10, 0.6), (11, 0.3), (12, 0.1)], [(20, 0.5), (21, 0.4)], [(30, 0.9)]]
+    tokens, parents = speculative.draft_tree(cands, 6)
+    depth, score = [0], [1.0]  # per row; row 0 is the token before the drafts
+    for t, p in zip(tokens, parents):
+        assert p < len(depth)  # the parent's row comes first: a prefix of the nodes is a tree
+        depth.append(depth[p] + 1)
+        score.append(score[p] * dict(cands[depth[-1] - 1])[t])
+    # every branch's probability: 10 .6, 10-20 .3, 11 .3, 10-20-30 .27, 10-21 .24, 10-21-30 .216, 11-20 .15, ...
+    assert score[1:] == pytest.approx([0.6, 0.3, 0.3, 0.27, 0.24, 0.216])
+    assert tokens[0] == 10 and parents[0] == 0
+    assert speculative.draft_tree(cands, 0) == ([], []) and speculative.draft_tree([], 5) == ([], [])
+    everything, _ = speculative.draft_tree(cands, 100)
+    assert len(everything) == 3 + 3 * 2 + 3 * 2 * 1  # every branch once, no more
+
+
+def test_tree_masks_describe_branches() -> None:
+    depths, ancestors, branches = speculative.tree_masks([0, 0, 1, 3], torch.device("cpu"))
+    assert branches == [[0], [0, 1], [0, 2], [0, 1, 3], [0, 1, 3, 4]]
+    assert depths.tolist() == [0, 1, 1, 2, 3]
+    assert ancestors.tolist() == [[j in b for j in range(5)] for b in branches]
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+@torch.inference_mode()
+def test_a_tree_pass_gives_each_branch_what_feeding_it_alone_gives(pos: str) -> None:
+    from shiftstudio.core.generate.decoder import Decoder
+
+    model = random_gpt(2, 0, pos=pos, block_size=16)
+    prefix = TOK.encode("ROMEO: O")
+    tree_tokens = TOK.encode("xabcde")  # root x; a, b under it; c under a; d under c; e under b
+    parents = [0, 0, 1, 3, 2]
+    depths, ancestors, branches = speculative.tree_masks(parents, torch.device("cpu"))
+    dec = Decoder(model)
+    dec.forward_states(torch.tensor([prefix]))
+    x = dec.forward_states(torch.tensor([tree_tokens]), (depths, ancestors))
+    assert dec.cache.length == len(prefix) + len(tree_tokens)
+    for row, branch in enumerate(branches):
+        alone = Decoder(model)
+        y = alone.forward_states(torch.tensor([prefix + [tree_tokens[r] for r in branch]]))
+        torch.testing.assert_close(x[row], y[-1], rtol=0, atol=2e-5)
+    # keep branch x-a-c-d: its slots move together and the cache then continues as if only it had been fed
+    first = len(prefix)
+    dec.cache.keep_slots(first, [first + r for r in branches[4]])
+    assert dec.cache.length == len(prefix) + 4
+    nxt = dec.forward_states(torch.tensor([TOK.encode("f")]))
+    ref = Decoder(model).forward_states(torch.tensor([prefix + [tree_tokens[r] for r in branches[4]] + TOK.encode("f")]))
+    torch.testing.assert_close(nxt[-1], ref[-1], rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["residual", "linear", "block"])
+@pytest.mark.parametrize("bias", [False, True])
+@torch.inference_mode()
+def test_the_drafter_gives_the_heads_logits_of_the_model(kind: str, bias: bool) -> None:
+    model = random_gpt(4, 1, head_kind=kind, bias=bias, norm="rmsnorm" if bias else "layernorm")
+    for head in model.shift_heads:  # away from the initial weights, so that each head differs
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    idx = torch.tensor([TOK.encode("First Citizen")])
+    h, _ = model.trunk(idx)
+    full = model(idx).logits[0, 1:, -1, : model.vocab_size]  # heads 2..4 at the last position
+    from shiftstudio.core.generate.decoder import Decoder
+
+    drafter = speculative.Drafter(model, Decoder(model).unembedding_t)
+    assert drafter.window == (kind == "block")
+    torch.testing.assert_close(drafter.logits(h[0]), full, rtol=0, atol=1e-4)
+
+
+def test_a_bad_draft_tree_size_is_refused(trained: GPT) -> None:
+    with pytest.raises(GenerationError, match="draft_tree must be between 0"):
+        Generation(trained, TOK, "ROMEO:", SamplingSettings(max_new_tokens=3), draft_tree=-1)
 
 
 def test_tokens_say_which_came_from_drafts_and_the_stats_add_up(trained: GPT) -> None:

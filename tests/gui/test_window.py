@@ -173,6 +173,15 @@ def test_presets_and_live_figures(window, qtbot) -> None:
     assert pane.figure_labels["params"].text() == human_count(real.num_params())
     assert pane.figure_labels["non_embedding"].text() == human_count(real.num_params(non_embedding=True))
     assert pane.figure_labels["tokens_per_step"].text() == f"{12 * 40 * 1024:,}"
+    assert pane.figure_labels["heads"].text() == "none (shift = 1)"
+    pane.form.editors["shift"].setValue(4)  # three extra heads of 768 x 768 (+ a norm each, residual)
+    with torch.device("meta"):
+        extra = sum(p.numel() for p in GPT(config.config.model, vocab).shift_heads.parameters())
+    assert pane.figure_labels["heads"].text().startswith(f"residual {human_count(extra)} (linear ")
+    assert human_count(real.num_params() + extra) == pane.figure_labels["params"].text()
+    pane.form.editors["head_kind"].setCurrentIndex(pane.form.editors["head_kind"].findText("block"))
+    assert config.value("head_kind") == "block" and pane.figure_labels["heads"].text().startswith("block ")
+    pane.form.editors["shift"].setValue(1)
     saved = pane.save_as_preset("mine")
     assert Path(saved).is_file() and not list(Path(saved).parent.glob("*.tmp"))  # written whole, nothing left over
     mine = load_preset("mine")

@@ -33,6 +33,14 @@ class KVCache:
     def reset(self) -> None:
         self.length = 0
 
+    def keep_slots(self, first: int, slots: list[int]) -> None:
+        """Move the keys and values of ``slots`` (ascending, each >= ``first``) to ``first, first + 1, ..`` and
+        end the cache after them: the branch of a verified tree that was kept."""
+        if slots != list(range(first, first + len(slots))):
+            src = torch.tensor(slots, device=self.kv.device)
+            self.kv[:, :, :, :, first : first + len(slots)] = self.kv[:, :, :, :, src]  # gathered first: no overlap
+        self.length = first + len(slots)
+
 
 class Decoder:
     """Head-1 inference through a :class:`KVCache`, with the model's weights called functionally.
@@ -86,10 +94,16 @@ class Decoder:
         operations as :meth:`__call__` applies to its last position."""
         return torch.mm(self.ln_f(x), self.unembedding_t)
 
-    def forward_states(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward_states(self, idx: torch.Tensor, tree: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Hidden states (B*T, C) after the last block (before the final norm) of every position of ``idx``
-        (B, T), whose tokens take positions ``cache.length ..``; their keys and values are written into the
-        cache. Roll back with ``cache.length = ...``: positions past ``length`` are overwritten later."""
+        (B, T), whose tokens take cache slots ``cache.length ..``; their keys and values are written into the
+        cache. Roll back with ``cache.length = ...``: slots past ``length`` are overwritten later.
+
+        ``tree = (depths, ancestors)`` feeds a tree of tokens instead of a sequence (batch 1; speculative
+        verification of several drafted continuations at once): token i sits at position
+        ``cache.length + depths[i]`` (a (T,) long tensor) and attends to the cache and to the tokens j with
+        ``ancestors[i, j]`` ((T, T) bool, True on the diagonal) — each one sees exactly the text of its own
+        branch. Move the kept branch's slots together afterwards (:meth:`KVCache.keep_slots`)."""
         model, cache = self.model, self.cache
         B, T = idx.shape
         start, end = cache.length, cache.length + T
@@ -97,16 +111,19 @@ class Decoder:
             raise ValueError(f"{end} positions do not fit a cache of {cache.capacity}")
         nh, hs, C = self.n_head, self.hs, self.C
         x = F.embedding(idx.reshape(-1), model.wte.weight)  # (B*T, C)
+        positions = slice(start, end) if tree is None else tree[0] + start
         rope = None
         if self.rope is None:
-            x = (x.view(B, T, C) + model.wpe.weight[start:end]).view(B * T, C)  # positions broadcast over B
+            x = (x.view(B, T, C) + model.wpe.weight[positions]).view(B * T, C)  # positions broadcast over B
         else:
-            rope = (self.rope[0][start:end].to(x.dtype), self.rope[1][start:end].to(x.dtype))  # (T, 3, 1, hs) each
+            rope = (self.rope[0][positions].to(x.dtype), self.rope[1][positions].to(x.dtype))  # (T, 3, 1, hs) each
             half = hs // 2
         mask = None
-        if start > 0 and T > 1:  # query i (position start + i) sees keys 0 .. start + i
+        if tree is not None:  # the cache, then each token's own branch
+            mask = torch.cat([torch.ones(T, start, dtype=torch.bool, device=idx.device), tree[1]], dim=1)
+        elif start > 0 and T > 1:  # query i (position start + i) sees keys 0 .. start + i
             mask = torch.ones(T, end, dtype=torch.bool, device=idx.device).tril(diagonal=start)
-        causal = start == 0 and T > 1
+        causal = mask is None and T > 1
         for ln_1, w_qkv, b_qkv, w_o, b_o, ln_2, w_fc, b_fc, w_p, b_p, kv_cache in self.layers:
             h = ln_1(x)
             qkv = (torch.mm(h, w_qkv) if b_qkv is None else torch.addmm(b_qkv, h, w_qkv)).view(B, T, 3, nh, hs)

@@ -27,7 +27,7 @@ from shiftstudio.core.data.tokenizer import TextTokenizer
 from shiftstudio.core.errors import GenerationError
 from shiftstudio.core.generate.decoder import Decoder, uncached_forward
 from shiftstudio.core.generate.filters import SamplingSettings, filter_rows, pick
-from shiftstudio.core.generate.speculative import SpeculativeStats, speculative_tokens
+from shiftstudio.core.generate.speculative import DRAFT_TREE, SpeculativeStats, speculative_tokens
 from shiftstudio.core.model.gpt import GPT
 
 TOP_ALTERNATIVES = 5
@@ -139,6 +139,7 @@ class Generation:
         use_cache: bool = True,
         keep: int | None = None,
         speculative: bool | None = None,
+        draft_tree: int = DRAFT_TREE,
     ) -> None:
         self.model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper shares its module's weights
         heads = self.model.config.shift
@@ -149,6 +150,9 @@ class Generation:
         # None: on wherever it can run (K >= 2 heads, cached decoding)
         self.speculative = bool(speculative if speculative is not None else heads >= 2 and use_cache)
         self.stats = SpeculativeStats(heads)
+        if not 0 <= draft_tree <= 256:
+            raise GenerationError(f"draft_tree must be between 0 (one chain of drafts) and 256 tokens, got {draft_tree}")
+        self.draft_tree = draft_tree  # drafted tokens verified per greedy pass (0: a chain)
         self.tokenizer = tokenizer
         self.settings = settings or SamplingSettings()
         self.use_cache = use_cache
@@ -213,7 +217,7 @@ class Generation:
         try:
             for index, (token_id, probs, top, drafted) in enumerate(
                 speculative_tokens(model, self.prompt_ids, self.settings, self.seed, self.keep, self.tokenizer.unk_id,
-                                   self.stats)
+                                   self.stats, self.draft_tree)
             ):
                 token, done = self._emit(index, token_id, probs, top, drafted)
                 yield token

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from shiftstudio import paths
-from shiftstudio.config import SCRATCH, ConfigError, RunConfig, SECTIONS
+from shiftstudio.config import SCRATCH, ConfigError, ModelConfig, RunConfig, SECTIONS
 from shiftstudio.presets import load_preset, preset_description, preset_paths
 from shiftstudio.core import io
 from shiftstudio.format import human_bytes, human_count
@@ -99,6 +99,17 @@ def form_groups() -> list[tuple[str, list[str]]]:
     return groups
 
 
+def heads_text(model: ModelConfig) -> str:
+    """The model pane's figure for heads 2..K: "residual 99.1K (linear 98.3K, block 394K)", the chosen kind first."""
+    from shiftstudio.core.model import estimate
+
+    if model.shift < 2:
+        return "none (shift = 1)"
+    by_kind = estimate.shift_head_params_by_kind(model)
+    others = ", ".join(f"{kind} {human_count(n)}" for kind, n in by_kind.items() if kind != model.head_kind)
+    return f"{model.head_kind} {human_count(by_kind[model.head_kind])} ({others})"
+
+
 def save_preset(config: RunConfig, name: str) -> str:
     """Write ``config`` as a user preset; returns the file path. Raises ValueError for a bad name."""
     if not PRESET_NAME.match(name):
@@ -160,6 +171,8 @@ class ModelPane(Pane):
             ("tokens_per_step", "Tokens per step", "batch_size × gradient_accumulation_steps × block_size"),
             ("vocab", "Vocabulary", "From the tokenizer pane once built (the source model's when fine-tuning); "
              "assumed until then"),
+            ("heads", "Heads 2..K", "Weights of the extra shift heads (they draft tokens for speculative decoding), "
+             "for the chosen head kind and, in brackets, the other kinds at this shape"),
         )
         for i, (key, title, tip) in enumerate(entries):
             name = QLabel(title, figures)
@@ -502,6 +515,7 @@ class ModelPane(Pane):
         labels["non_embedding"].setText(human_count(estimate.count_params(cfg.model, vocab, non_embedding=True)))
         labels["flops"].setText(human_count(estimate.flops_per_token(cfg.model, vocab)))
         labels["tokens_per_step"].setText(f"{cfg.train.tokens_per_step_factor * cfg.model.block_size:,}")
+        labels["heads"].setText(heads_text(cfg.model))
         dtype = self._dtype(cfg)
         memory = estimate.estimate_memory(cfg.model, cfg.train, vocab, dtype)
         device = self.session.device.text if self.session.device else cfg.train.device
