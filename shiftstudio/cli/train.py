@@ -172,7 +172,7 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
     from shiftstudio.core.train.control import ViewRequest
     from shiftstudio.core.train.trainer import Trainer
 
-    return drive(Trainer(run_dir, store, sample_prompt=values["sample"], views=ViewRequest(batch_views=False)))
+    return drive(Trainer(run_dir, store, sample_prompt=values["sample"], views=ViewRequest(batch_views=False), purpose="shiftstudio train"))
 
 
 def check_sample_prompt(prompt: str | None, tokenizer: Any) -> None:
@@ -226,7 +226,7 @@ def _resume(values: dict[str, Any], run_dir: Path) -> int:
     try:
         store = open_run_store(run_dir, prepare_missing=True, progress=_prepare_progress(line))
         check_sample_prompt(values["sample"], store.tokenizer)
-        trainer = Trainer(run_dir, store, max_iters=max_iters, sample_prompt=values["sample"], views=ViewRequest(batch_views=False))
+        trainer = Trainer(run_dir, store, max_iters=max_iters, sample_prompt=values["sample"], views=ViewRequest(batch_views=False), purpose="shiftstudio resume")
     except (RunError, CorpusError, TokenizerError, DataError, OSError) as exc:
         line.close()
         return error(user_message(exc), 1)

@@ -51,6 +51,14 @@ class RunError(ShiftStudioError):
     """A run folder cannot be used: not a run, corrupt, from a newer ShiftStudio, or not matching its data."""
 
 
+class RunLocked(RunError):
+    """Another process trains the run: one run, one writer. ``holder`` says who (a :class:`LockInfo`)."""
+
+    def __init__(self, message: str, holder: object = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
 class CorruptCheckpoint(RunError):
     """A checkpoint's files are missing, truncated or unreadable (an earlier checkpoint may still be fine)."""
 

@@ -62,7 +62,7 @@ def new_run(config: RunConfig, preset: str = "") -> Callable:
         if cancel():
             raise Cancelled()
         run_dir = create_run(source_config, store, base=preset_base(preset))
-        return Trainer(run_dir, store, sample_prompt=SAMPLE_PROMPT)
+        return Trainer(run_dir, store, sample_prompt=SAMPLE_PROMPT, purpose="the ShiftStudio window")
 
     return open_trainer
 
@@ -73,7 +73,7 @@ def resume_run(run_dir: Path, max_iters: int) -> Callable:
     def open_trainer(progress, cancel):
         from shiftstudio.core.train.trainer import Trainer
 
-        trainer = Trainer(run_dir, max_iters=max_iters, sample_prompt=SAMPLE_PROMPT)
+        trainer = Trainer(run_dir, max_iters=max_iters, sample_prompt=SAMPLE_PROMPT, purpose="the ShiftStudio window")
         _limit_cpu_threads(trainer.config)
         return trainer
 

@@ -5,6 +5,11 @@ A run is a folder::
     run.json          schema version, full config, versions, created time, data location and shape
     tokenizer.json    the run's own copy of its tokenizer
     metrics.jsonl     every report, one JSON object a line
+    summary.json      the library's digest of metrics.jsonl (figures, state, bytes of the log folded in)
+    lock.json         who trains the run now (pid, host, start); locked by that process while it lives
+    control.json      pause / resume / stop / checkpoint requests from another process
+    notes.json        the user's notes and tags
+    logs/             stdout and stderr of runs launched as child processes
     checkpoints/      step-N/ folders:
         model.safetensors, optimizer.safetensors, ema.safetensors (with EMA), state.json
 
@@ -26,6 +31,11 @@ STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 EMA_FILE = "ema.safetensors"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = "lock.json"
+CONTROL_FILE = "control.json"
+NOTES_FILE = "notes.json"
+LOGS_DIR = "logs"
 
 
 def checkpoint_name(step: int) -> str:
@@ -62,6 +72,26 @@ class RunLayout:
     @property
     def checkpoints_dir(self) -> Path:
         return self.root / CHECKPOINTS_DIR
+
+    @property
+    def summary_file(self) -> Path:
+        return self.root / SUMMARY_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @property
+    def control_file(self) -> Path:
+        return self.root / CONTROL_FILE
+
+    @property
+    def notes_file(self) -> Path:
+        return self.root / NOTES_FILE
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / LOGS_DIR
 
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints_dir / checkpoint_name(step)

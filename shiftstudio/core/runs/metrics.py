@@ -34,13 +34,14 @@ class MetricsLog:
         self._file = open(self.path, "a", encoding="utf-8")
         return self
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Write one JSON-ready record (a report's ``to_json()``) as a line."""
+    def append(self, record: dict[str, Any]) -> int:
+        """Write one JSON-ready record (a report's ``to_json()``) as a line; returns the log's size after it."""
         if self._file is None:
             self.open()
         assert self._file is not None
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._file.flush()
+        return self._file.tell()
 
     def close(self) -> None:
         if self._file is not None:

@@ -39,8 +39,11 @@ from shiftstudio.core.generate.generation import Generation
 from shiftstudio.core.model.gpt import clone_model
 from shiftstudio.core.model.lora import has_lora
 from shiftstudio.core.runs import checkpoint as ckpt
+from shiftstudio.core.runs.control import ControlWatcher
 from shiftstudio.core.runs.folder import load_run, load_run_config, update_plan
+from shiftstudio.core.runs.lock import RunLock
 from shiftstudio.core.runs.metrics import MetricsLog
+from shiftstudio.core.runs.summary import Summary, current_summary, write_summary
 from shiftstudio.core.train import device as dev
 from shiftstudio.core.train import setup
 from shiftstudio.core.train.control import TrainerControl, ViewRequest
@@ -53,6 +56,7 @@ from shiftstudio.core.train.reports import (
 
 log = logging.getLogger(__name__)
 
+SUMMARY_EVERY_S = 5.0  # summary.json is rewritten at every eval, checkpoint and end, and at most this often between
 SAMPLE_TOKENS = 200  # at most: a sample also ends at the end of a document
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 40
@@ -95,7 +99,7 @@ class Trainer:
 
     def __init__(
         self, run_dir: str | Path, store: TokenStore | None = None, *, max_iters: int | None = None,
-        sample_prompt: str | None = None, views: ViewRequest | None = None,
+        sample_prompt: str | None = None, views: ViewRequest | None = None, purpose: str = "shiftstudio",
     ) -> None:
         self.run_dir = Path(run_dir)
         self.record = load_run(self.run_dir)
@@ -110,6 +114,12 @@ class Trainer:
         self._s: setup.Setup | None = None
         self._clock = _Clock()
         self._weights: tuple[tuple[float, ...], torch.Tensor] | None = None  # the last loss weights, on the device
+        self.purpose = purpose  # who trains, as the lock file says ("shiftstudio train", "the window", ...)
+        self._lock: RunLock | None = None
+        self._control_file: ControlWatcher | None = None
+        self._summary: Summary | None = None
+        self._summary_written = 0.0
+        self._logged_paused = False
 
     # -- steering, from any thread ---------------------------------------------------------
     def pause(self) -> None:
@@ -145,6 +155,12 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Iterator[Report]:
+        try:  # one run, one writer: nothing is written (not even a failure line) without the lock
+            self._lock = RunLock.acquire(self.run_dir, self.purpose)
+        except (ShiftStudioError, OSError) as exc:
+            self.control.stop_serving("the run did not start")
+            yield FailedReport(step=0, message=one_line(exc))
+            return
         try:
             s = self._s = setup.build(self.run_dir, self.config, self.record, self._store)
             if self.max_iters != self.config.train.max_iters:  # a new plan: recorded with the run
@@ -153,6 +169,8 @@ class Trainer:
             if s.resumed:  # before opening: truncation replaces the file, an open handle would write to the old one
                 self._metrics.truncate_after(s.progress.step)
             self._metrics.open()
+            self._summary = current_summary(self.run_dir, write=False)[0]  # rebuilt if the log was just rewritten
+            self._control_file = ControlWatcher(self.run_dir)
             self.control.start_serving()
             yield from self._loop(s)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a report
@@ -160,8 +178,11 @@ class Trainer:
         finally:
             self.control.stop_serving("the run ended before its weights could be copied: pick a checkpoint")
             self._metrics.close()
+            if self._summary is not None:
+                write_summary(self.run_dir, self._summary)
             setup.teardown(self._s)
             self._s = None
+            self._lock.release()
 
     def _loop(self, s: setup.Setup) -> Iterator[Report]:
         tc, p = self.config.train, s.progress
@@ -273,7 +294,16 @@ class Trainer:
 
     # -- between steps -------------------------------------------------------------------------
     def _serve_requests(self, s: setup.Setup, pending: list[torch.Tensor]) -> list[Report]:
-        """Checkpoint-now and snapshot requests (served while paused too)."""
+        """Requests from another process (the run's control file), checkpoint-now and snapshot requests
+        (served while paused too); a pause or resume is written to the log, for whoever follows the run."""
+        request = self._control_file.poll() if self._control_file is not None else None
+        if request is not None:
+            {"pause": self.control.pause, "resume": self.control.resume, "stop": self.control.stop,
+             "checkpoint": self.control.request_checkpoint}[request]()
+        if self.control.paused != self._logged_paused:
+            self._logged_paused = self.control.paused
+            self._log({"kind": "control", "request": "pause" if self._logged_paused else "resume",
+                       "step": s.progress.step})
         out: list[Report] = []
         if self.control.take_checkpoint_request() and s.progress.last_saved != s.progress.step:
             out += self._save(s, pending)
@@ -384,11 +414,23 @@ class Trainer:
     def _emit(self, report: Report) -> Report:
         """Log ``report`` to metrics.jsonl (all but batch views, which are large and only matter live)."""
         if not isinstance(report, BatchViewReport):
-            record = report.to_json()
-            record.setdefault("time_s", self._clock.run_time())
-            record.setdefault("tokens", self._s.progress.tokens if self._s is not None else 0)
-            self._metrics.append(record)
+            self._log(report.to_json())
         return report
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """Append a record to the log and fold it into the run's summary (written at the moments that matter
+        to the library, and every few seconds between them)."""
+        record.setdefault("time_s", self._clock.run_time())
+        record.setdefault("tokens", self._s.progress.tokens if self._s is not None else 0)
+        size = self._metrics.append(record)
+        if self._summary is None:
+            return
+        self._summary.fold(record)
+        self._summary.log_bytes = size
+        now = time.monotonic()
+        if record["kind"] != "train" or now - self._summary_written > SUMMARY_EVERY_S:
+            write_summary(self.run_dir, self._summary)
+            self._summary_written = now
 
     @staticmethod
     def _kept(s: setup.Setup) -> str:
