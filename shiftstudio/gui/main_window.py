@@ -365,7 +365,9 @@ class MainWindow(WindowFilesMixin, WindowStateMixin, QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         runs = self.ctx.runs
-        if runs.is_active:
+        if runs.following:  # a run another process trains goes on training: the window only lets go of it
+            runs.stop_following()
+        elif runs.is_active:
             event.ignore()
             if self._close_after_stop:
                 return

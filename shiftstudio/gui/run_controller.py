@@ -25,7 +25,7 @@ from shiftstudio.config import RunConfig
 from shiftstudio.core.train.control import ViewRequest
 from shiftstudio.gui.config_model import ConfigModel
 from shiftstudio.gui.run_actions import RunActions
-from shiftstudio.gui.run_openers import OpenedRun, latest_checkpoint_step, new_run, read_run, resume_run
+from shiftstudio.gui.run_openers import OpenedRun, follow_run, latest_checkpoint_step, new_run, read_run, resume_run
 from shiftstudio.gui.run_plan import RESUME, OpenRun, StartPlan, start_plan
 from shiftstudio.gui.workers import CancelFn, ProgressFn, Task, TrainerLike, TrainingWorker, keep_gui_responsive
 
@@ -77,6 +77,7 @@ class RunController(QObject):
         self._worker: TrainingWorker | None = None
         self._open_task: Task | None = None
         self._views = ViewRequest()
+        self.following = ""  # a run another process trains, followed through its log: who trains it ('' = none)
         # asked before a new run leaves a resumable one behind (the window asks with a dialog; tests answer)
         self.confirm_new_run: Callable[[str], bool] = lambda question: True
         self.actions = RunActions(self)
@@ -285,8 +286,12 @@ class RunController(QObject):
         return True if self._thread is None else self._thread.wait(ms)
 
     def shutdown(self) -> bool:
-        """Stop (the engine saves a checkpoint) and wait for the thread: only when the app quits."""
-        self.stop()
+        """Stop (the engine saves a checkpoint) and wait for the thread: only when the app quits. A run another
+        process trains is left training: the window only stops following it."""
+        if self.following and self._worker is not None:
+            self._worker.detach()
+        else:
+            self.stop()
         if self._open_task is not None:
             self._open_task.wait()
         return self._thread is None or self._thread.wait()
@@ -326,6 +331,21 @@ class RunController(QObject):
         self._set_state(IDLE)
         self.run_opened.emit(opened.run_dir, opened.records)
         self.progress_changed.emit(self.step, self.max_iters, float("nan"))
+        if opened.held_by:  # another process trains it: follow its log; Pause/Stop go through its control file
+            self.follow(opened)
+
+    def follow(self, opened: OpenedRun) -> bool:
+        """Show ``opened`` (a run another process trains) live through the same signals as a run trained here."""
+        step = max([int(r.get("step", 0)) for r in opened.records if r.get("kind") in ("train", "eval")], default=0)
+        if not self.start_with(follow_run(opened, step, opened.config.train.max_iters)):
+            return False
+        self.following = opened.held_by
+        return True
+
+    def stop_following(self) -> None:
+        """Let go of a followed run (it trains on in its own process); the window keeps what it has shown."""
+        if self.following and self._worker is not None:
+            self._worker.detach()
 
     def _on_open_task_failed(self, message: str, detail: str, expected: bool) -> None:
         self.open_failed.emit(message, detail, expected)
@@ -396,8 +416,9 @@ class RunController(QObject):
     def _on_thread_finished(self) -> None:
         thread, worker = self._thread, self._worker
         self._thread = self._worker = None
-        if self.state in ACTIVE_STATES:  # ended without a final report
-            self._set_state(STOPPED)
+        followed, self.following = self.following, ""
+        if self.state in ACTIVE_STATES:  # ended without a final report (or the window let go of a followed run)
+            self._set_state(IDLE if followed else STOPPED)
         if thread is not None:
             thread.wait()  # 'finished' comes just before the thread ends: let it end
         del worker, thread

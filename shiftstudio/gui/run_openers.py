@@ -88,18 +88,38 @@ class OpenedRun:
     config: RunConfig
     records: list[dict[str, Any]]
     checkpoint_step: int | None  # the newest checkpoint: where a resume starts (None: there is none)
+    held_by: str = ""  # another process trains it now (who, as its lock says): the window follows it
+    follower: Any = None  # a MetricsFollower positioned after ``records``: following continues from there
+    started: dict[str, Any] | None = None  # the log's last start record
 
 
 def read_run(run_dir: Path) -> Callable:
     def work(progress, cancel) -> OpenedRun:
         from shiftstudio.core.runs.folder import load_run_config
-        from shiftstudio.core.runs.metrics import read_metrics
+        from shiftstudio.core.runs.follow import MetricsFollower
+        from shiftstudio.core.runs.lock import lock_state
 
         config = load_run_config(run_dir)
-        records = read_metrics(run_dir, ("train", "eval", "sample"))
-        return OpenedRun(run_dir, config, records, latest_checkpoint_step(run_dir))
+        state, holder = lock_state(run_dir)
+        follower = MetricsFollower(run_dir)
+        everything = follower.poll().records
+        records = [r for r in everything if r.get("kind") in ("train", "eval", "sample")]
+        started = next((r for r in reversed(everything) if r.get("kind") == "started"), None)
+        held_by = (holder.describe() if holder else "another process") if state == "held" else ""
+        return OpenedRun(run_dir, config, records, latest_checkpoint_step(run_dir), held_by, follower, started)
 
     return work
+
+
+def follow_run(opened: OpenedRun, step: int, max_iters: int) -> Callable:
+    """Follow ``opened``, a run another process trains, from where its records end (see core.train.remote)."""
+
+    def open_trainer(progress, cancel):
+        from shiftstudio.core.train.remote import FollowedRun
+
+        return FollowedRun(opened.run_dir, opened.follower, opened.started, step, max_iters)
+
+    return open_trainer
 
 
 def latest_checkpoint_step(run_dir: Path | None) -> int | None:

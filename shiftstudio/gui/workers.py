@@ -268,6 +268,14 @@ class TrainingWorker(QObject):
             if self._trainer is not None:
                 self._trainer.request_checkpoint()
 
+    def detach(self) -> None:
+        """Stop following a run that another process trains (it goes on training there)."""
+        with self._lock:
+            self._stop.set()
+            detach = getattr(self._trainer, "detach", None)
+            if detach is not None:
+                detach()
+
     def set_views(self, views: ViewRequest) -> None:
         with self._lock:
             self._views = views

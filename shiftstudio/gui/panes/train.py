@@ -187,11 +187,14 @@ class TrainPane(Pane):
         self.progress_bar.setFormat(f"{state} · step {step:,} / {max_iters:,}{eta_text}")
 
     def _on_runs_run_started(self, report: Any) -> None:
-        self._show_run_name(report.run_dir.rsplit("/", 1)[-1])
+        name = report.run_dir.rsplit("/", 1)[-1]
+        self._show_run_name(name + (" · followed: it trains in another process" if self.runs.following else ""))
         trains = f" ({report.n_trainable:,} train)" if report.n_trainable is not None else ""
         origin = f"\nfine-tuned from {report.source}" if report.source else ""
+        follow = (f"\ntrained by {self.runs.following}; the window follows its log, and Pause and Stop are sent to it"
+                  if self.runs.following else "")
         self.run_label.setToolTip(
-            f"{report.run_dir}\n{report.device} · {report.n_params:,} parameters{trains} · {report.tokens_per_step:,} tokens per step{origin}"
+            f"{report.run_dir}\n{report.device} · {report.n_params:,} parameters{trains} · {report.tokens_per_step:,} tokens per step{origin}{follow}"
         )
         config = self.runs.run_config
         peak = config.train.learning_rate if config is not None else None
