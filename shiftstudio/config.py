@@ -33,6 +33,10 @@ ENCODING_ERROR_CHOICES = ("strict", "replace")
 LORA_TARGET_CHOICES = ("attn_qkv", "attn_out", "mlp_in", "mlp_out")  # the block's linear layers
 HEAD_KIND_CHOICES = ("residual", "linear", "block")  # heads 2..K: h + W·norm(h), W·h, or a transformer block
 SHIFT_WEIGHT_SCHEDULE_CHOICES = ("constant", "linear_to_zero")
+HALVING = "halving"  # shift_weights: 1, 0.5, 0.25, ... for however many heads
+# Settings whose default changed after runs were recorded without them: a stored run config that lacks one was
+# trained with the old value (run.json keeps every setting of its time), and resumes with it.
+LEGACY_DEFAULTS = {"train": {"shift_weights": "", "shift_weight_schedule": "constant"}}
 SCRATCH = "scratch"
 UINT32_MAX = 2**32 - 1  # token ids are stored as uint32 at most
 SEED_MAX = 2**31 - 1
@@ -195,8 +199,8 @@ class TrainConfig:
     lora_alpha: float = _f(16.0, "LoRA scale numerator: adapters are scaled by lora_alpha / lora_rank.", minimum=0.0, exclusive_minimum=True, maximum=4096.0, decimals=2)
     lora_dropout: float = _f(0.0, "Dropout on the adapters' input (LoRA only; it keeps a copy of each adapted layer's input for the backward pass).", minimum=0.0, maximum=0.9, step=0.05)
     lora_targets: str = _f(",".join(LORA_TARGET_CHOICES), "Layers that get adapters, comma-separated: attn_qkv, attn_out, mlp_in, mlp_out.")
-    shift_weights: str = _f("", "Loss weight of each head, comma-separated, head 1 first: K numbers (e.g. 1,0.5,0.25); empty = all 1. The training loss is the weighted mean of the head losses.")
-    shift_weight_schedule: str = _f("constant", "How the weights of heads 2..K move: 'constant', or 'linear_to_zero' (down to 0 by the last step; head 1 keeps its weight).", choices=SHIFT_WEIGHT_SCHEDULE_CHOICES)
+    shift_weights: str = _f(HALVING, "Loss weight of each head, head 1 first: 'halving' (1, 0.5, 0.25, …: the default, measured best for head 1 and for drafting), K numbers separated by commas (e.g. 1,0.5,0.25), or empty (all 1). The training loss is the weighted mean of the head losses.")
+    shift_weight_schedule: str = _f("linear_to_zero", "How the weights of heads 2..K move: 'linear_to_zero' (down to 0 at lr_decay_iters, where the learning rate reaches min_lr: training ends as next-token prediction; head 1 keeps its weight; the default) or 'constant'.", choices=SHIFT_WEIGHT_SCHEDULE_CHOICES)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.device, str), f"device must be text, got {self.device!r}")
@@ -222,6 +226,8 @@ class TrainConfig:
         _check(isinstance(text, str), f"shift_weights must be text like '1,0.5,0.25', got {self.shift_weights!r}")
         if not text:
             return None
+        if text.lower() == HALVING:
+            return None if shift is None else [0.5 ** k for k in range(shift)]
         values: list[float] = []
         for part in text.split(","):
             try:
@@ -416,6 +422,17 @@ class RunConfig:
             else:
                 flat[key] = value
         return cls.from_flat(flat)
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> "RunConfig":
+        """A run's recorded config (``run.json``): as :meth:`from_dict`, with the values of their time for settings
+        added later whose default has changed since (:data:`LEGACY_DEFAULTS`)."""
+        data = dict(data)
+        for section, legacy in LEGACY_DEFAULTS.items():
+            stored = data.get(section)
+            if isinstance(stored, dict):
+                data[section] = {**{k: v for k, v in legacy.items() if k not in stored}, **stored}
+        return cls.from_dict(data)
 
     def to_toml(self, name: str = "", description: str = "") -> str:
         lines = [f"schema_version = {SCHEMA_VERSION}"]

@@ -257,22 +257,42 @@ def test_bad_weights_and_kinds_are_refused_in_one_line(overrides: dict, message:
 def test_good_weights_are_accepted() -> None:
     config = RunConfig().updated({"shift": 3, "shift_weights": " 1, 0.5 ,0.25 ", "shift_weight_schedule": "linear_to_zero"})
     assert config.train.shift_weight_list(3) == [1.0, 0.5, 0.25]
-    assert TrainConfig().shift_weight_list() is None  # empty: all equal
-    assert TrainConfig().shift_weight_schedule == "constant"
+    assert TrainConfig(shift_weights="").shift_weight_list(3) is None  # empty: all equal
+    # the default: halving weights fading to next-token prediction
+    assert TrainConfig().shift_weight_list(4) == [1.0, 0.5, 0.25, 0.125] and TrainConfig().shift_weight_list() is None
+    assert TrainConfig(shift_weights=" Halving ").shift_weight_list(2) == [1.0, 0.5]
+    assert TrainConfig().shift_weight_schedule == "linear_to_zero"
+
+
+def test_a_run_recorded_before_the_weights_existed_keeps_equal_constant_weights(tiny_k2_run) -> None:
+    """Old runs resume exactly as they were trained: their run.json has no shift_weights (all 1, constant)."""
+    import json
+
+    from shiftstudio.core.runs.folder import load_run_config
+
+    record = json.loads((tiny_k2_run / "run.json").read_text())
+    stored = record["config"]["train"]
+    old = {**record["config"], "train": {k: v for k, v in stored.items() if not k.startswith("shift_weight")}}
+    config = RunConfig.from_stored(old)
+    assert config.train.shift_weights == "" and config.train.shift_weight_schedule == "constant"
+    assert shift_weights_at(config.train, 2, 0) is None
+    assert RunConfig.from_dict(old).train.shift_weights == "halving"  # a preset or a new config: the new default
+    assert load_run_config(tiny_k2_run).train.shift_weights == stored["shift_weights"]  # recorded: kept as it was
 
 
 def test_schedule_values_at_steps() -> None:
-    constant = TrainConfig(shift_weights="1,0.5,0.25")
-    assert shift_weights_at(constant, 3, 0, 10) == shift_weights_at(constant, 3, 9, 10) == [1.0, 0.5, 0.25]
-    fading = TrainConfig(shift_weights="1,0.5,0.25", shift_weight_schedule="linear_to_zero")
-    assert shift_weights_at(fading, 3, 0, 10) == [1.0, 0.5, 0.25]
-    assert shift_weights_at(fading, 3, 5, 10) == [1.0, 0.25, 0.125]
-    assert shift_weights_at(fading, 3, 10, 10) == [1.0, 0.0, 0.0]
-    assert shift_weights_at(TrainConfig(shift_weight_schedule="linear_to_zero"), 2, 4, 8) == [1.0, 0.5]
-    # equal and constant (the default): None, the model's own mean over heads; one head: never weighted
-    assert shift_weights_at(TrainConfig(), 3, 0, 10) is None
-    assert shift_weights_at(TrainConfig(shift_weights="2,2,2"), 3, 0, 10) is None
-    assert shift_weights_at(TrainConfig(shift_weights="1", shift_weight_schedule="linear_to_zero"), 1, 5, 10) is None
+    constant = TrainConfig(shift_weights="1,0.5,0.25", shift_weight_schedule="constant", lr_decay_iters=10)
+    assert shift_weights_at(constant, 3, 0) == shift_weights_at(constant, 3, 9) == [1.0, 0.5, 0.25]
+    fading = TrainConfig(shift_weights="1,0.5,0.25", shift_weight_schedule="linear_to_zero", lr_decay_iters=10)
+    assert shift_weights_at(fading, 3, 0) == [1.0, 0.5, 0.25]
+    assert shift_weights_at(fading, 3, 5) == [1.0, 0.25, 0.125]
+    assert shift_weights_at(fading, 3, 10) == shift_weights_at(fading, 3, 15) == [1.0, 0.0, 0.0]  # after: still 0
+    assert shift_weights_at(TrainConfig(shift_weights="", shift_weight_schedule="linear_to_zero", lr_decay_iters=8), 2, 4) == [1.0, 0.5]
+    # equal and constant: None, the model's own mean over heads; one head: never weighted
+    assert shift_weights_at(TrainConfig(shift_weights="", shift_weight_schedule="constant"), 3, 0) is None
+    assert shift_weights_at(TrainConfig(lr_decay_iters=10), 3, 5) == [1.0, 0.25, 0.125]  # the default: halving, fading
+    assert shift_weights_at(TrainConfig(shift_weights="2,2,2", shift_weight_schedule="constant"), 3, 0) is None
+    assert shift_weights_at(TrainConfig(shift_weights="1", shift_weight_schedule="linear_to_zero"), 1, 5) is None
 
 
 def test_weighted_loss_is_the_hand_computed_weighted_mean() -> None:

@@ -177,7 +177,7 @@ def update_plan(run_dir: str | Path, max_iters: int) -> RunConfig:
     record = load_run(run_dir)
     record["config"].setdefault("train", {})["max_iters"] = int(max_iters)
     try:
-        config = RunConfig.from_dict(record["config"])
+        config = RunConfig.from_stored(record["config"])
     except ConfigError as exc:
         raise RunError(f"{RunLayout(run_dir).run_file}: {exc}") from None
     save_run_record(run_dir, record)
@@ -208,7 +208,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
 def load_run_config(run_dir: str | Path) -> RunConfig:
     record = load_run(run_dir)
     try:
-        return RunConfig.from_dict(record["config"])
+        return RunConfig.from_stored(record["config"])
     except ConfigError as exc:
         raise RunError(f"{RunLayout(run_dir).run_file}: {exc}") from None
 

@@ -284,7 +284,7 @@ class Trainer:
     def _loss_weights(self, s: setup.Setup, step: int) -> torch.Tensor | None:
         """(K,) coefficients of the head losses at ``step`` (normalised to sum to 1), on the device; None when
         the heads weigh the same (the model's own mean: the same loss, no extra op)."""
-        weights = shift_weights_at(self.config.train, self.config.model.shift, step, self.max_iters)
+        weights = shift_weights_at(self.config.train, self.config.model.shift, step)
         if weights is None:
             return None
         key = loss_coefficients(weights)
@@ -457,19 +457,22 @@ class Trainer:
         )
 
 
-def shift_weights_at(train: TrainConfig, shift: int, step: int, max_iters: int) -> list[float] | None:
+def shift_weights_at(train: TrainConfig, shift: int, step: int) -> list[float] | None:
     """The heads' loss weights (head 1 first, not normalised) for training step ``step`` (0-based: the step
-    about to be taken) of ``max_iters``; None when all heads weigh the same (then the loss is the plain mean).
+    about to be taken); None when all heads weigh the same (then the loss is the plain mean).
 
-    ``shift_weights`` gives the weights at step 0 (empty: all 1). ``shift_weight_schedule = 'linear_to_zero'``
-    scales heads 2..K by ``1 - step / max_iters`` (0 at the end; head 1 keeps its weight), e.g. the speedrun
-    recipe ``1,0.5,0.25`` fading to next-token prediction alone. The trainer divides by the weights' sum: the
-    loss is the weighted *mean* of the head losses, so equal weights give exactly the unweighted loss."""
+    ``shift_weights`` gives the weights at step 0 ('halving', the default: 1, 0.5, 0.25, …; empty: all 1).
+    ``shift_weight_schedule = 'linear_to_zero'`` (the default) scales heads 2..K by ``1 - step / lr_decay_iters``
+    (0 where the learning rate reaches its floor, and after; head 1 keeps its weight), e.g. the speedrun recipe
+    ``1,0.5,0.25`` fading to next-token prediction alone. It follows the learning-rate schedule rather than
+    ``max_iters`` so that a run continued further trains exactly as one planned that long from the start
+    (``max_iters`` is accepted for callers that pass it and otherwise unused). The trainer divides by the weights'
+    sum: the loss is the weighted *mean* of the head losses, so equal weights give exactly the unweighted loss."""
     if shift <= 1:
         return None
     weights = train.shift_weight_list(shift) or [1.0] * shift
     if train.shift_weight_schedule == "linear_to_zero":
-        factor = max(0.0, 1.0 - step / max_iters)
+        factor = max(0.0, 1.0 - step / max(1, train.lr_decay_iters))
         return [weights[0]] + [w * factor for w in weights[1:]]
     return None if all(w == weights[0] for w in weights) else weights
 
