@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "resume": ("shiftstudio.cli.train", "continue a run where it stopped"),
     "info": ("shiftstudio.cli.train", "show a run's config, size, steps and best val loss"),
     "generate": ("shiftstudio.cli.generate", "sample text from a trained run"),
+    "compare": ("shiftstudio.cli.compare", "compare runs: the settings that differ, losses, steps, time"),
     "runs": ("shiftstudio.cli.runs", "list the runs: state, steps, validation loss, time"),
     "export": ("shiftstudio.cli.export", "export a run's model (Hugging Face layout) or metrics (TensorBoard, CSV)"),
     "gui": ("shiftstudio.cli.gui", "open the desktop app (the default)"),

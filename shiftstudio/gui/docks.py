@@ -45,6 +45,8 @@ class DockLayout:
         self.docks: dict[str, QDockWidget] = {}
         self.panes: dict[str, QWidget] = {}
         self.focus_actions: list[QAction] = []  # one per pane, in registry order, with the pane's shortcut
+        self.on_demand: dict[str, str] = {}  # "tab" panes: key -> title
+        center.tabCloseRequested.connect(self._on_center_tab_close_requested)
 
     def add(self, spec: PaneSpec, pane: QWidget) -> QDockWidget | None:
         """Place ``pane`` as the spec says: a dock (in a scroll area; returned) or a tab of the middle (None)."""
@@ -52,6 +54,11 @@ class DockLayout:
         self.focus_actions.append(self._focus_action(spec))
         if spec.area == "center":
             self.center.addTab(pane, spec.title)
+            return None
+        if spec.area == "tab":  # a middle tab that appears when asked for (and closes): none by default
+            self.on_demand[spec.key] = spec.title
+            pane.setParent(self.center)
+            pane.hide()
             return None
         window = self.window
         dock = QDockWidget(spec.title.replace("&", "&&"), window)  # '&' would be read as a shortcut mark
@@ -98,9 +105,30 @@ class DockLayout:
             dock.show()
             dock.raise_()
         else:
+            if key in self.on_demand and self.center.indexOf(pane) < 0:
+                index = self.center.addTab(pane, self.on_demand[key])
+                self.center.setTabsClosable(True)
+                bar = self.center.tabBar()
+                for i in range(self.center.count()):  # only the tabs that come and go can be closed
+                    if self.center.widget(i) not in [self.panes[k] for k in self.on_demand]:
+                        bar.setTabButton(i, bar.ButtonPosition.RightSide, None)
+                        bar.setTabButton(i, bar.ButtonPosition.LeftSide, None)
+                self.center.setTabToolTip(index, f"{self.on_demand[key]} (close the tab to put it away)")
             self.center.setCurrentWidget(pane)
         if focus:
             focus_first_control(pane)
+
+    def _on_center_tab_close_requested(self, index: int) -> None:
+        if self.center.widget(index) in [self.panes[k] for k in self.on_demand]:
+            self.center.removeTab(index)
+
+    def is_shown(self, key: str) -> bool:
+        """The pane is in the window now (a dock that is not closed, a middle tab that is open)."""
+        pane = self.panes.get(key)
+        if pane is None:
+            return False
+        dock = self.docks.get(key)
+        return dock.isVisible() if dock is not None else self.center.indexOf(pane) >= 0
 
     def finish(self) -> None:
         """Bring the first pane of each area to the front and give the areas their default sizes."""

@@ -69,6 +69,7 @@ class MainWindow(WindowFilesMixin, WindowStateMixin, QMainWindow):
         self._reading_corpus = False  # the corpus being read at start-up (a held Start waits for it)
         self._awaiting_run = False  # the run being opened at start-up (a held Start waits for it)
         self._reopening: Path | None = None  # the last run, being reopened at start with the settings kept
+        self._resume_when_open: Path | None = None  # the Runs pane's Resume: start once the run is open
         # The device probe imports torch (seconds of the GIL): at start-up it waits for the corpus read, which
         # a press of Start waits for, rather than slow it down.
         self._probe_timer = QTimer(self)
@@ -199,6 +200,11 @@ class MainWindow(WindowFilesMixin, WindowStateMixin, QMainWindow):
         runs.run_opened.connect(self._on_runs_run_opened)
         runs.thread_finished.connect(self._on_runs_thread_finished)
         runs.open_failed.connect(self._on_runs_open_failed)
+        library = self.ctx.library
+        if library is not None:
+            library.open_requested.connect(self._on_library_open_requested)
+            library.fork_requested.connect(self._on_library_fork_requested)
+            library.compare_requested.connect(self._on_library_compare_requested)
         session.device_probed.connect(self._on_session_device_probed)
         session.corpus_opened.connect(self._on_session_corpus_opened)
         session.corpus_failed.connect(self._on_session_corpus_failed)
@@ -313,6 +319,40 @@ class MainWindow(WindowFilesMixin, WindowStateMixin, QMainWindow):
             self.ctx.session.open_corpus(list(self.ctx.config.value("corpus")))
         self._awaiting_run = False
         self._release_start_when_ready()
+        if self._resume_when_open == run_dir:
+            self._resume_when_open = None
+            if not self.ctx.runs.is_active:  # (a run another process trains is followed instead)
+                self.ctx.runs.request_start()
+
+    # -- the run library's requests ------------------------------------------------
+    def _on_library_open_requested(self, run_dir: Path, resume: bool) -> None:
+        runs = self.ctx.runs
+        if runs.is_active:
+            self.status_bar.showMessage("A run is on screen and active: stop it (or let it finish) to open another.", 8000)
+            return
+        self._resume_when_open = run_dir if resume else None
+        self.open_run(run_dir)
+        self.raise_pane("train")
+
+    def _on_library_fork_requested(self, checkpoint: Path) -> None:
+        """A new run from ``checkpoint``: the forked run's settings in the form, starting from that checkpoint."""
+        import json
+
+        from shiftstudio.config import ConfigError, RunConfig
+
+        run_dir = checkpoint.parent.parent
+        try:
+            config = RunConfig.from_stored(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["config"])
+        except (OSError, ValueError, KeyError, ConfigError) as exc:
+            self.status_bar.showMessage(f"Cannot fork {run_dir.name}: {exc}", 8000)
+            return
+        self.ctx.config.load(config.updated({"init_from": str(checkpoint)}))
+        self.raise_pane("model")
+        self.status_bar.showMessage(f"Fork of {run_dir.name} from {checkpoint.name}: change what you like, then "
+                                    "Start new run (Ctrl+F5)", 15000)
+
+    def _on_library_compare_requested(self, run_dirs: list) -> None:
+        self.raise_pane("compare")
 
     def _on_runs_open_failed(self, message: str, detail: str, expected: bool) -> None:
         if self._reopening is not None:  # the last run is unreadable now: not again at the next start
@@ -378,6 +418,8 @@ class MainWindow(WindowFilesMixin, WindowStateMixin, QMainWindow):
             self.status_bar.showMessage("Stopping: saving a checkpoint before quitting…")
             return
         runs.wait(30_000)  # a run that just ended: its thread is on its last lines
+        if self.ctx.library is not None:
+            self.ctx.library.wait()
         for pane in self.panes.values():  # panes with threads of their own (the playground's sampler)
             pane.shutdown()
         self.save_settings()

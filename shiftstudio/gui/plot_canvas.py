@@ -93,26 +93,8 @@ class PlotCanvas(pg.GraphicsLayoutWidget):
         }
 
     def _new_plot(self, row: int, col: int, colspan: int = 1) -> pg.PlotItem:
-        axis = XAxis(orientation="bottom")
-        self._x_axes.append(axis)
-        plot = self.addPlot(row=row, col=col, colspan=colspan, axisItems={"bottom": axis, "left": GridAxis(orientation="left")})
-        plot.showGrid(x=True, y=True, alpha=0.12)
-        for name in ("left", "bottom"):
-            plot.getAxis(name).setZValue(-150)  # under the view box (z -100): the grid under the curves
-        # Axes (with their grid lines) and titles change only when a range does: drawn once into a pixmap,
-        # a redraw of the curves blits them instead of calling back into Python to repaint them.
-        for name in ("left", "bottom"):
-            plot.getAxis(name).setCacheMode(QGraphicsItem.DeviceCoordinateCache)
-        plot.titleLabel.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
-        plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
-        plot.getAxis("left").setStyle(autoExpandTextSpace=False)
-        axis.setStyle(autoExpandTextSpace=False)
-        # No pyqtgraph downsampling or clipping: the items get points already clipped to the view and
-        # peak downsampled (see peak_downsample), from caches that a new point only extends.
-        plot.setMenuEnabled(False)
-        plot.hideButtons()
-        plot.disableAutoRange()
-        plot.getViewBox().setMouseEnabled(x=True, y=False)
+        plot = new_plot(self, row, col, colspan)
+        self._x_axes.append(plot.getAxis("bottom"))
         line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((128, 128, 128, 120), width=1))
         line.setVisible(False)
         plot.addItem(line, ignoreBounds=True)
@@ -178,9 +160,7 @@ class PlotCanvas(pg.GraphicsLayoutWidget):
     def set_x_mode(self, mode: str) -> None:
         """What the x axes count (a key of ``X_MODES``): their tick labels and titles."""
         for axis in self._x_axes:
-            axis.mode = mode
-            axis.picture = None
-            axis.update()
+            axis.set_mode(mode)
         for key in ("lr", "grad_norm", "tokens_per_s"):
             self.plots[key].setLabel("bottom", X_MODES[mode][1])
 
@@ -206,9 +186,41 @@ class PlotCanvas(pg.GraphicsLayoutWidget):
         self.items["grad_norm_raw"].setPen(pg.mkPen(_over(QColor(148, 103, 189), faint + 10, background), width=1))
         self.setBackground(background)
         for plot in self.plots.values():
-            for name in ("left", "bottom"):
-                axis = plot.getAxis(name)
-                axis.background = QColor(background)
-                axis.setPen(pg.mkPen(foreground))  # (and draws itself again)
-                axis.setTextPen(pg.mkPen(foreground))
+            style_axes(plot, background, foreground)
         self.update_titles()
+
+
+def new_plot(layout: pg.GraphicsLayoutWidget, row: int, col: int, colspan: int = 1) -> pg.PlotItem:
+    """A plot at ``row, col`` of ``layout`` set up for cheap redraws: an :class:`XAxis` below and a
+    :class:`GridAxis` on the left (grid under the curves), axes and title cached as pixmaps, a fixed-width
+    left axis, no auto-range, no menu, x-only mouse. Its items are given points already clipped and
+    downsampled."""
+    axis = XAxis(orientation="bottom")
+    plot = layout.addPlot(row=row, col=col, colspan=colspan, axisItems={"bottom": axis, "left": GridAxis(orientation="left")})
+    plot.showGrid(x=True, y=True, alpha=0.12)
+    for name in ("left", "bottom"):
+        plot.getAxis(name).setZValue(-150)  # under the view box (z -100): the grid under the curves
+    # Axes (with their grid lines) and titles change only when a range does: drawn once into a pixmap,
+    # a redraw of the curves blits them instead of calling back into Python to repaint them.
+    for name in ("left", "bottom"):
+        plot.getAxis(name).setCacheMode(QGraphicsItem.DeviceCoordinateCache)
+    plot.titleLabel.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
+    plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
+    plot.getAxis("left").setStyle(autoExpandTextSpace=False)
+    axis.setStyle(autoExpandTextSpace=False)
+    # No pyqtgraph downsampling or clipping: the items get points already clipped to the view and
+    # peak downsampled (see peak_downsample), from caches that a new point only extends.
+    plot.setMenuEnabled(False)
+    plot.hideButtons()
+    plot.disableAutoRange()
+    plot.getViewBox().setMouseEnabled(x=True, y=False)
+    return plot
+
+
+def style_axes(plot: pg.PlotItem, background: QColor, foreground: QColor) -> None:
+    """A plot's axes and grid in the palette's colours (the grid drawn opaque over ``background``)."""
+    for name in ("left", "bottom"):
+        axis = plot.getAxis(name)
+        axis.background = QColor(background)
+        axis.setPen(pg.mkPen(foreground))  # (and draws itself again)
+        axis.setTextPen(pg.mkPen(foreground))

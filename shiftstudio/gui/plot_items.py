@@ -398,6 +398,12 @@ class XAxis(GridAxis):
 
     mode = "step"
 
+    def set_mode(self, mode: str) -> None:
+        """Count in ``mode`` (step, tokens or time) from now on: the labels are drawn again."""
+        self.mode = mode
+        self.picture = None
+        self.update()
+
     def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
         if self.mode == "time":
             return [human_duration(v) for v in values]

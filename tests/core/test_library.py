@@ -232,7 +232,7 @@ def test_the_follower_waits_for_whole_lines_and_starts_over_on_a_rewrite(run_cop
 
 def test_broken_folders_are_listed_with_the_reason_and_never_break_the_listing(tiny_run: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    good = Path(shutil.copytree(tiny_run, runs / "good"))
+    shutil.copytree(tiny_run, runs / "good")
     bad_json = Path(shutil.copytree(tiny_run, runs / "bad-json"))
     (bad_json / "run.json").write_text("{ not json")
     newer = Path(shutil.copytree(tiny_run, runs / "newer"))
@@ -308,3 +308,35 @@ def test_runs_command_prints_the_table_and_json(run_copy: Path, tiny_k2_run: Pat
     assert err.count("\n") == 1 and "is not a folder" in err
     assert main(["runs", "--folder", folder, "--sort", "colour"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# -- the trash ---------------------------------------------------------------------------------------------
+
+
+def test_runs_go_to_the_freedesktop_trash_with_where_they_came_from(tmp_path: Path, monkeypatch) -> None:
+    from urllib.parse import unquote
+
+    from shiftstudio.core.runs.trash import TrashError, move_to_trash
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    trash = tmp_path / "xdg" / "Trash"
+    for i in range(2):  # two folders of the same name: the second gets another name in the trash
+        run = tmp_path / f"place{i}" / "my run"
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(str(i))
+        target = move_to_trash(run)
+        assert not run.exists() and (target / "run.json").read_text() == str(i)
+        info = (trash / "info" / f"{target.name}.trashinfo").read_text().splitlines()
+        assert info[0] == "[Trash Info]" and unquote(info[1].removeprefix("Path=")) == str(run)
+        assert info[2].startswith("DeletionDate=")
+    assert sorted(p.name for p in (trash / "files").iterdir()) == ["my run", "my run.2"]
+    other = Path("/dev/shm")
+    if other.is_dir() and os.stat(other).st_dev != os.stat(tmp_path).st_dev:
+        away = other / f"shiftstudio-test-{os.getpid()}"
+        away.mkdir()
+        try:
+            with pytest.raises(TrashError, match="another disk"):
+                move_to_trash(away)
+            assert away.exists()
+        finally:
+            shutil.rmtree(away, ignore_errors=True)

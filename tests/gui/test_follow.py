@@ -63,7 +63,7 @@ def open_and_follow(window, qtbot, run: Path):
     runs = window.ctx.runs
     with qtbot.waitSignal(runs.run_started, timeout=30_000):
         window.open_run(run)
-    assert runs.following and f"pid" in runs.following and runs.state == RUNNING
+    assert runs.following and "pid" in runs.following and runs.state == RUNNING
     assert "followed" in window.panes["train"].run_label.text()
     return runs
 

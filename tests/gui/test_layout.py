@@ -95,8 +95,8 @@ def test_why_start_is_disabled_is_shown_whole(window, qtbot) -> None:
 
 @pytest.mark.parametrize("spec", PANES, ids=[spec.key for spec in PANES])
 def test_each_pane_has_a_working_ctrl_n(window, qtbot, spec) -> None:
-    """Ctrl+1 … Ctrl+6 bring their pane forward (showing a hidden dock) and put the keyboard focus in it;
-    Ctrl+4 is the Train pane in the middle."""
+    """Ctrl+1 … Ctrl+8 bring their pane forward (showing a hidden dock, opening a closed middle tab) and put the
+    keyboard focus in it; Ctrl+4 is the Train pane in the middle, Ctrl+7 and Ctrl+8 the Runs and Compare tabs."""
     assert spec.shortcut == f"Ctrl+{PANES.index(spec) + 1}"
     window.activateWindow()
     qtbot.waitUntil(window.isActiveWindow, timeout=5000)

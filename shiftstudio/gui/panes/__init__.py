@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QWidget
 
 from shiftstudio.gui.config_model import ConfigModel
 from shiftstudio.gui.run_controller import RunController
+from shiftstudio.gui.run_library import RunLibrary
 from shiftstudio.gui.session import Session
 
 
@@ -28,7 +29,8 @@ class PaneSpec:
     key: str
     title: str
     factory: str  # "module:Class"
-    area: str  # "left" | "right" | "bottom" (dock widgets) or "center" (tabs in the middle)
+    area: str  # "left" | "right" | "bottom" (dock widgets), "center" (tabs in the middle), "tab" (a middle tab
+    # that opens when asked for — its Ctrl+N, the View menu — and can be closed)
     shortcut: str = ""  # toggles/raises the pane
 
 
@@ -39,6 +41,8 @@ PANES: list[PaneSpec] = [
     PaneSpec("train", "Train", "shiftstudio.gui.panes.train:TrainPane", "center", "Ctrl+4"),
     PaneSpec("inspector", "Batch inspector", "shiftstudio.gui.panes.inspector:InspectorPane", "bottom", "Ctrl+5"),
     PaneSpec("generate", "Generate", "shiftstudio.gui.panes.generate:GeneratePane", "bottom", "Ctrl+6"),
+    PaneSpec("runs", "Runs", "shiftstudio.gui.panes.runs:RunsPane", "tab", "Ctrl+7"),
+    PaneSpec("compare", "Compare", "shiftstudio.gui.panes.compare:ComparePane", "tab", "Ctrl+8"),
 ]
 
 
@@ -50,11 +54,14 @@ class PaneContext:
     session: Session
     runs: RunController
     settings: Any = None  # gui.settings.Settings, for panes that remember view options
+    library: RunLibrary | None = None  # the runs under the runs folders (the Runs and Compare panes)
 
 
 def make_context(settings: Any = None) -> PaneContext:
     config = ConfigModel()
-    return PaneContext(config=config, session=Session(config), runs=RunController(config), settings=settings)
+    runs = RunController(config)
+    return PaneContext(config=config, session=Session(config), runs=runs, settings=settings,
+                       library=RunLibrary(settings, runs))
 
 
 class Pane(QWidget):
