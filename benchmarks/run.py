@@ -156,6 +156,20 @@ def finetune_rows(data: dict) -> list[Row]:
     ]
 
 
+def library_rows(data: dict) -> list[Row]:
+    n = data["runs"]
+    return [
+        Row(f"run library: list {n:,} runs, every log read -> no summaries yet (s)", _num(data["baseline_s"], " s"),
+            _num(data["cold_s"], " s"), data["baseline_s"] / data["cold_s"], "reported"),
+        Row(f"run library: list {n:,} runs, every log read -> summaries current (s)", _num(data["baseline_s"], " s"),
+            _num(data["warm_s"], " s"), data["baseline_s"] / data["warm_s"], "< 1 s for 1,000"),
+        Row(f"Runs pane with {data['rows']:,} runs: RSS growth", "", f"{data['rss_after_mb'] - data['rss_before_mb']:.1f} MB",
+            None, "reported"),
+        Row("follow: a line written -> in the window (p50 / max)", "",
+            f"{data['follow_latency_ms_p50']:.0f} / {data['follow_latency_ms_max']:.0f} ms", None, "< 1 s"),
+    ]
+
+
 @dataclass
 class Bench:
     name: str
@@ -175,6 +189,7 @@ BENCHES = [
     Bench("startup", "bench_startup.py", "startup.json", startup_rows),
     Bench("gui", "bench_gui.py", "gui.json", gui_rows),
     Bench("finetune", "bench_finetune.py", "finetune.json", finetune_rows),
+    Bench("library", "bench_library.py", "library.json", library_rows),
 ]
 
 

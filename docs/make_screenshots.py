@@ -58,7 +58,9 @@ def main() -> int:
     parser.add_argument("--themes", default="light,dark", help="comma-separated: light, dark")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--size", default="", help="window size, WxH (default: the size the window opens at)")
-    parser.add_argument("--only", choices=("all", "finetune", "records"), default="all",
+    parser.add_argument("--runs-folder", type=Path, default=None,
+                        help="the library shot's runs (default: three short runs trained here)")
+    parser.add_argument("--only", choices=("all", "finetune", "records", "library"), default="all",
                         help="all: every pane after a training run; finetune: the Model pane fine-tuning a GPT-2 with LoRA; "
                         "records: fine-tuning on prompt/completion records (Corpus pane and batch inspector mid-run)")
     parser.add_argument("--hf-folder", type=Path, default=None,
@@ -92,6 +94,8 @@ def main() -> int:
         return finetune_shots(app, window, themes, args)
     if args.only == "records":
         return records_shots(app, window, themes, args)
+    if args.only == "library":
+        return library_shots(app, window, themes, args)
     ctx.config.load_flat(RUN)
     assert ctx.config.is_valid, ctx.config.error
     assert ctx.runs.start(), "Start is disabled"
@@ -265,6 +269,56 @@ def records_shots(app, window, themes: list[str], args) -> int:
     ctx.runs.shutdown()
     ctx.session.shutdown()
     return 0
+
+
+def library_shots(app, window, themes: list[str], args) -> int:
+    """The Runs tab (a library of real runs, two selected) and the Compare tab with them."""
+    import subprocess
+
+    folder = args.runs_folder
+    if folder is None:  # three short runs that differ in one setting each
+        folder = Path(os.environ["SHIFTSTUDIO_HOME"]) / "shots-runs"
+        for name, extra in (("baseline", []), ("lr-3e-3", ["--learning_rate", "3e-3"]), ("k2", ["--shift", "2"])):
+            subprocess.run([sys.executable, "-m", "shiftstudio", "train", "--preset", "cpu-tiny", "--max_iters", "300",
+                            "--lr_decay_iters", "300", "--eval_interval", "50", "--out", str(folder / name), *extra],
+                           check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    library, pane = window.ctx.library, window.panes["runs"]
+    library.add_folder(folder)
+    window.raise_pane("runs")
+    wait_until(app, lambda: not library.refreshing and pane.model.rowCount() > 0, 120, "the library")
+    settle(app, 0.5)
+    entries = sorted((e for e in library.entries if e.best_val is not None), key=lambda e: e.best_val)
+    chosen = [e.path for e in entries[:3]]
+    pane.select_paths(chosen)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for theme in themes:
+        style_theme(app, theme)
+        window.raise_pane("runs")
+        settle(app, 0.6)
+        path = args.out / f"runs-{theme}.png"
+        window.grab().save(str(path), "PNG")
+        print("saved", path)
+    pane.compare_selected()
+    compare = window.panes["compare"]
+    wait_until(app, lambda: compare.view.comparison is not None, 120, "the comparison")
+    settle(app, 1.0)
+    for theme in themes:
+        style_theme(app, theme)
+        window.raise_pane("compare")
+        settle(app, 0.8)
+        path = args.out / f"compare-{theme}.png"
+        window.grab().save(str(path), "PNG")
+        print("saved", path)
+    window.close()
+    window.ctx.runs.shutdown()
+    window.ctx.session.shutdown()
+    return 0
+
+
+def style_theme(app, theme: str) -> None:
+    from shiftstudio.gui import style
+
+    style.apply_theme(app, theme)
 
 
 if __name__ == "__main__":

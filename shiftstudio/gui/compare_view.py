@@ -36,7 +36,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPalette, QPixmap
 from PySide6.QtWidgets import (
-    QApplication, QHBoxLayout, QLabel, QPlainTextEdit, QSlider, QSplitter, QTableWidget, QTableWidgetItem,
+    QApplication, QHBoxLayout, QLabel, QPlainTextEdit, QSizePolicy, QSlider, QSplitter, QTableWidget, QTableWidgetItem,
     QVBoxLayout, QWidget,
 )
 
@@ -116,6 +116,9 @@ def read_runs(paths: Sequence[Path]) -> Callable[..., LoadedRuns]:
     return work
 
 
+HEADER_CHARS = 16  # a run's column header: the colour and the start of its name (the legend shows it whole)
+
+
 class CompareView(QWidget):
     """Several runs at once: curves, a table of differences and figures, samples at a step.
 
@@ -171,10 +174,6 @@ class CompareView(QWidget):
         self.sample_texts: list[QPlainTextEdit] = []
         self._samples_row = QHBoxLayout()
 
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(self.graphics)
-        top.addWidget(self.table)
-        top.setSizes([900, 300])  # (proportions: the plots get three quarters of the width)
         samples = QWidget()
         step_row = QHBoxLayout()
         step_row.addWidget(QLabel("Samples at", samples))
@@ -184,10 +183,20 @@ class CompareView(QWidget):
         column.setContentsMargins(0, 0, 0, 0)
         column.addLayout(step_row)
         column.addLayout(self._samples_row, 1)
+        # the curves, and beside them the differences and figures (a column a run); the samples under both
+        self.table.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)  # the splitter decides
+        self.table.setMinimumWidth(200)
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(self.graphics)
+        top.addWidget(self.table)
+        top.setStretchFactor(0, 2)
+        top.setStretchFactor(1, 1)
+        self._top, self._sized = top, False
         split = QSplitter(Qt.Orientation.Vertical, self)
         split.addWidget(top)
         split.addWidget(samples)
-        split.setSizes([600, 200])
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.messages)
@@ -411,6 +420,13 @@ class CompareView(QWidget):
         self._ranges.clear()
         self._refit()
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        if not self._sized:  # the first time it has a width: two thirds to the curves, a third to the table
+            self._sized = True
+            width = max(self._top.width(), 600)
+            self._top.setSizes([width * 2 // 3, width - width * 2 // 3])
+
     # -- legend and table ----------------------------------------------------
     def legend_entries(self) -> list[tuple[str, str]]:
         """(label, colour) of each run shown."""
@@ -429,8 +445,9 @@ class CompareView(QWidget):
         self.table.setRowCount(len(rows))
         self.table.setColumnCount(len(labels))
         for col, label in enumerate(labels):
-            header = QTableWidgetItem(_swatch(run_color(col)), label)
-            header.setToolTip(str(self._loaded[col].path))
+            short = label if len(label) <= HEADER_CHARS else label[: HEADER_CHARS - 1] + "…"  # the legend has it whole
+            header = QTableWidgetItem(_swatch(run_color(col)), short)
+            header.setToolTip(f"{label}\n{self._loaded[col].path}")
             self.table.setHorizontalHeaderItem(col, header)
         for row, (name, cells) in enumerate(rows):
             header = QTableWidgetItem(name)

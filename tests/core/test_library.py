@@ -242,9 +242,10 @@ def test_broken_folders_are_listed_with_the_reason_and_never_break_the_listing(t
     orphan = Path(shutil.copytree(tiny_run, runs / "orphan"))
     (orphan / "run.json").unlink()
     cut = Path(shutil.copytree(tiny_run, runs / "cut"))
+    assert read_entry(cut).state == "finished"  # listed once whole: its checkpoint's sizes are kept in the summary
     latest = max(RunLayout(cut).checkpoints_dir.iterdir(), key=lambda p: int(p.name.split("-")[1]))
     model = latest / "model.safetensors"
-    model.write_bytes(model.read_bytes()[:100])
+    model.write_bytes(model.read_bytes()[:100])  # cut short afterwards: the next listing still sees it
     (runs / "not-a-run").mkdir()
     (runs / "not-a-run" / "notes.txt").write_text("hello")
     entries = {e.name: e for e in list_runs([runs])}

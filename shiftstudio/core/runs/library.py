@@ -37,6 +37,7 @@ from shiftstudio.core.runs.layout import (
 )
 from shiftstudio.core.runs.lock import lock_state
 from shiftstudio.core.runs.summary import Summary, current_summary
+from shiftstudio.core.runs.summary import write_summary as store_summary
 
 RUN_SCHEMA = 1  # the newest run.json this library reads (folder.RUN_SCHEMA, which imports torch-side modules)
 STATES = ("running", "paused", "new", "finished", "stopped", "failed", "crashed", "interrupted", "broken")
@@ -173,7 +174,8 @@ def _entry(run_dir: Path, write_summary: bool) -> RunEntry:
     params = model_info.get("n_params") if isinstance(model_info.get("n_params"), int) else None
 
     held, holder = lock_state(run_dir)
-    summary, _ = current_summary(run_dir, write=write_summary and held != "held")
+    writable = write_summary and held != "held"  # (the trainer keeps its own run's summary)
+    summary, _ = current_summary(run_dir, write=writable)
     entry = RunEntry(
         path=run_dir, name=run_dir.name, state="",  # the folder's name: what the file manager and a rename show created=str(record.get("created", "")),
         corpus=corpus_text or "sample", tokenizer=tokenizer, origin=origin_text, params=params, steps=summary.steps,
@@ -184,7 +186,9 @@ def _entry(run_dir: Path, write_summary: bool) -> RunEntry:
     entry.notes, entry.tags = read_notes(run_dir)
     entry.state, entry.problem = _state(summary, held)
     if entry.state not in ("running", "paused"):
-        problem = _newest_checkpoint_problem(run_dir)
+        problem, changed = _newest_checkpoint_problem(run_dir, summary)
+        if changed and writable:
+            store_summary(run_dir, summary)
         if problem:
             entry.state, entry.problem = "broken", problem
     return entry
@@ -204,29 +208,43 @@ def _state(summary: Summary, lock: str) -> tuple[str, str]:
     return "interrupted", "the log ends without a final report"
 
 
-def _newest_checkpoint_problem(run_dir: Path) -> str:
-    """Why the newest checkpoint cannot be used ('' when it looks whole): its state.json and file sizes."""
-    folder = RunLayout(run_dir).checkpoints_dir
+def _newest_checkpoint_problem(run_dir: Path, summary: Summary) -> tuple[str, bool]:
+    """Why the newest checkpoint cannot be used ('' when it looks whole: its state.json and its files' sizes), and
+    whether ``summary.checkpoint_check`` changed. The expected sizes are kept in the summary, so a listing re-reads
+    a state.json only when it changed."""
+    folder = os.path.join(run_dir, "checkpoints")
     try:
         steps = [s for s in (step_of(e.name) for e in os.scandir(folder) if e.name.startswith(CHECKPOINT_PREFIX)) if s is not None]
     except OSError:
-        return ""
+        return "", False
     if not steps:
-        return ""
-    path = RunLayout(run_dir).checkpoint_dir(max(steps))
+        return "", False
+    name = f"{CHECKPOINT_PREFIX}{max(steps)}"
+    path = os.path.join(folder, name)
+    state_file = os.path.join(path, STATE_FILE)
+    changed = False
     try:
-        state = json.loads((path / STATE_FILE).read_bytes())
-        sizes = state["files"] if isinstance(state, dict) and isinstance(state.get("files"), dict) else {MODEL_FILE: None}
-    except (OSError, ValueError, UnicodeDecodeError):
-        return f"checkpoint {path.name} is cut short: its {STATE_FILE} is missing or unreadable"
-    for name, size in sizes.items():
+        st = os.stat(state_file)
+    except OSError:
+        return f"checkpoint {name} is cut short: its {STATE_FILE} is missing", False
+    check = summary.checkpoint_check
+    if not (isinstance(check, list) and len(check) == 4 and check[:3] == [name, st.st_mtime_ns, st.st_size]):
         try:
-            actual = os.stat(path / name).st_size
+            with open(state_file, "rb") as f:
+                state = json.loads(f.read())
+            sizes = state["files"] if isinstance(state, dict) and isinstance(state.get("files"), dict) else {MODEL_FILE: None}
+        except (OSError, ValueError, UnicodeDecodeError):
+            return f"checkpoint {name} is cut short: its {STATE_FILE} is unreadable", False
+        check = summary.checkpoint_check = [name, st.st_mtime_ns, st.st_size, sizes]
+        changed = True
+    for file, size in check[3].items():
+        try:
+            actual = os.stat(os.path.join(path, file)).st_size
         except OSError:
-            return f"checkpoint {path.name} is cut short: {name} is missing"
+            return f"checkpoint {name} is cut short: {file} is missing", changed
         if isinstance(size, int) and actual != size:
-            return f"checkpoint {path.name} is cut short: {name} has {actual:,} bytes of {size:,}"
-    return ""
+            return f"checkpoint {name} is cut short: {file} has {actual:,} bytes of {size:,}", changed
+    return "", changed
 
 
 def filter_runs(entries: list[RunEntry], text: str) -> list[RunEntry]:

@@ -48,6 +48,9 @@ class Summary:
     last_event: str = ""  # "" (never trained) | "started" | "finished" | "failed"
     reason: str = ""  # finished: completed | stopped | early_stop; failed: the message
     paused: bool = False  # the last control record was a pause
+    # the library's check of the newest checkpoint, kept so that a listing need not re-read its state.json:
+    # [folder name, state.json's mtime_ns, its size, {file: expected size}]
+    checkpoint_check: list | None = None
 
     def fold(self, rec: dict[str, Any]) -> None:
         """Take one metrics record into account (records in log order)."""
@@ -103,11 +106,20 @@ class Summary:
         return out
 
 
+TRAIN_PREFIX = b'{"kind":"train",'  # how the trainer writes a step record (compact separators)
+
+
 def _lines(data: bytes) -> tuple[list[dict[str, Any]], int]:
-    """The records of the whole lines in ``data`` and the bytes they span (a partly written last line waits)."""
+    """The records of the whole lines in ``data`` and the bytes they span (a partly written last line waits).
+
+    Step records are most of a log and only the last of a run of them matters to a summary (their step, tokens
+    and time only grow, and the loss wanted is the last): the others are not parsed."""
     end = data.rfind(b"\n") + 1
+    lines = data[:end].splitlines()
     records = []
-    for line in data[:end].splitlines():
+    for i, line in enumerate(lines):
+        if line.startswith(TRAIN_PREFIX) and i + 1 < len(lines) and lines[i + 1].startswith(TRAIN_PREFIX):
+            continue
         try:
             rec = json.loads(line)
         except (ValueError, UnicodeDecodeError):
