@@ -93,7 +93,11 @@ def test_table_rows_are_the_differing_settings_then_the_figures(qtbot, view, tin
     expected = compare_runs(runs)
     assert expected.fields == ["corpus", "n_embd", "shift", "learning_rate"]  # in the config's order
     assert [table.verticalHeaderItem(r).text() for r in range(table.rowCount())] == [*expected.fields, *FIGURE_ROWS]
-    assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == expected.labels
+    headers = [table.horizontalHeaderItem(c) for c in range(table.columnCount())]
+    # each column: the run's colour and the start of its label (whole in the tooltip and the legend)
+    assert all(h.toolTip().startswith(label) and label.startswith(h.text().rstrip("…"))
+               for h, label in zip(headers, expected.labels))
+    assert len(headers) == len(expected.labels) and all(len(h.text()) <= 16 for h in headers)
     cells = {table.verticalHeaderItem(r).text(): [table.item(r, c).text() for c in range(3)] for r in range(table.rowCount())}
     assert cells == dict(expected.rows())
     assert cells["shift"] == ["1", "1", "2"] and cells["steps"] == ["4/4"] * 3
