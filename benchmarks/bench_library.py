@@ -105,16 +105,10 @@ def list_in_fresh_process(mode: str, folder: Path, env: dict) -> tuple[int, floa
     return int(out[0]), float(out[1])
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def pane_memory_and_follow(folder: Path, env_home: Path, template: Path, samples: int) -> dict:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_gui import rss_mb
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])

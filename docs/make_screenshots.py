@@ -291,34 +291,29 @@ def library_shots(app, window, themes: list[str], args) -> int:
     chosen = [e.path for e in entries[:3]]
     pane.select_paths(chosen)
     args.out.mkdir(parents=True, exist_ok=True)
-    for theme in themes:
-        style_theme(app, theme)
-        window.raise_pane("runs")
-        settle(app, 0.6)
-        path = args.out / f"runs-{theme}.png"
-        window.grab().save(str(path), "PNG")
-        print("saved", path)
+    grab_in_themes(app, window, themes, "runs", args.out)
     pane.compare_selected()
     compare = window.panes["compare"]
     wait_until(app, lambda: compare.view.comparison is not None, 120, "the comparison")
     settle(app, 1.0)
-    for theme in themes:
-        style_theme(app, theme)
-        window.raise_pane("compare")
-        settle(app, 0.8)
-        path = args.out / f"compare-{theme}.png"
-        window.grab().save(str(path), "PNG")
-        print("saved", path)
+    grab_in_themes(app, window, themes, "compare", args.out)
     window.close()
     window.ctx.runs.shutdown()
     window.ctx.session.shutdown()
     return 0
 
 
-def style_theme(app, theme: str) -> None:
+def grab_in_themes(app, window, themes: list[str], pane: str, out: Path) -> None:
+    """``<pane>-<theme>.png`` of the whole window with that pane in front, in each theme."""
     from shiftstudio.gui import style
 
-    style.apply_theme(app, theme)
+    for theme in themes:
+        style.apply_theme(app, theme)
+        window.raise_pane(pane)
+        settle(app, 0.8)
+        path = out / f"{pane}-{theme}.png"
+        window.grab().save(str(path), "PNG")
+        print("saved", path)
 
 
 if __name__ == "__main__":

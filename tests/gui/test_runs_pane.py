@@ -157,3 +157,20 @@ def test_a_run_started_in_the_window_appears_at_once(window, qtbot, library_runs
     qtbot.waitUntil(lambda: [e for e in window.ctx.library.entries if e.name == new][0].state == "finished", timeout=20_000)
     entry = [e for e in window.ctx.library.entries if e.name == new][0]
     assert entry.steps == 12 and entry.best_val is not None
+
+
+def test_an_added_folder_lists_its_runs_and_a_vanished_one_says_so(window, qtbot, library_runs, tmp_path: Path) -> None:
+    pane = show_runs(window, qtbot)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(library_runs["alpha"], elsewhere / "delta")
+    with qtbot.waitSignal(window.ctx.library.entries_changed, timeout=20_000):
+        window.ctx.library.add_folder(elsewhere)
+    qtbot.waitUntil(lambda: "delta" in names(pane), timeout=20_000)
+    assert window.ctx.settings.get("library_folders") == [str(elsewhere)] and pane.remove_folder_action.isEnabled()
+    shutil.rmtree(elsewhere)
+    refreshed(qtbot, window)
+    assert "delta" not in names(pane) and "not there any more" in pane.messages._text.text()
+    pane.ask_item = lambda title, label, items: items[0]
+    with qtbot.waitSignal(window.ctx.library.entries_changed, timeout=20_000):
+        pane.remove_folder_action.trigger()
+    assert window.ctx.library.extra_folders() == [] and not pane.remove_folder_action.isEnabled()

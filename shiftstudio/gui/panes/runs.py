@@ -260,9 +260,11 @@ class RunsPane(Pane):
         self.delete_action = action("Delete…", "runs_delete_action", self.delete_selected, "Move the selected runs to the trash (asks first)", "Delete")
         self.reveal_action = action("Show folder", "runs_reveal_action", self.reveal_selected, "Show the run's folder in the file manager")
         self.add_folder_action = action("Add folder…", "runs_add_folder_action", self.ask_add_folder, "List the runs of another folder too")
+        self.remove_folder_action = action("Remove folder…", "runs_remove_folder_action", self.ask_remove_folder,
+                                           "Stop listing the runs of a folder you added (nothing is deleted)")
         self.refresh_action = action("Refresh", "runs_refresh_action", self.library.refresh, "List the runs again now")
         for a in (self.open_action, self.resume_action, self.fork_action, self.compare_action, None, self.rename_action,
-                  self.notes_action, self.delete_action, self.reveal_action, None, self.add_folder_action, self.refresh_action):
+                  self.notes_action, self.delete_action, self.reveal_action, None, self.add_folder_action, self.remove_folder_action, self.refresh_action):
             self.toolbar.addSeparator() if a is None else self.toolbar.addAction(a)
 
         top = QHBoxLayout()
@@ -281,6 +283,7 @@ class RunsPane(Pane):
         # Asked for by other panes' tests and by the window: an ask_* hook each, so tests answer dialogs.
         self.confirm = self._confirm
         self.ask_text = self._ask_text
+        self.ask_item = self._ask_item
 
     @classmethod
     def from_context(cls, ctx: PaneContext) -> Self:
@@ -304,6 +307,11 @@ class RunsPane(Pane):
         folders = ", ".join(str(f) for f in self.library.folders())
         self.count_label.setText(f"{shown} of {total} runs" if shown != total else f"{total} runs")
         self.count_label.setToolTip(f"Runs in {folders}")
+        missing = [f for f in self.library.extra_folders() if not Path(f).is_dir()]
+        if missing:
+            self.messages.show_message(f"{', '.join(missing)}: not there any more (moved, deleted or on a disk that is "
+                                       "not connected); Remove folder… stops listing it", "warning")
+        self.remove_folder_action.setEnabled(bool(self.library.extra_folders()))
         self._on_selection_changed()
 
     def _on_library_refresh_failed(self, message: str) -> None:
@@ -480,9 +488,22 @@ class RunsPane(Pane):
         if folder:
             self.library.add_folder(folder)
 
+    def ask_remove_folder(self) -> None:
+        folders = self.library.extra_folders()
+        if not folders:
+            return
+        folder = self.ask_item("Remove folder", "Stop listing the runs of:", folders)
+        if folder:
+            self.messages.hide()
+            self.library.remove_folder(folder)
+
     # -- dialogs (replaced in tests) -------------------------------------------------------------------------------
     def _confirm(self, title: str, question: str) -> bool:
         return QMessageBox.question(self, title, question, QMessageBox.Yes | QMessageBox.No, QMessageBox.No) == QMessageBox.Yes
+
+    def _ask_item(self, title: str, label: str, items: list[str]) -> str:
+        value, ok = QInputDialog.getItem(self, title, label, items, 0, False)
+        return value if ok else ""
 
     def _ask_text(self, title: str, label: str, text: str) -> str:
         value, ok = QInputDialog.getText(self, title, label, QLineEdit.Normal, text)
