@@ -141,6 +141,16 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
     from shiftstudio.core.data.store import TokenStore, prepare
     from shiftstudio.core.runs.layout import is_run_dir
 
+    from shiftstudio.core.train.ranks import from_env
+
+    try:
+        ranks = from_env()
+        if ranks.distributed:  # under torchrun: rank 0 makes the run, the others train it with it
+            ranks.init(config.train.device)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if not ranks.main:
+        return _train_other_rank(values, ranks)
     out = Path(values["out"]) if values["out"] else default_run_dir(config, base)
     if is_run_dir(out):
         raise UsageError(f"{out} already holds a run: continue it with 'shiftstudio resume {out}' or pick another --out")
@@ -164,6 +174,8 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
         raise UsageError(str(exc)) from None
     except OSError as exc:
         return error(str(exc), 1)
+    if ranks.distributed:
+        ranks.text(str(run_dir))  # where the run is, for the other ranks
     print(f"data: {store.summary()}")
     if getattr(store, "is_records", False):  # fine-tuning records: say what the context cuts off
         for warning in store.record_stats(config.model.block_size, config.model.shift).get("warnings", []):
@@ -173,6 +185,27 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
     from shiftstudio.core.train.trainer import Trainer
 
     return drive(Trainer(run_dir, store, sample_prompt=values["sample"], views=ViewRequest(batch_views=False), purpose="shiftstudio train"))
+
+
+def _train_other_rank(values: dict[str, Any], ranks: Any) -> int:
+    """Ranks 1..N-1 of a ``torchrun`` job: wait for rank 0's run folder, then train it with rank 0 (quietly:
+    rank 0 prints and writes the run's files)."""
+    import os
+
+    from shiftstudio.cli import error
+    from shiftstudio.core.errors import RunError
+    from shiftstudio.core.runs.folder import open_run_store
+    from shiftstudio.core.train.control import ViewRequest
+    from shiftstudio.core.train.trainer import Trainer
+
+    run_dir = Path(ranks.text(""))
+    try:
+        trainer = Trainer(run_dir, open_run_store(run_dir), sample_prompt=values["sample"],
+                          views=ViewRequest(batch_views=False))
+    except (RunError, ConfigError, OSError) as exc:
+        return error(f"{ranks.describe()}: {exc}", 1)
+    with open(os.devnull, "w") as quiet:
+        return drive(trainer, out=quiet)
 
 
 def check_sample_prompt(prompt: str | None, tokenizer: Any) -> None:
@@ -222,9 +255,21 @@ def _resume(values: dict[str, Any], run_dir: Path) -> int:
         print(f"{run_dir} is already at step {latest.step:,} (max_iters {target:,}): nothing to do; "
               f"pass --max_iters=N to train further")
         return 0
+    from shiftstudio.core.train.ranks import from_env
+
+    try:
+        ranks = from_env()
+        if ranks.distributed:
+            ranks.init(config.train.device)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     line = ProgressLine()
     try:
-        store = open_run_store(run_dir, prepare_missing=True, progress=_prepare_progress(line))
+        if ranks.distributed and not ranks.main:
+            ranks.barrier()  # rank 0 rebuilds the token data if it is gone; the others then open it
+        store = open_run_store(run_dir, prepare_missing=ranks.main, progress=_prepare_progress(line) if ranks.main else None)
+        if ranks.distributed and ranks.main:
+            ranks.barrier()
         check_sample_prompt(values["sample"], store.tokenizer)
         trainer = Trainer(run_dir, store, max_iters=max_iters, sample_prompt=values["sample"], views=ViewRequest(batch_views=False), purpose="shiftstudio resume")
     except (RunError, CorpusError, TokenizerError, DataError, OSError) as exc:
@@ -234,6 +279,11 @@ def _resume(values: dict[str, Any], run_dir: Path) -> int:
         line.close()
         return error("interrupted while preparing the data", 130)
     line.close()
+    if not trainer.ranks.main:  # under torchrun, rank 0 prints
+        import os
+
+        with open(os.devnull, "w") as quiet:
+            return drive(trainer, out=quiet)
     return drive(trainer)
 
 

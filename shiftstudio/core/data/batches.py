@@ -91,6 +91,10 @@ class _SeededSampler:
     def next(self) -> Batch:  # pragma: no cover - each sampler has its own
         raise NotImplementedError
 
+    def skip(self) -> None:  # pragma: no cover - each sampler has its own
+        """Advance past one batch without building it (another rank trains it)."""
+        raise NotImplementedError
+
     def state_dict(self) -> dict[str, Any]:
         return {"bit_generator": self._rng.bit_generator.state}
 
@@ -126,6 +130,9 @@ class BatchSampler(_SeededSampler):
 
     def offsets(self) -> np.ndarray:
         return self._rng.integers(0, self.n_windows, size=self.batch_size)
+
+    def skip(self) -> None:
+        self.offsets()
 
     def next(self) -> Batch:
         x, y = shifted_windows(self.ids, self.offsets(), self.block_size, self.shift)
@@ -204,6 +211,9 @@ class ExampleSampler(_SeededSampler):
     def rows(self) -> np.ndarray:
         """The example numbers of the next batch (advances the generator)."""
         return self.examples[self._rng.integers(0, len(self.examples), size=self.batch_size)]
+
+    def skip(self) -> None:
+        self.rows()
 
     def next(self) -> Batch:
         rows = self.rows()

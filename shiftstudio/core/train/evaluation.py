@@ -32,17 +32,28 @@ def evaluating(model: torch.nn.Module):
 
 def mean_loss(
     model: torch.nn.Module, sampler: Any, iters: int, shift: int, device: torch.device,
-    autocast: ContextManager | None = None,
+    autocast: ContextManager | None = None, ranks: Any = None,
 ) -> list[float]:
     """Mean loss per head over ``iters`` batches of ``sampler`` (made with a fixed seed, so successive
-    evaluations see the same batches and differ only by the model). One device sync, at the end."""
+    evaluations see the same batches and differ only by the model). One device sync, at the end.
+
+    With ``ranks`` (several processes), rank r scores batches r, r + N, … of the same ``iters`` and the sums
+    are added up over the ranks: the same figure as one process, each rank doing 1/N of the work."""
     totals = torch.zeros(shift, device=device)
+    rank, world = (ranks.rank, ranks.world) if ranks is not None else (0, 1)
     with evaluating(model):
-        for _ in range(iters):
+        for i in range(iters):
+            if i % world != rank:
+                sampler.skip()
+                continue
             b = sampler.next()
             with autocast or contextlib.nullcontext():
                 out = model(b.x, b.y, b.mask)
             totals += out.head_losses.float()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(totals)
     return (totals / iters).tolist()
 
 
@@ -77,7 +88,7 @@ def batch_view(
 
 def split_losses(
     model: torch.nn.Module, store: Any, config_batch: tuple[int, int, int], iters: int,
-    seed: int, device: torch.device, autocast: ContextManager | None = None,
+    seed: int, device: torch.device, autocast: ContextManager | None = None, ranks: Any = None,
 ) -> tuple[list[float], list[float]]:
     """Per-head mean losses on the train and the validation split of ``store`` (a
     :class:`~shiftstudio.core.data.store.TokenStore`), each on its own fixed batches.
@@ -88,5 +99,5 @@ def split_losses(
     out = []
     for split in ("train", "val"):
         sampler = store.sampler(split, batch_size, block_size, shift, seed=seed + EVAL_SEED_OFFSETS[split], device=device)
-        out.append(mean_loss(model, sampler, iters, shift, device, autocast))
+        out.append(mean_loss(model, sampler, iters, shift, device, autocast, ranks))
     return out[0], out[1]

@@ -31,6 +31,7 @@ from shiftstudio.core.runs.folder import open_run_store
 from shiftstudio.core.runs.origin import BASE_FILE, load_base
 from shiftstudio.core.train import device as dev
 from shiftstudio.core.train.optim import WeightEMA, build_optimizer
+from shiftstudio.core.train.ranks import Ranks, RankSampler
 
 
 @dataclass
@@ -88,13 +89,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build(run_dir: Path, config: RunConfig, record: dict[str, Any], store: TokenStore | None = None) -> Setup:
-    """Set up a session for the run in ``run_dir``, resumed from its latest checkpoint when it has one.
+def build(run_dir: Path, config: RunConfig, record: dict[str, Any], store: TokenStore | None = None,
+          ranks: Ranks | None = None) -> Setup:
+    """Set up a session for the run in ``run_dir``, resumed from its latest checkpoint when it has one. Under
+    ``torchrun`` (``ranks`` of more than one process) the model is wrapped in DDP on this rank's device and the
+    sampler gives this rank its share of the run's batch stream (:mod:`~shiftstudio.core.train.ranks`).
 
     Raises the core's expected errors (bad device, missing or mismatched data, corrupt checkpoint).
     """
     tc, mc = config.train, config.model
-    info = dev.setup(tc.device, tc.dtype, tc.num_threads)
+    ranks = ranks or Ranks()
+    device_name = str(ranks.init(tc.device)) if ranks.distributed else tc.device
+    info = dev.setup(device_name, tc.dtype, tc.num_threads)
     if store is None:
         store = open_run_store(run_dir)
     vocab = int(record["data"]["vocab_size"])
@@ -134,6 +140,17 @@ def build(run_dir: Path, config: RunConfig, record: dict[str, Any], store: Token
             raise RunError(f"{exc}; nothing was changed (to resume from an earlier checkpoint, delete {latest.path})") from None
     if tc.compile:
         s.train_model = torch.compile(model)
+    if ranks.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # buffers (rotary tables) never change: no broadcast on every forward (the option's name moved in 2.13)
+        import inspect
+
+        quiet = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters \
+            else "broadcast_buffers"
+        s.train_model = DistributedDataParallel(
+            s.train_model, device_ids=[info.device.index] if info.device.type == "cuda" else None, **{quiet: False})
+        s.sampler = RankSampler(s.sampler, ranks)
     return s
 
 
@@ -164,7 +181,7 @@ def restore(s: Setup, c: ckpt.Checkpoint) -> None:
             s.ema.load_state_dict(s.model.state_dict())
     state = c.state
     try:
-        s.sampler.load_state_dict(state["sampler"])
+        s.sampler.load_state_dict(state["sampler"])  # one stream whoever trains it: any number of ranks
         if s.scaler.is_enabled() and state.get("scaler"):
             s.scaler.load_state_dict(state["scaler"])
         best = state.get("best_val_loss")

@@ -21,6 +21,8 @@ where one ``tolist()`` fetches them all (and finds the first non-finite one).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import time
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from shiftstudio.config import TrainConfig
@@ -40,6 +43,7 @@ from shiftstudio.core.model.gpt import clone_model
 from shiftstudio.core.model.lora import has_lora
 from shiftstudio.core.runs import checkpoint as ckpt
 from shiftstudio.core.runs.control import ControlWatcher
+from shiftstudio.core.runs.layout import RunLayout
 from shiftstudio.core.runs.folder import load_run, load_run_config, update_plan
 from shiftstudio.core.runs.lock import RunLock
 from shiftstudio.core.runs.metrics import MetricsLog
@@ -49,6 +53,8 @@ from shiftstudio.core.train import setup
 from shiftstudio.core.train.control import TrainerControl, ViewRequest
 from shiftstudio.core.train.evaluation import batch_view, split_losses
 from shiftstudio.core.train.optim import lr_at
+from shiftstudio.core.train.ranks import from_env as ranks_from_env
+from shiftstudio.core.train.ranks import weights_checksum
 from shiftstudio.core.train.reports import (
     BatchViewReport, CheckpointReport, EvalReport, FailedReport, FinishedReport, Report, SampleReport, StartedReport,
     StepReport,
@@ -56,6 +62,7 @@ from shiftstudio.core.train.reports import (
 
 log = logging.getLogger(__name__)
 
+FAULT_ENV = "SHIFTSTUDIO_INJECT_FAULT"  # "RANK:STEP": that rank raises as it takes that step (fault-injection tests)
 SUMMARY_EVERY_S = 5.0  # summary.json is rewritten at every eval, checkpoint and end, and at most this often between
 SAMPLE_TOKENS = 200  # at most: a sample also ends at the end of a document
 SAMPLE_TEMPERATURE = 0.8
@@ -114,6 +121,16 @@ class Trainer:
         self._s: setup.Setup | None = None
         self._clock = _Clock()
         self._weights: tuple[tuple[float, ...], torch.Tensor] | None = None  # the last loss weights, on the device
+        self.ranks = ranks_from_env()  # rank 0 of 1 unless torchrun started this process
+        self._fault = _injected_fault()
+        if self.config.train.gradient_accumulation_steps % self.ranks.world:
+            raise ConfigError(
+                f"gradient_accumulation_steps ({self.config.train.gradient_accumulation_steps}) must be a multiple of the "
+                f"number of processes ({self.ranks.world}): each trains an equal share of a step's micro-batches, so the "
+                "batch per step stays what the settings say"
+            )
+        if self.ranks.distributed:
+            purpose = f"{purpose}, {self.ranks.world} ranks (torchrun)"
         self.purpose = purpose  # who trains, as the lock file says ("shiftstudio train", "the window", ...)
         self._lock: RunLock | None = None
         self._control_file: ControlWatcher | None = None
@@ -155,26 +172,32 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Iterator[Report]:
+        main = self.ranks.main  # under torchrun, rank 0 alone holds the lock and writes the run's files
         try:  # one run, one writer: nothing is written (not even a failure line) without the lock
-            self._lock = RunLock.acquire(self.run_dir, self.purpose)
+            self._lock = RunLock.acquire(self.run_dir, self.purpose) if main else None
         except (ShiftStudioError, OSError) as exc:
             self.control.stop_serving("the run did not start")
             yield FailedReport(step=0, message=one_line(exc))
             return
         try:
-            s = self._s = setup.build(self.run_dir, self.config, self.record, self._store)
-            if self.max_iters != self.config.train.max_iters:  # a new plan: recorded with the run
+            s = self._s = setup.build(self.run_dir, self.config, self.record, self._store, self.ranks)
+            if self.max_iters != self.config.train.max_iters and main:  # a new plan: recorded with the run
                 self.config = update_plan(self.run_dir, self.max_iters)
             self._clock = _Clock(offset_s=s.progress.time_offset_s)
-            if s.resumed:  # before opening: truncation replaces the file, an open handle would write to the old one
-                self._metrics.truncate_after(s.progress.step)
-            self._metrics.open()
-            self._summary = current_summary(self.run_dir, write=False)[0]  # rebuilt if the log was just rewritten
-            self._control_file = ControlWatcher(self.run_dir)
+            if main:
+                if s.resumed:  # before opening: truncation replaces the file, an open handle would write to the old one
+                    self._metrics.truncate_after(s.progress.step)
+                self._metrics.open()
+                self._summary = current_summary(self.run_dir, write=False)[0]  # rebuilt if the log was just rewritten
+                self._control_file = ControlWatcher(self.run_dir)
             self.control.start_serving()
             yield from self._loop(s)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a report
-            yield self._emit(self._failure(exc))
+            failure = self._failure(exc)
+            if main:
+                yield self._emit(failure)
+            else:  # another rank failed: say so in the run's log (one appended line), then end this process
+                yield self._rank_failure(failure)
         finally:
             self.control.stop_serving("the run ended before its weights could be copied: pick a checkpoint")
             self._metrics.close()
@@ -182,14 +205,32 @@ class Trainer:
                 write_summary(self.run_dir, self._summary)
             setup.teardown(self._s)
             self._s = None
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
+            self.ranks.close()
+
+    def _rank_failure(self, failure: FailedReport) -> FailedReport:
+        """A rank other than 0 failed: its message (naming the rank) and detail go to ``logs/rank-R.log`` and one
+        ``failed`` line to the run's log, so the run reads as failed however torchrun ends the others."""
+        failure.message = f"rank {self.ranks.rank} of {self.ranks.world}: {failure.message}"
+        try:
+            logs = RunLayout(self.run_dir).logs_dir
+            logs.mkdir(exist_ok=True)
+            with open(logs / f"rank-{self.ranks.rank}.log", "a", encoding="utf-8") as f:
+                f.write(failure.message + "\n" + failure.detail)
+            record = {**failure.to_json(), "time_s": self._clock.run_time(), "tokens": 0}
+            with open(RunLayout(self.run_dir).metrics_file, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError:
+            pass
+        return failure
 
     def _loop(self, s: setup.Setup) -> Iterator[Report]:
         tc, p = self.config.train, s.progress
         tokens_per_step = tc.batch_size * tc.gradient_accumulation_steps * self.config.model.block_size
         yield self._emit(StartedReport(
             run_dir=str(self.run_dir), step=p.step, max_iters=self.max_iters, n_params=s.model.num_params(),
-            device=s.info.describe(), dtype=dev.dtype_name(s.info.dtype), tokens_per_step=tokens_per_step,
+            device=s.info.describe() + (f" × {self.ranks.world} ranks (torchrun)" if self.ranks.distributed else ""), dtype=dev.dtype_name(s.info.dtype), tokens_per_step=tokens_per_step,
             resumed=s.resumed, n_trainable=_trainable_if_partial(s.model), source=(s.origin or {}).get("label", ""),
         ))
         pending: list[torch.Tensor] = []  # per-step losses since the last sync, the first of step p.step + 1
@@ -253,19 +294,27 @@ class Trainer:
         tc = self.config.train
         for group in s.optimizer.param_groups:
             group["lr"] = lr
-        accum = tc.gradient_accumulation_steps
+        accum = tc.gradient_accumulation_steps // self.ranks.world  # this rank's share of the step's micro-batches
         weights = self._loss_weights(s, s.progress.step)  # None: the plain mean over heads (always for K = 1)
         total: torch.Tensor | None = None  # no zero tensor to start from: one op less per step
-        for _ in range(accum):
+        if self.ranks.distributed:  # dropout: each rank its own stream, a function of (seed, step, rank) alone, so
+            # a run resumed on the same number of ranks draws the same masks without saving every rank's RNG state
+            torch.manual_seed(int(np.random.SeedSequence([tc.seed, s.progress.step, self.ranks.rank]).generate_state(1)[0]))
+        if self._fault == (self.ranks.rank, s.progress.step + 1):
+            raise RuntimeError(f"a fault injected at step {s.progress.step + 1} on rank {self.ranks.rank} ({FAULT_ENV})")
+        for micro in range(accum):
             batch = s.sampler.next()
-            with s.autocast:
+            # several ranks: gradients are all-reduced once, after the last micro-batch (DDP's no_sync before it)
+            sync = contextlib.nullcontext() if micro == accum - 1 or not self.ranks.distributed else s.train_model.no_sync()
+            with sync, s.autocast:
                 out = s.train_model(batch.x, batch.y, batch.mask)
             loss = objective = out.loss
             if weights is not None:  # coefficients sum to 1: the weighted mean of the head losses
                 objective = (out.head_losses.float() * weights).sum()
             if accum > 1:
                 loss, objective = loss / accum, objective / accum
-            s.scaler.scale(objective).backward()  # scale() is the identity when the scaler is off
+            with sync:
+                s.scaler.scale(objective).backward()  # scale() is the identity when the scaler is off
             total = loss.detach() if total is None else total + loss.detach()
         assert total is not None  # accum >= 1 (the config's minimum)
         if s.scaler.is_enabled():
@@ -300,6 +349,15 @@ class Trainer:
         if request is not None:
             {"pause": self.control.pause, "resume": self.control.resume, "stop": self.control.stop,
              "checkpoint": self.control.request_checkpoint}[request]()
+        if self.ranks.distributed:  # rank 0 decides for every rank
+            c = self.control
+            checkpoint = c.take_checkpoint_request() if self.ranks.main else False
+            paused, stop, checkpoint = self.ranks.flags([c.paused, c.stop_requested, checkpoint], s.device)
+            c.pause() if paused else c.resume()
+            if stop:
+                c.stop()
+            if checkpoint:
+                c.request_checkpoint()
         if self.control.paused != self._logged_paused:
             self._logged_paused = self.control.paused
             self._log({"kind": "control", "request": "pause" if self._logged_paused else "resume",
@@ -315,7 +373,7 @@ class Trainer:
         """Fetch the pending losses (one device sync); a failure names the first non-finite one."""
         if not pending:
             return [], None
-        losses = torch.stack(pending).tolist()
+        losses = self.ranks.mean(torch.stack(pending).tolist(), s.device)  # every rank logs the same figures
         first = s.progress.step - len(pending) + 1
         pending.clear()
         for i, value in enumerate(losses):
@@ -334,7 +392,8 @@ class Trainer:
         if failed is not None:
             return [self._emit(failed)]
         shape = (tc.batch_size, mc.block_size, mc.shift)
-        train_h, val_h = split_losses(s.train_model, s.store, shape, tc.eval_iters, tc.seed, s.device, s.autocast)
+        model = s.model if self.ranks.distributed else s.train_model  # (the same weights; no DDP hooks to evaluate)
+        train_h, val_h = split_losses(model, s.store, shape, tc.eval_iters, tc.seed, s.device, s.autocast, self.ranks)
         train_loss, val_loss = train_h[0], val_h[0]  # head 1: the headline, and what "best" means
         if not all(math.isfinite(v) for v in val_h):
             return [self._emit(FailedReport(
@@ -356,7 +415,7 @@ class Trainer:
             val_loss_per_horizon=val_h, train_loss_per_horizon=train_h, val_loss_all_heads=sum(val_h) / len(val_h),
             train_loss_all_heads=sum(train_h) / len(train_h), ema_train_loss=ema_train, ema_val_loss=ema_val,
         ))]
-        if self.sample_prompt is not None:
+        if self.sample_prompt is not None and self.ranks.main:
             sample = self._sample(s)
             if sample is not None:
                 out.append(self._emit(sample))
@@ -387,7 +446,14 @@ class Trainer:
             )
         if failed is not None:
             return [self._emit(failed)]
+        if self.ranks.distributed and not self.ranks.same_on_all(weights_checksum(s.model), s.device):
+            return [self._emit(FailedReport(step=p.step, message=(
+                f"the ranks' weights differ at step {p.step}: the processes have diverged (this is a bug; the last "
+                f"good checkpoint is step {p.last_saved})")))]
         is_best = p.best_step == p.step
+        if not self.ranks.main:  # rank 0 writes the checkpoint
+            p.last_saved = p.step
+            return []
         path = ckpt.save_checkpoint(
             self.run_dir, p.step, setup.checkpoint_state(s, self._clock.run_time(), self.max_iters), setup.saved_weights(s.model),
             ckpt.optimizer_tensors(s.model, s.optimizer), s.ema.state_dict() if s.ema is not None else None,
@@ -420,6 +486,8 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         """Append a record to the log and fold it into the run's summary (written at the moments that matter
         to the library, and every few seconds between them)."""
+        if not self.ranks.main:
+            return
         record.setdefault("time_s", self._clock.run_time())
         record.setdefault("tokens", self._s.progress.tokens if self._s is not None else 0)
         size = self._metrics.append(record)
@@ -455,6 +523,18 @@ class Trainer:
         return FailedReport(
             step=step, message=f"{type(exc).__name__}: {one_line(exc)}", detail=traceback.format_exc(), expected=False,
         )
+
+
+def _injected_fault() -> tuple[int, int] | None:
+    """(rank, step) from ``SHIFTSTUDIO_INJECT_FAULT=RANK:STEP``, the fault-injection tests' switch (None: off)."""
+    import os
+
+    text = os.environ.get(FAULT_ENV, "")
+    try:
+        rank, step = (int(v) for v in text.split(":"))
+    except ValueError:
+        return None
+    return rank, step
 
 
 def shift_weights_at(train: TrainConfig, shift: int, step: int) -> list[float] | None:
