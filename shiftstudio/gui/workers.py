@@ -24,7 +24,7 @@ import threading
 import traceback
 from typing import Any, Callable, Iterator, Protocol
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from shiftstudio.core.errors import Cancelled, RunError, ShiftStudioError, one_line
 from shiftstudio.core.train.control import ViewRequest
@@ -57,6 +57,50 @@ def keep_gui_responsive() -> None:
     if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     gc.freeze()
+    GuiThreadCollector.install()
+
+
+class GuiThreadCollector(QObject):
+    """Python's cycle collector, run on the GUI thread only.
+
+    A Qt object reachable only from a reference cycle (a closed window and its panes, their timers) is
+    destroyed wherever the collection that finds it runs — and left alone, the collector runs in whichever
+    thread happens to allocate at that moment: a training or sampling thread. Destroying widgets or timers
+    there crashes the process. So once threads start, automatic collection is off and this object collects on
+    a timer in the GUI thread, each generation when Python's own thresholds say it is due (reference counting
+    still frees everything that is not in a cycle at once)."""
+
+    INTERVAL_MS = 100
+    _installed: "GuiThreadCollector | None" = None
+
+    def __init__(self, app: QObject) -> None:
+        super().__init__(app)
+        gc.disable()
+        self._timer = QTimer(self)
+        self._timer.setInterval(self.INTERVAL_MS)
+        self._timer.timeout.connect(self.collect_if_due)
+        self._timer.start()
+
+    @classmethod
+    def install(cls) -> None:
+        """Once per application, from the GUI thread (a no-op without a QApplication)."""
+        app = QCoreApplication.instance()
+        if app is None or cls._installed is not None or QThread.currentThread() is not app.thread():
+            return
+        cls._installed = cls(app)
+        app.destroyed.connect(cls._on_app_destroyed)
+
+    @classmethod
+    def _on_app_destroyed(cls) -> None:
+        cls._installed = None
+        gc.enable()
+
+    def collect_if_due(self) -> None:
+        thresholds, counts = gc.get_threshold(), gc.get_count()
+        for generation in (2, 1, 0):
+            if counts[generation] > thresholds[generation]:
+                gc.collect(generation)
+                return
 
 
 # -- errors ------------------------------------------------------------------

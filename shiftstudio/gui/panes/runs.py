@@ -280,10 +280,6 @@ class RunsPane(Pane):
         library.entries_changed.connect(self._on_library_entries_changed)
         library.refresh_failed.connect(self._on_library_refresh_failed)
         self._on_library_entries_changed(library.entries)
-        # Asked for by other panes' tests and by the window: an ask_* hook each, so tests answer dialogs.
-        self.confirm = self._confirm
-        self.ask_text = self._ask_text
-        self.ask_item = self._ask_item
 
     @classmethod
     def from_context(cls, ctx: PaneContext) -> Self:
@@ -497,15 +493,15 @@ class RunsPane(Pane):
             self.messages.hide()
             self.library.remove_folder(folder)
 
-    # -- dialogs (replaced in tests) -------------------------------------------------------------------------------
-    def _confirm(self, title: str, question: str) -> bool:
+    # -- dialogs (tests answer them by setting these attributes on the pane) -------------------------------------------------------------------------------
+    def confirm(self, title: str, question: str) -> bool:
         return QMessageBox.question(self, title, question, QMessageBox.Yes | QMessageBox.No, QMessageBox.No) == QMessageBox.Yes
 
-    def _ask_item(self, title: str, label: str, items: list[str]) -> str:
+    def ask_item(self, title: str, label: str, items: list[str]) -> str:
         value, ok = QInputDialog.getItem(self, title, label, items, 0, False)
         return value if ok else ""
 
-    def _ask_text(self, title: str, label: str, text: str) -> str:
+    def ask_text(self, title: str, label: str, text: str) -> str:
         value, ok = QInputDialog.getText(self, title, label, QLineEdit.Normal, text)
         return value.strip() if ok else ""
 
