@@ -113,6 +113,8 @@ class ReportPrinter:
         trains = f" ({human_count(r.n_trainable)} train)" if r.n_trainable is not None else ""
         origin = f", fine-tuned from {r.source}" if r.source else ""
         self.print(f"model: {human_count(r.n_params)} parameters{trains} on {r.device}, {r.tokens_per_step:,} tokens per step{origin}")
+        if getattr(r, "note", ""):
+            self.print(f"note: {r.note}")
 
     def _on_train(self, r: Any) -> None:
 

@@ -136,3 +136,14 @@ def test_pause_and_stop_reach_every_rank(corpus: Path, tmp_path: Path) -> None:
     assert finished and finished[-1]["reason"] == "stopped" and finished[-1]["step"] >= paused_at
     assert (RunLayout(out).checkpoints_dir / f"step-{finished[-1]['step']}").is_dir()
     assert read_entry(out).state == "stopped"
+
+
+def test_another_number_of_ranks_may_resume_and_is_told_what_differs(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "two-then-one"
+    assert train(corpus, out, 2, max_iters=4).returncode == 0
+    state = json.loads((RunLayout(out).checkpoint_dir(4) / "state.json").read_text())
+    assert state["ranks"] == 2
+    resumed = run([sys.executable, "-m", "shiftstudio", "resume", str(out), "--max_iters", "6"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "note: resumed on 1 process(es) from a checkpoint trained on 2: the same batches" in resumed.stdout
+    assert [r["step"] for r in records(out, "train")] == list(range(1, 7))

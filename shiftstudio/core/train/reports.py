@@ -53,6 +53,7 @@ class StartedReport(_Report):
     resumed: bool = False
     n_trainable: int | None = None  # the weights that train, when not all do (LoRA)
     source: str = ""  # what a fine-tuning run started from ('' = scratch)
+    note: str = ""  # something the person starting it should know (e.g. resumed on another number of ranks)
 
     def __post_init__(self) -> None:
         self.kind = "started"

@@ -69,6 +69,7 @@ class Setup:
     progress: Progress = field(default_factory=Progress)
     resumed: bool = False
     origin: dict[str, Any] | None = None  # a fine-tuning run's source and base weights (run.json "origin")
+    saved_ranks: int = 1  # how many processes trained up to the checkpoint resumed from
 
     @property
     def base_sha256(self) -> str | None:
@@ -197,10 +198,11 @@ def restore(s: Setup, c: ckpt.Checkpoint) -> None:
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptCheckpoint(f"checkpoint {c.path.name}: {ckpt.STATE_FILE} is corrupt ({exc})") from None
     ckpt.set_rng_state(state.get("rng", {}))
+    s.saved_ranks = int(state.get("ranks", 1) or 1)
     s.resumed = True
 
 
-def checkpoint_state(s: Setup, time_s: float, max_iters: int) -> dict[str, Any]:
+def checkpoint_state(s: Setup, time_s: float, max_iters: int, ranks: int = 1) -> dict[str, Any]:
     """The JSON half of a checkpoint: progress, sampler position, scaler and RNG states, the plan."""
     p = s.progress
     return {
@@ -216,6 +218,7 @@ def checkpoint_state(s: Setup, time_s: float, max_iters: int) -> dict[str, Any]:
         "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else None,
         "rng": ckpt.rng_state(),
         "max_iters": max_iters,
+        "ranks": ranks,
         **({"lora": _lora_record(s)} if has_lora(s.model) else {}),
     }
 

@@ -209,6 +209,14 @@ class Trainer:
                 self._lock.release()
             self.ranks.close()
 
+    def _ranks_note(self, s: setup.Setup) -> str:
+        """Resumed on another number of processes than trained before: allowed, and said."""
+        if not s.resumed or s.saved_ranks == self.ranks.world:
+            return ""
+        return (f"resumed on {self.ranks.world} process(es) from a checkpoint trained on {s.saved_ranks}: the same "
+                "batches (one stream shared out by micro-batch), but other dropout masks and another order of "
+                "summing gradients, so not bit-identical to going on with the same number")
+
     def _rank_failure(self, failure: FailedReport) -> FailedReport:
         """A rank other than 0 failed: its message (naming the rank) and detail go to ``logs/rank-R.log`` and one
         ``failed`` line to the run's log, so the run reads as failed however torchrun ends the others."""
@@ -232,6 +240,7 @@ class Trainer:
             run_dir=str(self.run_dir), step=p.step, max_iters=self.max_iters, n_params=s.model.num_params(),
             device=s.info.describe() + (f" × {self.ranks.world} ranks (torchrun)" if self.ranks.distributed else ""), dtype=dev.dtype_name(s.info.dtype), tokens_per_step=tokens_per_step,
             resumed=s.resumed, n_trainable=_trainable_if_partial(s.model), source=(s.origin or {}).get("label", ""),
+            note=self._ranks_note(s),
         ))
         pending: list[torch.Tensor] = []  # per-step losses since the last sync, the first of step p.step + 1
         while p.step < self.max_iters:
@@ -455,7 +464,7 @@ class Trainer:
             p.last_saved = p.step
             return []
         path = ckpt.save_checkpoint(
-            self.run_dir, p.step, setup.checkpoint_state(s, self._clock.run_time(), self.max_iters), setup.saved_weights(s.model),
+            self.run_dir, p.step, setup.checkpoint_state(s, self._clock.run_time(), self.max_iters, self.ranks.world), setup.saved_weights(s.model),
             ckpt.optimizer_tensors(s.model, s.optimizer), s.ema.state_dict() if s.ema is not None else None,
         )
         if is_best:
