@@ -44,7 +44,7 @@ from shiftstudio.config import field_index, help_text
 from shiftstudio.core.errors import Cancelled, ShiftStudioError, one_line
 from shiftstudio.gui.metrics_store import Ema, MetricsStore
 from shiftstudio.gui.plot_canvas import LINE, new_plot, style_axes
-from shiftstudio.gui.plot_controls import X_MODES, PlotToolbar
+from shiftstudio.gui.plot_controls import X_MODES, PlotToolbar, ToolbarOptions
 from shiftstudio.gui.plot_items import CurveItem, _Trace, peak_downsample, sticky_range
 from shiftstudio.gui.widgets import named
 from shiftstudio.gui.widgets.message_bar import MessageBar
@@ -119,7 +119,7 @@ def read_runs(paths: Sequence[Path]) -> Callable[..., LoadedRuns]:
 HEADER_CHARS = 16  # a run's column header: the colour and the start of its name (the legend shows it whole)
 
 
-class CompareView(QWidget):
+class CompareView(ToolbarOptions, QWidget):
     """Several runs at once: curves, a table of differences and figures, samples at a step.
 
     :meth:`set_runs` reads the runs off the GUI thread; ``runs_loaded`` is
@@ -386,15 +386,6 @@ class CompareView(QWidget):
         self._push_data()
 
     # -- view options (the toolbar's) ----------------------------------------
-    def set_smoothing(self, weight: float) -> None:
-        self.toolbar.set_smoothing(weight)
-
-    def set_x_mode(self, mode: str) -> None:
-        self.toolbar.set_x_mode(mode)
-
-    def set_log_y(self, on: bool) -> None:
-        self.toolbar.set_log_y(on)
-
     def _on_toolbar_smoothing_changed(self, weight: float) -> None:
         self.smoothing = weight
         self._refit()

@@ -29,6 +29,22 @@ def horizon_color(k: int) -> str:
     return VAL_COLOR if k <= 1 else HORIZON_COLORS[(k - 2) % len(HORIZON_COLORS)]
 
 
+class ToolbarOptions:
+    """The view options of a curves view that has a :class:`PlotToolbar` as ``self.toolbar`` (the window restores
+    them, tests set them): setting one goes through the toolbar, which says so to the view like a click would."""
+
+    toolbar: "PlotToolbar"
+
+    def set_smoothing(self, weight: float) -> None:
+        self.toolbar.set_smoothing(weight)
+
+    def set_x_mode(self, mode: str) -> None:
+        self.toolbar.set_x_mode(mode)
+
+    def set_log_y(self, on: bool) -> None:
+        self.toolbar.set_log_y(on)
+
+
 class PlotToolbar(QWidget):
     """Smoothing slider, "Log y", the x axis combo, Fit, Export PNG and Export CSV."""
 

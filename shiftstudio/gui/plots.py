@@ -45,14 +45,14 @@ from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from shiftstudio.gui.metrics_store import Ema, MetricsStore
 from shiftstudio.gui.plot_canvas import PlotCanvas, horizon_item
-from shiftstudio.gui.plot_controls import X_MODES, PlotToolbar, readout_text
+from shiftstudio.gui.plot_controls import X_MODES, PlotToolbar, ToolbarOptions, readout_text
 from shiftstudio.gui.plot_items import Extent, _Trace, peak_downsample, sticky_range
 
 REDRAW_MS = 100
 EXPORT_SIZE = QSize(1600, 1000)  # Export PNG draws the plots at this size, whatever their size on screen
 
 
-class CurvesView(QWidget):
+class CurvesView(ToolbarOptions, QWidget):
     """The Train pane's plots with their toolbar (smoothing, log y, x axis, export)."""
 
     export_png_requested = Signal()
@@ -284,15 +284,6 @@ class CurvesView(QWidget):
         return self._traces[item].ds
 
     # -- view options (the toolbar's) ----------------------------------------
-    def set_smoothing(self, weight: float) -> None:
-        self.toolbar.set_smoothing(weight)
-
-    def set_x_mode(self, mode: str) -> None:
-        self.toolbar.set_x_mode(mode)
-
-    def set_log_y(self, on: bool) -> None:
-        self.toolbar.set_log_y(on)
-
     def set_show_horizons(self, on: bool) -> None:
         self.toolbar.horizons_check.setChecked(on)
 
