@@ -10,13 +10,13 @@ within a second of being written. Torch-free and Qt-free.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shiftstudio.core.runs.layout import RunLayout
+from shiftstudio.core.runs.metrics import parse_record, whole_lines
 
 MAX_READ = 64 << 20  # bytes a poll reads at most: a huge backlog arrives over several polls
 
@@ -57,13 +57,7 @@ class MetricsFollower:
             return FollowUpdate(gone=True)
         self.offset += len(data)
         data = self._partial + data
-        end = data.rfind(b"\n") + 1
+        lines, end = whole_lines(data)
         self._partial = data[end:]
-        for line in data[:end].splitlines():
-            try:
-                rec = json.loads(line)
-            except (ValueError, UnicodeDecodeError):
-                continue  # a line a crash cut short, with more after it
-            if isinstance(rec, dict):
-                update.records.append(rec)
+        update.records = [rec for rec in map(parse_record, lines) if rec is not None]
         return update

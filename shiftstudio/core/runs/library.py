@@ -33,7 +33,7 @@ from typing import Any, Iterable
 from shiftstudio.core import io
 from shiftstudio.core.errors import RunError
 from shiftstudio.core.runs.layout import (
-    CHECKPOINT_PREFIX, MODEL_FILE, RUN_FILE, STATE_FILE, RunLayout, step_of,
+    CHECKPOINT_PREFIX, CHECKPOINTS_DIR, METRICS_FILE, MODEL_FILE, RUN_FILE, STATE_FILE, RunLayout, step_of,
 )
 from shiftstudio.core.runs.lock import lock_state
 from shiftstudio.core.runs.summary import Summary, current_summary
@@ -113,7 +113,7 @@ def _children(folder: Path) -> list[Path]:
         if not entry.is_dir() or entry.name.startswith("."):
             continue
         path = Path(entry.path)
-        if any(os.path.exists(os.path.join(entry.path, name)) for name in (RUN_FILE, "metrics.jsonl", "checkpoints")):
+        if any(os.path.exists(os.path.join(entry.path, name)) for name in (RUN_FILE, METRICS_FILE, CHECKPOINTS_DIR)):
             out.append(path)
     return sorted(out, key=lambda p: p.name)
 
@@ -212,7 +212,7 @@ def _newest_checkpoint_problem(run_dir: Path, summary: Summary) -> tuple[str, bo
     """Why the newest checkpoint cannot be used ('' when it looks whole: its state.json and its files' sizes), and
     whether ``summary.checkpoint_check`` changed. The expected sizes are kept in the summary, so a listing re-reads
     a state.json only when it changed."""
-    folder = os.path.join(run_dir, "checkpoints")
+    folder = os.path.join(run_dir, CHECKPOINTS_DIR)
     try:
         steps = [s for s in (step_of(e.name) for e in os.scandir(folder) if e.name.startswith(CHECKPOINT_PREFIX)) if s is not None]
     except OSError:

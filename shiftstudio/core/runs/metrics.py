@@ -73,6 +73,22 @@ class MetricsLog:
         return dropped
 
 
+def whole_lines(data: bytes) -> tuple[list[bytes], int]:
+    """The complete lines of a chunk of the log and the bytes they span: a last line still being written (no
+    newline yet) is left for the next read."""
+    end = data.rfind(b"\n") + 1
+    return data[:end].splitlines(), end
+
+
+def parse_record(line: bytes) -> dict[str, Any] | None:
+    """One line's record; None for a line a crash cut short (followed by more) or anything but an object."""
+    try:
+        rec = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 def read_metrics(run_dir: str | Path, kinds: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """All records of a run (optionally only some kinds), skipping lines that do not parse."""
     return list(iter_metrics(run_dir, kinds))

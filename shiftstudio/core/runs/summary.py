@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 from shiftstudio.core import io
 from shiftstudio.core.runs.layout import RunLayout
-from shiftstudio.core.runs.metrics import headline_val_loss
+from shiftstudio.core.runs.metrics import headline_val_loss, parse_record, whole_lines
 
 SUMMARY_SCHEMA = 1
 
@@ -114,17 +114,13 @@ def _lines(data: bytes) -> tuple[list[dict[str, Any]], int]:
 
     Step records are most of a log and only the last of a run of them matters to a summary (their step, tokens
     and time only grow, and the loss wanted is the last): the others are not parsed."""
-    end = data.rfind(b"\n") + 1
-    lines = data[:end].splitlines()
+    lines, end = whole_lines(data)
     records = []
     for i, line in enumerate(lines):
         if line.startswith(TRAIN_PREFIX) and i + 1 < len(lines) and lines[i + 1].startswith(TRAIN_PREFIX):
             continue
-        try:
-            rec = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            continue  # a line a crash cut short, followed by more: skipped, as the metrics reader does
-        if isinstance(rec, dict):
+        rec = parse_record(line)
+        if rec is not None:
             records.append(rec)
     return records, end
 

@@ -22,7 +22,6 @@ where one ``tolist()`` fetches them all (and finds the first non-finite one).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -226,9 +225,9 @@ class Trainer:
             logs.mkdir(exist_ok=True)
             with open(logs / f"rank-{self.ranks.rank}.log", "a", encoding="utf-8") as f:
                 f.write(failure.message + "\n" + failure.detail)
-            record = {**failure.to_json(), "time_s": self._clock.run_time(), "tokens": 0}
-            with open(RunLayout(self.run_dir).metrics_file, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, separators=(",", ":")) + "\n")
+            log = MetricsLog(self.run_dir)  # (rank 0's own log is not open on this rank)
+            log.append({**failure.to_json(), "time_s": self._clock.run_time(), "tokens": 0})
+            log.close()
         except OSError:
             pass
         return failure
