@@ -141,14 +141,7 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
     from shiftstudio.core.data.store import TokenStore, prepare
     from shiftstudio.core.runs.layout import is_run_dir
 
-    from shiftstudio.core.train.ranks import from_env
-
-    try:
-        ranks = from_env()
-        if ranks.distributed:  # under torchrun: rank 0 makes the run, the others train it with it
-            ranks.init(config.train.device)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    ranks = _join_ranks(config)
     if not ranks.main:
         return _train_other_rank(values, ranks)
     out = Path(values["out"]) if values["out"] else default_run_dir(config, base)
@@ -185,6 +178,29 @@ def _train(values: dict[str, Any], positionals: list[str], overrides: dict[str, 
     from shiftstudio.core.train.trainer import Trainer
 
     return drive(Trainer(run_dir, store, sample_prompt=values["sample"], views=ViewRequest(batch_views=False), purpose="shiftstudio train"))
+
+
+def _join_ranks(config: Any) -> Any:
+    """This process's place under ``torchrun`` (joined to the others), after checking the settings can train on
+    that many processes: a usage error said by rank 0 (the others leave quietly with the same status)."""
+    from shiftstudio.core.train.ranks import check_config, from_env
+
+    try:
+        ranks = from_env()
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        check_config(config, ranks.world)
+    except ConfigError as exc:
+        if not ranks.main:  # every rank finds the same: rank 0 says it
+            raise SystemExit(2) from None
+        raise UsageError(str(exc)) from None
+    try:
+        if ranks.distributed:  # under torchrun: rank 0 makes the run, the others train it with it
+            ranks.init(config.train.device)
+    except ConfigError as exc:
+        raise UsageError(f"{ranks.describe()}: {exc}") from None
+    return ranks
 
 
 def _train_other_rank(values: dict[str, Any], ranks: Any) -> int:
@@ -255,14 +271,7 @@ def _resume(values: dict[str, Any], run_dir: Path) -> int:
         print(f"{run_dir} is already at step {latest.step:,} (max_iters {target:,}): nothing to do; "
               f"pass --max_iters=N to train further")
         return 0
-    from shiftstudio.core.train.ranks import from_env
-
-    try:
-        ranks = from_env()
-        if ranks.distributed:
-            ranks.init(config.train.device)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    ranks = _join_ranks(config)
     line = ProgressLine()
     try:
         if ranks.distributed and not ranks.main:

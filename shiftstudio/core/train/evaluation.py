@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from shiftstudio.core.train.reports import BatchViewReport
+from shiftstudio.core.train.sharding import is_sharded
 
 TOP_K_VIEW = 5
 EVAL_SEED_OFFSETS = {"train": 1_000_003, "val": 2_000_003}  # fixed eval batches, distinct from training's
@@ -41,15 +42,20 @@ def mean_loss(
     are added up over the ranks: the same figure as one process, each rank doing 1/N of the work."""
     totals = torch.zeros(shift, device=device)
     rank, world = (ranks.rank, ranks.world) if ranks is not None else (0, 1)
+    # a sharded (FSDP) model's forward is collective: a rank with one batch fewer scores one again, unsummed
+    rounds = -(-iters // world) * world if world > 1 and is_sharded(model) else iters
+    b = None
     with evaluating(model):
-        for i in range(iters):
+        for i in range(rounds):
             if i % world != rank:
-                sampler.skip()
+                if i < iters:
+                    sampler.skip()
                 continue
-            b = sampler.next()
+            b = sampler.next() if i < iters or b is None else b
             with autocast or contextlib.nullcontext():
                 out = model(b.x, b.y, b.mask)
-            totals += out.head_losses.float()
+            if i < iters:
+                totals += out.head_losses.float()
     if world > 1:
         import torch.distributed as dist
 

@@ -81,6 +81,14 @@ class Ranks:
         dist.broadcast(t, 0)
         return [int(v) for v in t.tolist()]
 
+    def every(self, value: bool, device: torch.device) -> bool:
+        """Whether ``value`` holds on every rank (one all-reduce)."""
+        if not self.distributed:
+            return value
+        t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
     def text(self, value: str) -> str:
         """Rank 0's string on every rank (a run folder's path), as bytes in tensors: nothing is pickled."""
         if not self.distributed:
@@ -123,6 +131,20 @@ def from_env(environ: Any = None) -> Ranks:
     if world < 1 or not 0 <= rank < world or local < 0:
         raise ConfigError(f"rank {rank} of {world} (local {local}) is not a valid place among torchrun's ranks")
     return Ranks(rank, local, world)
+
+
+def check_config(config: Any, world: int) -> None:
+    """Refuse settings that cannot train on ``world`` processes (a one-line :class:`ConfigError`): the
+    accumulation must share out evenly, and FSDP has its own limits (:func:`sharding.check_settings`)."""
+    from shiftstudio.core.train.sharding import check_settings
+
+    accum = config.train.gradient_accumulation_steps
+    if accum % world:
+        raise ConfigError(
+            f"gradient_accumulation_steps ({accum}) must be a multiple of the number of processes ({world}): each "
+            "trains an equal share of a step's micro-batches, so the batch per step stays what the settings say"
+        )
+    check_settings(config, world)
 
 
 def weights_checksum(model: torch.nn.Module) -> float:

@@ -30,6 +30,7 @@ from shiftstudio.core.runs import checkpoint as ckpt
 from shiftstudio.core.runs.folder import open_run_store
 from shiftstudio.core.runs.origin import BASE_FILE, load_base
 from shiftstudio.core.train import device as dev
+from shiftstudio.core.train import sharding
 from shiftstudio.core.train.optim import WeightEMA, build_optimizer
 from shiftstudio.core.train.ranks import Ranks, RankSampler
 
@@ -120,6 +121,9 @@ def build(run_dir: Path, config: RunConfig, record: dict[str, Any], store: Token
     if lora:
         apply_lora_settings(model, tc)
     model = model.to(info.device)
+    fsdp = ranks.distributed and tc.parallel == "fsdp"
+    if fsdp:  # weights, gradients and optimizer state sharded per block: the optimizer is built on the shards
+        sharding.shard(model, info.dtype)
     optimizer = build_optimizer(model, tc, info.device)
     s = Setup(
         info=info,
@@ -142,6 +146,8 @@ def build(run_dir: Path, config: RunConfig, record: dict[str, Any], store: Token
     if tc.compile:
         s.train_model = torch.compile(model)
     if ranks.distributed:
+        s.sampler = RankSampler(s.sampler, ranks)
+    if ranks.distributed and not fsdp:
         from torch.nn.parallel import DistributedDataParallel
 
         # buffers (rotary tables) never change: no broadcast on every forward (the option's name moved in 2.13)
@@ -151,7 +157,6 @@ def build(run_dir: Path, config: RunConfig, record: dict[str, Any], store: Token
             else "broadcast_buffers"
         s.train_model = DistributedDataParallel(
             s.train_model, device_ids=[info.device.index] if info.device.type == "cuda" else None, **{quiet: False})
-        s.sampler = RankSampler(s.sampler, ranks)
     return s
 
 
@@ -172,8 +177,12 @@ def restore(s: Setup, c: ckpt.Checkpoint) -> None:
     if lora and s.base_sha256 and lora.get("base_sha256") != s.base_sha256:
         raise IncompatibleCheckpoint(f"checkpoint {c.path.name} was trained on another base model (sha256 differs): refusing to resume")
     ckpt.check_shapes(f"checkpoint {c.path.name}", c.model, saved_weights(s.model))
-    s.model.load_state_dict(c.model, strict=not lora)
-    ckpt.load_optimizer_tensors(s.model, s.optimizer, c.optimizer)
+    if sharding.is_sharded(s.model):  # every rank read the full tensors: each keeps its shard
+        sharding.load_weights(s.model, c.model)
+        sharding.load_optimizer_tensors(s.model, s.optimizer, c.optimizer)
+    else:
+        s.model.load_state_dict(c.model, strict=not lora)
+        ckpt.load_optimizer_tensors(s.model, s.optimizer, c.optimizer)
     if s.ema is not None:
         if c.ema is not None:
             ckpt.check_shapes(f"EMA weights of {c.path.name}", c.ema, s.ema.state_dict())

@@ -48,10 +48,11 @@ from shiftstudio.core.runs.lock import RunLock
 from shiftstudio.core.runs.metrics import MetricsLog
 from shiftstudio.core.runs.summary import Summary, current_summary, write_summary
 from shiftstudio.core.train import device as dev
-from shiftstudio.core.train import setup
+from shiftstudio.core.train import setup, sharding
 from shiftstudio.core.train.control import TrainerControl, ViewRequest
 from shiftstudio.core.train.evaluation import batch_view, split_losses
 from shiftstudio.core.train.optim import lr_at
+from shiftstudio.core.train.ranks import check_config
 from shiftstudio.core.train.ranks import from_env as ranks_from_env
 from shiftstudio.core.train.ranks import weights_checksum
 from shiftstudio.core.train.reports import (
@@ -122,12 +123,7 @@ class Trainer:
         self._weights: tuple[tuple[float, ...], torch.Tensor] | None = None  # the last loss weights, on the device
         self.ranks = ranks_from_env()  # rank 0 of 1 unless torchrun started this process
         self._fault = _injected_fault()
-        if self.config.train.gradient_accumulation_steps % self.ranks.world:
-            raise ConfigError(
-                f"gradient_accumulation_steps ({self.config.train.gradient_accumulation_steps}) must be a multiple of the "
-                f"number of processes ({self.ranks.world}): each trains an equal share of a step's micro-batches, so the "
-                "batch per step stays what the settings say"
-            )
+        check_config(self.config, self.ranks.world)
         if self.ranks.distributed:
             purpose = f"{purpose}, {self.ranks.world} ranks (torchrun)"
         self.purpose = purpose  # who trains, as the lock file says ("shiftstudio train", "the window", ...)
@@ -156,6 +152,21 @@ class Trainer:
     @property
     def paused(self) -> bool:
         return self.control.paused
+
+    @property
+    def _sharded(self) -> bool:
+        """FSDP: every forward, backward and gathering is collective (all ranks take the same ones)."""
+        return self._s is not None and sharding.is_sharded(self._s.model)
+
+    @property
+    def _ddp(self) -> bool:
+        return self.ranks.distributed and not self._sharded
+
+    def _finite(self, s: setup.Setup) -> bool:
+        """Whether every weight that trains is finite (under FSDP: every rank's shard, agreed by all)."""
+        if not self._sharded:
+            return all(bool(torch.isfinite(q).all()) for q in s.params)
+        return self.ranks.every(sharding.local_finite(s.params), s.device)
 
     @property
     def step(self) -> int:
@@ -300,8 +311,8 @@ class Trainer:
     # -- one optimizer step ----------------------------------------------------------------
     def _train_step(self, s: setup.Setup, lr: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
         tc = self.config.train
-        for group in s.optimizer.param_groups:
-            group["lr"] = lr
+        for group in s.optimizer.param_groups:  # a group's lr_scale (Muon's, optimizer = muon) rides on the schedule
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         accum = tc.gradient_accumulation_steps // self.ranks.world  # this rank's share of the step's micro-batches
         weights = self._loss_weights(s, s.progress.step)  # None: the plain mean over heads (always for K = 1)
         total: torch.Tensor | None = None  # no zero tensor to start from: one op less per step
@@ -312,8 +323,12 @@ class Trainer:
             raise RuntimeError(f"a fault injected at step {s.progress.step + 1} on rank {self.ranks.rank} ({FAULT_ENV})")
         for micro in range(accum):
             batch = s.sampler.next()
-            # several ranks: gradients are all-reduced once, after the last micro-batch (DDP's no_sync before it)
-            sync = contextlib.nullcontext() if micro == accum - 1 or not self.ranks.distributed else s.train_model.no_sync()
+            # several ranks: gradients are all-reduced once, after the last micro-batch (DDP's no_sync before it;
+            # FSDP keeps unreduced gradients until then)
+            last = micro == accum - 1
+            if self._sharded:
+                s.model.set_requires_gradient_sync(last)
+            sync = contextlib.nullcontext() if last or not self._ddp else s.train_model.no_sync()
             with sync, s.autocast:
                 out = s.train_model(batch.x, batch.y, batch.mask)
             loss = objective = out.loss
@@ -331,6 +346,7 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(s.params, tc.grad_clip, foreach=True)
         else:
             norm = torch.nn.utils.get_total_norm([q.grad for q in s.params if q.grad is not None], foreach=True)
+        norm = sharding.plain(norm)  # FSDP: the norm over every rank's shards
         s.scaler.step(s.optimizer)  # skips the step on inf/NaN gradients when scaling; a plain step otherwise
         s.scaler.update()
         s.optimizer.zero_grad(set_to_none=True)
@@ -423,7 +439,7 @@ class Trainer:
             val_loss_per_horizon=val_h, train_loss_per_horizon=train_h, val_loss_all_heads=sum(val_h) / len(val_h),
             train_loss_all_heads=sum(train_h) / len(train_h), ema_train_loss=ema_train, ema_val_loss=ema_val,
         ))]
-        if self.sample_prompt is not None and self.ranks.main:
+        if self.sample_prompt is not None and (self.ranks.main or self._sharded):  # (FSDP: all gather the weights)
             sample = self._sample(s)
             if sample is not None:
                 out.append(self._emit(sample))
@@ -435,6 +451,10 @@ class Trainer:
         """A short text from the prompt, through the playground's own sampler (special tokens are never
         written; the sample ends at the end of a document), from the EMA weights when there are some."""
         model = s.ema.model if s.ema is not None else s.model
+        if self._sharded:
+            model = sharding.gathered_copy(model, s.device)
+            if model is None:  # not rank 0: it only helped gather
+                return None
         if has_lora(model):  # the decoder reads plain weights: sample from a merged copy
             model = clone_model(model, s.device)
         settings = sample_settings(self.config.train.seed + s.progress.step)
@@ -448,23 +468,27 @@ class Trainer:
         """A checkpoint of the current step (never of weights that went bad), or a failure."""
         p = s.progress
         _, failed = self._sync(s, pending)
-        if failed is None and not all(bool(torch.isfinite(q).all()) for q in s.params):
+        if failed is None and not self._finite(s):
             failed = FailedReport(
                 step=p.step, message=f"the weights became NaN or infinite by step {p.step}: lower learning_rate{self._kept(s)}",
             )
         if failed is not None:
             return [self._emit(failed)]
-        if self.ranks.distributed and not self.ranks.same_on_all(weights_checksum(s.model), s.device):
+        if self._ddp and not self.ranks.same_on_all(weights_checksum(s.model), s.device):
             return [self._emit(FailedReport(step=p.step, message=(
                 f"the ranks' weights differ at step {p.step}: the processes have diverged (this is a bug; the last "
                 f"good checkpoint is step {p.last_saved})")))]
         is_best = p.best_step == p.step
+        if self._sharded:  # every rank takes part in gathering the full tensors; rank 0 gets them
+            weights, optimizer = sharding.full_weights(s.model), sharding.full_optimizer_tensors(s.model, s.optimizer)
+        elif self.ranks.main:
+            weights, optimizer = setup.saved_weights(s.model), ckpt.optimizer_tensors(s.model, s.optimizer)
         if not self.ranks.main:  # rank 0 writes the checkpoint
             p.last_saved = p.step
             return []
         path = ckpt.save_checkpoint(
-            self.run_dir, p.step, setup.checkpoint_state(s, self._clock.run_time(), self.max_iters, self.ranks.world), setup.saved_weights(s.model),
-            ckpt.optimizer_tensors(s.model, s.optimizer), s.ema.state_dict() if s.ema is not None else None,
+            self.run_dir, p.step, setup.checkpoint_state(s, self._clock.run_time(), self.max_iters, self.ranks.world),
+            weights, optimizer, s.ema.state_dict() if s.ema is not None else None,
         )
         if is_best:
             ckpt.set_best(self.run_dir, p.step)
