@@ -26,7 +26,7 @@ SCHEMA_VERSION = 1
 
 POS_CHOICES = ("learned", "rope")
 NORM_CHOICES = ("layernorm", "rmsnorm")
-ACTIVATION_CHOICES = ("gelu", "gelu_tanh")
+ACTIVATION_CHOICES = ("gelu", "gelu_tanh", "relu2")
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 ENCODING_ERROR_CHOICES = ("strict", "replace")
@@ -34,6 +34,7 @@ LORA_TARGET_CHOICES = ("attn_qkv", "attn_out", "mlp_in", "mlp_out")  # the block
 HEAD_KIND_CHOICES = ("residual", "linear", "block")  # heads 2..K: h + W·norm(h), W·h, or a transformer block
 SHIFT_WEIGHT_SCHEDULE_CHOICES = ("constant", "linear_to_zero")
 PARALLEL_CHOICES = ("ddp", "fsdp")  # how several torchrun processes share the model
+OPTIMIZER_CHOICES = ("adamw", "muon")
 HALVING = "halving"  # shift_weights: 1, 0.5, 0.25, ... for however many heads
 # Settings whose default changed after runs were recorded without them: a stored run config that lacks one was
 # trained with the old value (run.json keeps every setting of its time), and resumes with it.
@@ -146,9 +147,12 @@ class ModelConfig:
     bias: bool = _f(False, "Use bias terms in Linear and LayerNorm layers (GPT-2 did; off is slightly faster and as good).")
     pos: str = _f("learned", "Position encoding: 'learned' absolute embeddings or 'rope' (rotary).", choices=POS_CHOICES)
     norm: str = _f("layernorm", "Normalisation: 'layernorm' or 'rmsnorm'.", choices=NORM_CHOICES)
-    activation: str = _f("gelu", "MLP activation: 'gelu' (exact) or 'gelu_tanh' (GPT-2's tanh approximation).", choices=ACTIVATION_CHOICES)
+    activation: str = _f("gelu", "MLP activation: 'gelu' (exact), 'gelu_tanh' (GPT-2's tanh approximation) or 'relu2' (ReLU squared, relu(x)²; not exportable to Hugging Face).", choices=ACTIVATION_CHOICES)
     tie_weights: bool = _f(True, "Share the token embedding with the output projection (fewer parameters).")
     norm_eps: float = _f(1e-5, "Epsilon of the normalisation layers (GPT-2: 1e-5).", minimum=0.0, exclusive_minimum=True, maximum=0.1, decimals=8)
+    qk_norm: bool = _f(False, "Normalise each attention head's queries and keys before rotary and attention: a plain RMS norm over the head size (whatever 'norm' is) with a learnable gain per channel (2 × head size weights a block). Steadier at high learning rates; not exportable to Hugging Face.")
+    zero_init_proj: bool = _f(False, "Initialise the output projections of attention and MLP (c_proj) of every block to zero instead of small random values, so that each block starts as the identity. Only the initialisation: the other weights are the same as without it.")
+    logit_softcap: float = _f(0.0, "Soft cap on the logits of every head: cap · tanh(logits / cap), in training, evaluation and generation (0 = off; else at least 1, e.g. 30). Not exportable to Hugging Face.", minimum=0.0, maximum=1000.0, step=1.0, decimals=1)
     init_from: str = _f(SCRATCH, "Start from: 'scratch' (new weights), a run folder (its best checkpoint) or RUN/checkpoints/step-N, or a local Hugging Face GPT-2 folder. With a source, the architecture and the tokenizer are the source's.")
     shift: int = _f(1, "Horizons K of the shifted objective: head k predicts token t+k; 1 = plain next-token prediction.", minimum=1, maximum=16)
     head_kind: str = _f("residual", "Heads 2..K: 'residual' (h + W·norm(h), light), 'linear' (W·h) or 'block' (a whole transformer block per head, most parameters, best drafts).", choices=HEAD_KIND_CHOICES)
@@ -157,6 +161,7 @@ class ModelConfig:
         _check_fields(self)
         _check(self.n_embd % self.n_head == 0, f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         _check(bool(self.init_from.strip()), "init_from must be 'scratch', a run folder or a Hugging Face folder")
+        _check(self.logit_softcap == 0 or self.logit_softcap >= 1, f"logit_softcap must be 0 (off) or between 1 and 1000, got {self.logit_softcap:g}")
         if self.pos == "rope":
             _check((self.n_embd // self.n_head) % 2 == 0, f"rope needs an even head size, got n_embd/n_head = {self.n_embd // self.n_head}")
 
@@ -175,14 +180,17 @@ class TrainConfig:
 
     batch_size: int = _f(12, "Sequences per micro-batch.", minimum=1, maximum=65536)
     gradient_accumulation_steps: int = _f(1, "Micro-batches summed before each optimizer step (effective batch = batch_size × this).", minimum=1, maximum=4096)
-    learning_rate: float = _f(1e-3, "Peak learning rate of AdamW, reached after warmup.", minimum=0.0, exclusive_minimum=True, maximum=10.0, decimals=6)
+    learning_rate: float = _f(1e-3, "Peak learning rate of AdamW, reached after warmup (with optimizer = muon, of the weights AdamW trains).", minimum=0.0, exclusive_minimum=True, maximum=10.0, decimals=6)
     max_iters: int = _f(2000, "Number of optimizer steps to train for.", minimum=1, maximum=STEPS_MAX)
     warmup_iters: int = _f(100, "Steps of linear learning-rate warmup from 0.", minimum=0, maximum=STEPS_MAX)
     lr_decay_iters: int = _f(2000, "Step at which cosine decay reaches min_lr (usually = max_iters).", minimum=1, maximum=STEPS_MAX)
     min_lr: float = _f(1e-4, "Learning rate at the end of cosine decay (usually learning_rate / 10).", minimum=0.0, maximum=10.0, decimals=6)
-    weight_decay: float = _f(0.1, "AdamW weight decay on matrices (embeddings, norms and biases are not decayed).", minimum=0.0, maximum=10.0, decimals=4)
+    weight_decay: float = _f(0.1, "Weight decay on matrices, AdamW's and (optimizer = muon) Muon's (embeddings, norms and biases are not decayed).", minimum=0.0, maximum=10.0, decimals=4)
     beta1: float = _f(0.9, "AdamW beta1 (momentum of the gradient).", minimum=0.0, maximum=0.9999, decimals=4)
     beta2: float = _f(0.99, "AdamW beta2 (momentum of the squared gradient; 0.95–0.99).", minimum=0.0, maximum=0.99999, decimals=5)
+    optimizer: str = _f("adamw", "Optimizer: 'adamw' (every weight, at learning_rate) or 'muon' (Muon, at muon_lr, on the hidden matrices of the blocks and of heads 2..K; AdamW, at learning_rate, on embeddings, an untied output head, norms, biases and LoRA adapters).", choices=OPTIMIZER_CHOICES)
+    muon_lr: float = _f(0.02, "Peak learning rate of Muon (optimizer = muon), in Keller Jordan's convention (not AdamW's scale): each matrix's orthogonalised update times muon_lr · sqrt(max(1, rows/cols)); 0.02–0.05 is usual. It follows learning_rate's schedule (warmup, then cosine down to min_lr × muon_lr / learning_rate); Muon's weight decay per step is its current rate × weight_decay.", minimum=0.0, exclusive_minimum=True, maximum=1.0, decimals=5)
+    muon_momentum: float = _f(0.95, "Muon's Nesterov momentum (optimizer = muon).", minimum=0.0, maximum=0.999, decimals=3)
     grad_clip: float = _f(1.0, "Clip the global gradient norm to this value (0 = no clipping).", minimum=0.0, maximum=1e6, decimals=3)
     eval_interval: int = _f(250, "Evaluate train and validation loss every this many steps.", minimum=1, maximum=STEPS_MAX)
     eval_iters: int = _f(20, "Batches averaged per evaluation.", minimum=1, maximum=100_000)

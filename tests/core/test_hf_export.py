@@ -217,6 +217,47 @@ def test_rmsnorm_is_refused(bpe: TextTokenizer, tmp_path: Path) -> None:
     assert export_problem(ModelConfig()) is None
 
 
+@pytest.mark.parametrize(("option", "line"), [
+    ({"qk_norm": True}, "cannot export: qk_norm = true has no Hugging Face GPT-2/GPT-NeoX layout (no query/key norm)"),
+    ({"activation": "relu2"}, "cannot export: activation = relu2 has no Hugging Face name here"),
+    ({"logit_softcap": 30.0}, "cannot export: logit_softcap = 30 has no Hugging Face GPT-2/GPT-NeoX layout (no logit soft cap)"),
+    ({"logit_softcap": 2.5, "pos": "rope"}, "cannot export: logit_softcap = 2.5 has no Hugging Face GPT-2/GPT-NeoX layout (no logit soft cap)"),
+])
+def test_options_no_layout_carries_are_refused(option: dict, line: str, bpe: TextTokenizer, tmp_path: Path) -> None:
+    """A model written without them would load in transformers and give other logits: refused, in one line."""
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, **option)
+    assert export_problem(config) == line
+    with pytest.raises(UnsupportedArchitecture) as info:
+        export_hf(GPT(config, bpe.vocab_size), bpe, tmp_path / "hf")
+    assert str(info.value) == line and isinstance(info.value, ConfigError)
+    assert not (tmp_path / "hf").exists() and not list(tmp_path.iterdir())
+
+
+def test_zero_initialised_projections_export_as_any_model(bpe: TextTokenizer, tmp_path: Path, hf_log) -> None:
+    """zero_init_proj is only how training starts: a trained model of that config is a plain GPT-2."""
+    config = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, zero_init_proj=True)
+    assert export_problem(config) is None
+    model = random_model(config, bpe.vocab_size)
+    assert export_hf(model, bpe, tmp_path / "hf").layout == "gpt2"
+    check_same_model(model, bpe, tmp_path / "hf")
+
+
+def test_imports_have_the_options_off(gpt2_folder: Path, chars: TextTokenizer, tmp_path: Path) -> None:
+    """GPT-2 and GPT-NeoX have no query/key norm and no soft cap: a model read from them has both off, and a
+    fine-tuning run's config takes that from the source."""
+    from shiftstudio.core.model.hf import model_config_for, read_hf_folder
+
+    source = read_hf_folder(gpt2_folder)
+    assert (source.architecture["qk_norm"], source.architecture["logit_softcap"]) == (False, 0.0)
+    base = ModelConfig(qk_norm=True, logit_softcap=30.0, zero_init_proj=True, shift=2)
+    config = model_config_for(source, base)
+    assert (config.qk_norm, config.logit_softcap, config.zero_init_proj) == (False, 0.0, False)
+    rope = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, pos="rope")
+    export_hf(random_model(rope, chars.vocab_size), chars, tmp_path / "neox")
+    neox = read_hf_folder(tmp_path / "neox")
+    assert (neox.architecture["qk_norm"], neox.architecture["logit_softcap"]) == (False, 0.0)
+
+
 def test_shift_heads_go_to_a_side_file(bpe: TextTokenizer, tmp_path: Path, hf_log) -> None:
     config = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, shift=3, bias=True)
     model = random_model(config, bpe.vocab_size)

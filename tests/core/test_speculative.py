@@ -39,11 +39,20 @@ def trained() -> GPT:
     return train_k4()
 
 
-def train_k4() -> GPT:
+# The architecture options of the small-model recipe, all on (the soft cap low enough to bend these logits).
+RECIPE = {"qk_norm": True, "activation": "relu2", "logit_softcap": 4.0, "zero_init_proj": True}
+
+
+@pytest.fixture(scope="module")
+def trained_recipe() -> GPT:
+    return train_k4(steps=150, pos="rope", **RECIPE)
+
+
+def train_k4(steps: int = 300, **overrides) -> GPT:
     """A K = 4 char model trained for a few hundred steps on 20 KB of shakespeare (a few seconds): heads 2..4
     have learned enough that drafts are often accepted and often rejected."""
     torch.manual_seed(0)
-    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=48, block_size=24, dropout=0.0, shift=4)
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=48, block_size=24, dropout=0.0, shift=4, **overrides)
     model = GPT(cfg, TOK.vocab_size)
     data = torch.tensor(TOK.encode(TEXT))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -51,7 +60,7 @@ def train_k4() -> GPT:
     B, T, K = 24, cfg.block_size, cfg.shift
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    for _ in range(300):
+    for _ in range(steps):
         starts = torch.randint(0, len(data) - T - K, (B,), generator=gen)
         x = torch.stack([data[s : s + T] for s in starts])
         y = torch.stack([torch.stack([data[s + k : s + k + T] for k in range(1, K + 1)]) for s in starts])
@@ -151,6 +160,35 @@ def test_greedy_is_plain_greedy_on_random_models(shift: int, pos: str, kind: str
     assert counts["near ties"] <= 1
 
 
+@pytest.mark.parametrize("kind", ["residual", "block"])
+def test_greedy_is_plain_greedy_with_qk_norm_relu2_and_a_soft_cap(kind: str) -> None:
+    counts: Counter = Counter()
+    for seed in range(3):
+        model = random_gpt(3, seed, pos="rope", block_size=12, head_kind=kind, **RECIPE)
+        for prompt in PROMPTS[:5]:
+            assert_same_greedy(model, prompt, SamplingSettings(max_new_tokens=40, temperature=0, stop_at_eot=False), counts)
+    assert counts["near ties"] <= 1
+
+
+@pytest.mark.parametrize("tree", [0, 16])
+def test_greedy_is_plain_greedy_on_a_trained_model_with_the_recipe_options(trained_recipe: GPT, tree: int) -> None:
+    """A model trained with qk_norm, relu2, a soft cap and zero-initialised projections: drafts are accepted
+    (the capped heads are read the same way as head 1) and the text is plain greedy's, across window slides."""
+    counts: Counter = Counter()
+    accepted = 0
+    for prompt in PROMPTS[:4]:
+        for n in (5, 70):
+            settings = SamplingSettings(max_new_tokens=n, temperature=0, stop_at_eot=False)
+            plain, _ = run(trained_recipe, prompt, settings, speculative=False)
+            spec, gen = run(trained_recipe, prompt, settings, speculative=True, draft_tree=tree)
+            if spec != plain:
+                i = next(i for i, (a, b) in enumerate(zip(spec, plain)) if a != b)
+                assert plain_margin(trained_recipe, gen, plain, i) < NEAR_TIE, (prompt, i)
+                counts["near ties"] += 1
+            accepted += gen.accepted
+    assert counts["near ties"] <= 1 and accepted > 0.1 * 4 * 75
+
+
 @pytest.mark.parametrize("tree", [0, 1, 3, 16, 64])
 def test_every_draft_tree_size_writes_plain_greedy_text(trained: GPT, tree: int) -> None:
     """A chain (0), a single node, a small tree, the default and one bigger than the window (block 24): all give
@@ -244,6 +282,25 @@ def test_the_drafter_gives_the_heads_logits_of_the_model(kind: str, bias: bool) 
     drafter = speculative.Drafter(model, Decoder(model).unembedding_t)
     assert drafter.window == (kind == "block")
     torch.testing.assert_close(drafter.logits(h[0]), full, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["residual", "linear", "block"])
+@torch.inference_mode()
+def test_the_drafter_caps_its_logits_as_the_model_does(kind: str) -> None:
+    """With qk_norm (block heads recompute attention), relu2 and a soft cap reached by the logits."""
+    model = random_gpt(4, 2, head_kind=kind, pos="rope", **{**RECIPE, "logit_softcap": 1.0})
+    for p in model.parameters():  # away from the initial weights (zeroed projections, unit gains), logits past the cap
+        p.add_(torch.randn_like(p) * 0.1)
+    model.wte.weight.mul_(3.0)
+    idx = torch.tensor([TOK.encode("First Citizen")])
+    h, _ = model.trunk(idx)
+    full = model(idx).logits[0, 1:, -1, : model.vocab_size]  # heads 2..4 at the last position, capped
+    assert 0.5 < full.abs().max() <= 1.0
+    from shiftstudio.core.generate.decoder import Decoder
+
+    drafted = speculative.Drafter(model, Decoder(model).unembedding_t).logits(h[0])
+    assert drafted.dtype == torch.float32
+    torch.testing.assert_close(drafted, full, rtol=0, atol=1e-5)
 
 
 def test_a_bad_draft_tree_size_is_refused(trained: GPT) -> None:

@@ -21,7 +21,8 @@ from shiftstudio.gui.panes.tokenizer import TokenizerPane
 from shiftstudio.gui.widgets.source_picker import HF, NEW
 
 ARCHITECTURE = {"n_layer": 2, "n_head": 2, "n_embd": 32, "bias": True, "pos": "learned", "norm": "layernorm",
-                "activation": "gelu_tanh", "tie_weights": True, "norm_eps": 1e-5}  # what the gpt2_folder fixture holds
+                "activation": "gelu_tanh", "tie_weights": True, "norm_eps": 1e-5, "qk_norm": False,
+                "logit_softcap": 0.0}  # what the gpt2_folder fixture holds
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,10 @@
 :class:`Decoder` runs the model's own weights through the block math with as
 few operations as it can (one token of a small model is bound by per-op
 overhead, not arithmetic). Every architecture switch — norm, activation,
-positions, bias, tied unembedding — comes from the functions and modules of
-:mod:`shiftstudio.core.model.gpt`, so the two paths cannot drift apart; a
-parity test runs every combination of options through both.
+positions, bias, tied unembedding, query/key norm, logit soft cap — comes from
+the functions and modules of :mod:`shiftstudio.core.model.gpt`, so the two
+paths cannot drift apart; a parity test runs every combination of options
+through both.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from shiftstudio.core.model.gpt import GPT, activation_function, norm_function
+from shiftstudio.core.model.gpt import GPT, activation_function, norm_function, qk_norm, softcap
 
 
 # -- the key/value cache -------------------------------------------------------
@@ -64,11 +65,14 @@ class Decoder:
         self.layers = [
             (norm_function(b.ln_1), b.attn.c_attn.weight.t(), b.attn.c_attn.bias, b.attn.c_proj.weight.t(), b.attn.c_proj.bias,
              norm_function(b.ln_2), b.mlp.c_fc.weight.t(), b.mlp.c_fc.bias, b.mlp.c_proj.weight.t(), b.mlp.c_proj.bias,
+             None if b.attn.qk_gain is None else b.attn.qk_gain.view(2, 1, self.hs),  # qk_norm's gains (2, 1, hs)
              self.cache.kv[i])  # this layer's (2, B, nh, block, hs) cache
             for i, b in enumerate(model.blocks)
         ]
+        self.eps = c.norm_eps
         self.ln_f = norm_function(model.ln_f)
         self.act = activation_function(c.activation)
+        self.cap = c.logit_softcap  # 0: off
         self.unembedding_t = model.unembedding[: model.vocab_size].t()  # (C, V): padding rows never scored
         self.rope = None
         if model.wpe is None:
@@ -87,12 +91,13 @@ class Decoder:
         ``cache.length ..``; their keys and values are written into the cache."""
         B, T = idx.shape
         x = self.forward_states(idx)  # (B*T, C)
-        return torch.mm(self.ln_f(x.view(B, T, self.C)[:, -1, :]), self.unembedding_t)  # (B, V)
+        return self.head1_logits(x.view(B, T, self.C)[:, -1, :])  # (B, V)
 
     def head1_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Head-1 logits (N, V) of hidden states ``x`` (N, C) from :meth:`forward_states`: row by row the same
-        operations as :meth:`__call__` applies to its last position."""
-        return torch.mm(self.ln_f(x), self.unembedding_t)
+        """Head-1 logits (N, V) of hidden states ``x`` (N, C) from :meth:`forward_states` (soft-capped, in
+        float32, when the model caps its logits): row by row what :meth:`__call__` gives for its last position."""
+        logits = torch.mm(self.ln_f(x), self.unembedding_t)
+        return softcap(logits, self.cap) if self.cap else logits
 
     def forward_states(self, idx: torch.Tensor, tree: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Hidden states (B*T, C) after the last block (before the final norm) of every position of ``idx``
@@ -124,9 +129,11 @@ class Decoder:
         elif start > 0 and T > 1:  # query i (position start + i) sees keys 0 .. start + i
             mask = torch.ones(T, end, dtype=torch.bool, device=idx.device).tril(diagonal=start)
         causal = mask is None and T > 1
-        for ln_1, w_qkv, b_qkv, w_o, b_o, ln_2, w_fc, b_fc, w_p, b_p, kv_cache in self.layers:
+        for ln_1, w_qkv, b_qkv, w_o, b_o, ln_2, w_fc, b_fc, w_p, b_p, qk_gain, kv_cache in self.layers:
             h = ln_1(x)
             qkv = (torch.mm(h, w_qkv) if b_qkv is None else torch.addmm(b_qkv, h, w_qkv)).view(B, T, 3, nh, hs)
+            if qk_gain is not None:  # q and k normalised in place: v stays beside them for the one cache copy
+                qkv[:, :, :2] = qk_norm(qkv[:, :, :2], qk_gain, self.eps)
             if rope is not None:  # x1, x2 = halves: (x1 cos - x2 sin, x2 cos + x1 sin), as apply_rope
                 swapped = torch.cat([qkv[..., half:], qkv[..., :half]], dim=-1)
                 qkv = torch.addcmul(qkv * rope[0], swapped, rope[1])

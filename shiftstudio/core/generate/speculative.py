@@ -59,7 +59,7 @@ import torch.nn as nn
 
 from shiftstudio.core.generate.decoder import Decoder
 from shiftstudio.core.generate.filters import SamplingSettings, filter_rows, pick
-from shiftstudio.core.model.gpt import GPT, LinearShiftHead, ShiftHead, norm_function
+from shiftstudio.core.model.gpt import GPT, LinearShiftHead, ShiftHead, norm_function, softcap
 
 TOP_ALTERNATIVES = 5
 DRAFT_TREE = 16  # drafted tokens verified per greedy pass (the tree's size; 0 = a single chain)
@@ -112,12 +112,14 @@ class Drafter:
     one batched matrix product (the per-module path costs more than the trunk's pass on a small model).
     Block heads attend over the window, so they are given the trunk states of every position in the cache
     (``trunk``, kept in step with it by the caller) through :meth:`GPT.draft_states`: exact, as in training.
-    A test checks both against the model's own heads."""
+    Logits are soft-capped (float32) when the model caps its logits. A test checks both against the model's own
+    heads."""
 
     def __init__(self, model: GPT, unembedding_t: torch.Tensor) -> None:
         self.model = model
         self.U = unembedding_t  # (C, V)
         self.ln_f = norm_function(model.ln_f)
+        self.cap = model.config.logit_softcap  # 0: off
         heads = list(model.shift_heads)
         self.window = model.config.head_kind == "block" or not all(
             type(h) in (ShiftHead, LinearShiftHead) and type(h.proj) is nn.Linear for h in heads)
@@ -133,16 +135,18 @@ class Drafter:
         the window up to that position (only the last row is read unless the heads are blocks)."""
         if self.window:
             z = self.model.draft_states(trunk[None], last_only=True)[0, 1:]  # (K-1, C), normalised
-            return torch.mm(z, self.U)
-        h = trunk[-1:]  # (1, C)
-        n = len(self.w)
-        inputs = torch.stack([norm(h) for norm in self.norms]) if self.residual else h.expand(n, 1, -1)  # (K-1, 1, C)
-        z = torch.bmm(inputs, self.w)
-        if self.b is not None:
-            z = z + self.b
-        if self.residual:
-            z = z + h
-        return torch.mm(self.ln_f(z.view(n, -1)), self.U)  # (K-1, V)
+        else:
+            h = trunk[-1:]  # (1, C)
+            n = len(self.w)
+            inputs = torch.stack([norm(h) for norm in self.norms]) if self.residual else h.expand(n, 1, -1)  # (K-1, 1, C)
+            z = torch.bmm(inputs, self.w)
+            if self.b is not None:
+                z = z + self.b
+            if self.residual:
+                z = z + h
+            z = self.ln_f(z.view(n, -1))  # (K-1, C)
+        logits = torch.mm(z, self.U)  # (K-1, V)
+        return softcap(logits, self.cap) if self.cap else logits
 
 
 def draft_tree(candidates: list[list[tuple[int, float]]], size: int) -> tuple[list[int], list[int]]:

@@ -35,6 +35,7 @@ def _block_params(model: ModelConfig) -> int:
     C, b = model.n_embd, model.bias
     return (
         2 * _norm_params(model)
+        + (2 * model.head_size if model.qk_norm else 0)  # the query/key norm's gains
         + _linear(C, 3 * C, b)  # q, k, v
         + _linear(C, C, b)  # attention output
         + _linear(C, 4 * C, b)  # MLP up
@@ -130,8 +131,9 @@ def estimate_memory(model: ModelConfig, train: TrainConfig, vocab_size: int, dty
     count what autograd keeps per token and layer with fused attention (no
     T×T score matrix): about 16·C values, plus dropout masks (block heads count
     as layers), plus the extra heads' states, plus the logits and float32
-    log-softmax over the vocabulary of ONE head: with K >= 2 the heads' losses
-    are computed one at a time under activation checkpointing. Allocator slack
+    log-softmax over the vocabulary of ONE head (and the soft cap's float32
+    tanh, when ``logit_softcap`` is on): with K >= 2 the heads' losses are
+    computed one at a time under activation checkpointing. Allocator slack
     and the framework's own workspace come on top.
     """
     if dtype not in DTYPE_BYTES:
@@ -141,7 +143,8 @@ def estimate_memory(model: ModelConfig, train: TrainConfig, vocab_size: int, dty
     C, L, K, V = model.n_embd, model.n_layer, model.shift, padded_vocab(vocab_size)
     tokens = train.batch_size * model.block_size
     per_layer = 16 * C * d + (3 * C if model.dropout > 0 else 0)  # saved activations + 1-byte dropout masks
-    head = V * (d + 4) + (K - 1) * 4 * C * d  # one head's logits + float32 log-softmax; extra heads' states
+    softcap = 4 if model.logit_softcap else 0  # the float32 tanh the soft cap keeps for backward
+    head = V * (d + 4 + softcap) + (K - 1) * 4 * C * d  # one head's logits + float32 log-softmax; extra heads' states
     if model.head_kind == "block":
         L += K - 1  # each extra head is a whole block
     trunk_io = 2 * C * 4  # embeddings and the final hidden state (float32 residual stream)

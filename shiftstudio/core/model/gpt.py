@@ -2,12 +2,13 @@
 
 The trunk is the usual pre-norm transformer: token embedding (+ learned
 absolute positions, or rotary positions inside attention), ``n_layer`` blocks
-of causal self-attention and a GELU MLP, each wrapped as ``x + f(norm(x))``.
-The architecture switches (activation, norm, positions, bias, tied
-unembedding, heads) are read from :class:`ModelConfig` here and only here:
-the fast decoder in ``core.generate`` calls the same functions
-(:func:`norm_function`, :func:`activation_function`, :func:`rope_tables`) on
-the same weights, and a parity test runs every combination through both.
+of causal self-attention and a GELU (or ReLU²) MLP, each wrapped as
+``x + f(norm(x))``. The architecture switches (activation, norm, positions,
+bias, tied unembedding, query/key norm, logit soft cap, heads) are read from
+:class:`ModelConfig` here and only here: the fast decoder in ``core.generate``
+calls the same functions (:func:`norm_function`, :func:`activation_function`,
+:func:`qk_norm`, :func:`softcap`, :func:`rope_tables`) on the same weights,
+and a parity test runs every combination through both.
 Its last hidden state feeds ``K = shift`` heads: head ``k`` predicts token
 ``t + k`` from the reading of tokens ``0..t``. Head 1 is the plain next-token
 head (the only one plain generation uses; speculative decoding drafts with
@@ -73,13 +74,33 @@ def norm_function(norm: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     raise TypeError(f"not a norm of this model: {type(norm).__name__}")
 
 
+def relu_squared(x: torch.Tensor) -> torch.Tensor:
+    """ReLU², relu(x)² (So et al., 2021, "Primer")."""
+    return torch.square(F.relu(x))
+
+
 def activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The MLP's activation: exact GELU, or GPT-2's tanh approximation."""
+    """The MLP's activation: exact GELU, GPT-2's tanh approximation, or ReLU squared."""
     if name == "gelu":
         return F.gelu
     if name == "gelu_tanh":
         return partial(F.gelu, approximate="tanh")
+    if name == "relu2":
+        return relu_squared
     raise ValueError(f"unknown activation {name!r}")
+
+
+def qk_norm(qk: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
+    """``ModelConfig.qk_norm``: queries and keys side by side, (..., 2, nh, hs), each head's vector scaled to unit
+    RMS over hs (a plain RMS norm, whatever ``norm`` is), then by a gain per channel, ``gain`` (2, 1, hs): q's
+    row, then k's. In the input's dtype (under autocast too: v, which is not normalised, must match)."""
+    return F.rms_norm(qk, qk.shape[-1:], eps=eps).to(qk.dtype) * gain.to(qk.dtype)
+
+
+def softcap(logits: torch.Tensor, cap: float) -> torch.Tensor:
+    """``ModelConfig.logit_softcap``: ``cap · tanh(logits / cap)``, smooth and within (-cap, cap). In float32
+    whatever the logits' dtype: near the cap a bfloat16 tanh would leave the gradient (1 - tanh²) mostly noise."""
+    return torch.tanh(logits.float() / cap) * cap
 
 
 def rope_tables(head_size: int, length: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +125,10 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
+        self.norm_eps = config.norm_eps
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        # qk_norm: the gains of q's channels, then of k's, (2·hs,) — one vector, so no weight decay (see qk_norm)
+        self.qk_gain = nn.Parameter(torch.ones(2 * config.head_size)) if config.qk_norm else None
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # residual projection
         self.resid_drop = nn.Dropout(config.dropout)
 
@@ -114,12 +138,13 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         hs = C // self.n_head
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, hs)  # q, k, v side by side: (B, T, 3, nh, hs)
-        if rope is None:
-            q, k, v = qkv.unbind(dim=2)  # 3 × (B, T, nh, hs)
-        else:  # rotate q and k in one go (half the small ops of rotating each); tables (T, hs/2) -> (T, 1, 1, hs/2)
+        qk, v = qkv[:, :, :2], qkv[:, :, 2]  # (B, T, 2, nh, hs), (B, T, nh, hs): views, no copy
+        if self.qk_gain is not None:  # normalise q and k in one go
+            qk = qk_norm(qk, self.qk_gain.view(2, 1, hs), self.norm_eps)
+        if rope is not None:  # rotate q and k in one go (half the small ops of rotating each); tables (T, hs/2) -> (T, 1, 1, hs/2)
             cos, sin = rope
-            q, k = apply_rope(qkv[:, :, :2], cos[:, None, None, :], sin[:, None, None, :]).unbind(dim=2)
-            v = qkv[:, :, 2]
+            qk = apply_rope(qk, cos[:, None, None, :], sin[:, None, None, :])
+        q, k = qk.unbind(dim=2)  # 2 × (B, T, nh, hs)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # 3 × (B, nh, T, hs)
         mask = None
         if past is not None:
@@ -232,7 +257,11 @@ class GPT(nn.Module):
     # -- set-up --------------------------------------------------------------
     def reset_parameters(self) -> None:
         """GPT-2 init: N(0, 0.02) everywhere, residual projections scaled by 1/sqrt(2·n_layer); linear heads
-        get the identity on top (they start near head 1, as residual heads do)."""
+        get the identity on top (they start near head 1, as residual heads do); query/key gains start at 1.
+
+        ``zero_init_proj``: the blocks' residual projections (``attn.c_proj``, ``mlp.c_proj``; block heads' too)
+        are zeroed after they were drawn, so the random stream, and every other weight, is what it is without
+        the option: two runs that differ only in it start from the same weights elsewhere."""
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
@@ -246,10 +275,16 @@ class GPT(nn.Module):
                 nn.init.ones_(module.weight)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, CausalSelfAttention) and module.qk_gain is not None:
+                nn.init.ones_(module.qk_gain)
         with torch.no_grad():
             for head in self.shift_heads:
                 if isinstance(head, LinearShiftHead):
                     head.proj.weight.add_(torch.eye(self.config.n_embd, device=head.proj.weight.device))
+            if self.config.zero_init_proj:
+                for name, module in self.named_modules():
+                    if isinstance(module, nn.Linear) and name.endswith("c_proj"):
+                        module.weight.zero_()
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters; ``non_embedding`` leaves out the token/position embeddings and an untied unembedding."""
@@ -331,17 +366,22 @@ class GPT(nn.Module):
 
     # -- training and evaluation ---------------------------------------------
     def _logits(self, z: torch.Tensor) -> torch.Tensor:
-        """Unembedding of head states (..., C).
+        """Unembedding of head states (..., C), soft-capped when ``logit_softcap`` is on.
 
         On CUDA the matmul keeps the padded, aligned width (much faster there) and the
         padding ids get -inf: they are never targets and receive no probability. Elsewhere
         the padding buys nothing, so only the real vocabulary is computed. Same loss either way.
         """
         if z.is_cuda and self.padded_vocab_size > self.vocab_size:
-            logits = F.linear(z, self.unembedding)  # (..., Vp)
+            logits = self._capped(F.linear(z, self.unembedding))  # (..., Vp)
             logits[..., self.vocab_size :] = float("-inf")
             return logits
-        return F.linear(z, self.unembedding[: self.vocab_size])  # (..., V)
+        return self._capped(F.linear(z, self.unembedding[: self.vocab_size]))  # (..., V)
+
+    def _capped(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` through the soft cap (float32) when ``logit_softcap`` is on, else as they are."""
+        cap = self.config.logit_softcap
+        return softcap(logits, cap) if cap else logits
 
     def forward(
         self,
@@ -414,7 +454,7 @@ class GPT(nn.Module):
         """Head-1 logits (B, V) of the token after ``idx`` (B, T), plus keys/values to pass back as ``past``."""
         h, presents = self.trunk(idx, past)  # (B, T, C)
         z = self.ln_f(h[:, -1, :])  # (B, C): only the last position is needed
-        logits = F.linear(z, self.unembedding)[:, : self.vocab_size]  # (B, V)
+        logits = self._capped(F.linear(z, self.unembedding)[:, : self.vocab_size])  # (B, V)
         return logits, presents
 
 

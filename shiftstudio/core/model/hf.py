@@ -49,7 +49,10 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 SUPPORTED_TYPES = ("gpt2", "gpt_neox")
 
 # The parts of ModelConfig a source decides (read-only for a fine-tuning run); the rest are the user's.
-ARCHITECTURE_KEYS = ("n_layer", "n_head", "n_embd", "bias", "pos", "norm", "activation", "tie_weights", "norm_eps")
+# (zero_init_proj is not one: it only initialises weights, and a source's weights are loaded.)
+ARCHITECTURE_KEYS = (
+    "n_layer", "n_head", "n_embd", "bias", "pos", "norm", "activation", "tie_weights", "norm_eps", "qk_norm", "logit_softcap",
+)
 GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu": "gelu"}
 
 
@@ -114,7 +117,7 @@ def _gpt2_architecture(cfg: dict, path: Path) -> tuple[dict[str, Any], int, int]
     architecture = {
         "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "bias": True, "pos": "learned", "norm": "layernorm",
         "activation": GPT2_ACTIVATIONS[act], "tie_weights": bool(cfg.get("tie_word_embeddings", True)),
-        "norm_eps": float(eps),
+        "norm_eps": float(eps), "qk_norm": False, "logit_softcap": 0.0,  # GPT-2 has neither
     }
     return architecture, n_positions, vocab
 

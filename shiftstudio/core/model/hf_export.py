@@ -14,8 +14,11 @@ Two layouts carry our architecture exactly (same logits, same greedy text):
   (3, nh, hs), so the rows (and the bias) are permuted. Its MLP and LayerNorms always have biases (zeros when
   we have none); its attention biases follow ``attention_bias``.
 
-Not carried: RMSNorm (both layouts are LayerNorm only), and heads 2..K of the shifted objective, which
-no layout has: they go to a side file (``shift_heads.safetensors``, our own tensor names) that
+Not carried, so refused: RMSNorm (both layouts are LayerNorm only), ReLU² (``activation = relu2``), the
+query/key norm (``qk_norm``) and the logit soft cap (``logit_softcap``) — a model written without them
+would load and give other logits. ``zero_init_proj`` is only an initialisation: exported as any other
+model. Not carried either: heads 2..K of the shifted objective, which no layout has: they go to a side
+file (``shift_heads.safetensors``, our own tensor names) that
 ``transformers`` ignores, and a short note says so. The vocabulary's padding rows (see
 :class:`~shiftstudio.core.model.gpt.GPT`) are left out: the exported vocabulary is the tokenizer's.
 
@@ -131,6 +134,12 @@ def hf_layout(config: ModelConfig) -> str:
         )
     if config.activation not in GELU_NAMES:
         raise UnsupportedArchitecture(f"cannot export: activation = {config.activation} has no Hugging Face name here")
+    if config.qk_norm:
+        raise UnsupportedArchitecture("cannot export: qk_norm = true has no Hugging Face GPT-2/GPT-NeoX layout (no query/key norm)")
+    if config.logit_softcap:
+        raise UnsupportedArchitecture(
+            f"cannot export: logit_softcap = {config.logit_softcap:g} has no Hugging Face GPT-2/GPT-NeoX layout (no logit soft cap)"
+        )
     if config.pos == "learned":
         return GPT2
     if config.pos == "rope":
@@ -456,7 +465,8 @@ def neox_model_config(cfg: dict) -> dict:
     """The :class:`ModelConfig` fields of a GPT-NeoX ``config.json`` (a dict).
 
     Architecture fields only (n_layer, n_head, n_embd, block_size, bias, pos, norm, activation, tie_weights,
-    norm_eps); the rest keep ModelConfig's defaults. Raises :class:`UnsupportedArchitecture` (a
+    norm_eps; qk_norm and logit_softcap off, as NeoX has neither); the rest keep ModelConfig's defaults.
+    Raises :class:`UnsupportedArchitecture` (a
     :class:`ConfigError`), one line naming the field, for what our GPT cannot represent: parallel residual,
     partial rotary, another rotary base or scaling, an MLP not 4× wide, another activation …
     """
@@ -512,6 +522,8 @@ def neox_model_config(cfg: dict) -> dict:
         "activation": NEOX_ACTIVATIONS[act],
         "tie_weights": bool(cfg.get("tie_word_embeddings", False)),
         "norm_eps": float(eps),
+        "qk_norm": False,
+        "logit_softcap": 0.0,
     }
 
 

@@ -253,6 +253,10 @@ def check_shapes(what: str, saved: dict[str, torch.Tensor], expected: dict[str, 
 
 # -- optimizer state -------------------------------------------------------------
 
+# The slots each optimizer keeps per parameter. A checkpoint's slot that the optimizer now stepping that parameter
+# does not keep means the run's optimizer setting changed since it was written: refused, not silently dropped.
+OPTIMIZER_SLOTS = {"AdamW": ("exp_avg", "exp_avg_sq", "step"), "Muon": ("momentum_buffer",)}
+
 
 def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
     """Parameter names in the order the optimizer numbers them."""
@@ -260,8 +264,16 @@ def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> li
     return [by_id[id(p)] for group in optimizer.param_groups for p in group["params"]]
 
 
+def _param_owners(optimizer: torch.optim.Optimizer) -> list[str]:
+    """The class name of the optimizer that steps each parameter, in the same order (one optimizer, or the
+    ``parts`` of one that combines several, e.g. Muon and AdamW)."""
+    parts = getattr(optimizer, "parts", (optimizer,))
+    return [type(part).__name__ for part in parts for group in part.param_groups for _ in group["params"]]
+
+
 def optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """AdamW's state flattened to ``{'<param>::exp_avg': tensor, ...}`` (``step`` is a 0-d tensor too)."""
+    """The optimizer's per-parameter state flattened to ``{'<param>::<slot>': tensor, ...}``: AdamW's
+    ``exp_avg``, ``exp_avg_sq`` and ``step`` (a 0-d tensor), Muon's ``momentum_buffer``."""
     names = _param_names(model, optimizer)
     out: dict[str, torch.Tensor] = {}
     for index, slots in optimizer.state_dict()["state"].items():
@@ -273,6 +285,7 @@ def optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) 
 def load_optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
     """Inverse of :func:`optimizer_tensors`; hyperparameters stay those of the current optimizer."""
     names = _param_names(model, optimizer)
+    owners = _param_owners(optimizer)
     index = {n: i for i, n in enumerate(names)}
     params = {n: p for n, p in model.named_parameters()}
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -280,6 +293,13 @@ def load_optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimi
         name, _, slot = key.rpartition("::")
         if name not in index:
             raise IncompatibleCheckpoint(f"optimizer state does not match the run's config: unknown parameter {name}")
+        owner = owners[index[name]]
+        if slot not in OPTIMIZER_SLOTS.get(owner, (slot,)):
+            writer = next((k for k, slots in OPTIMIZER_SLOTS.items() if slot in slots), "another optimizer")
+            raise IncompatibleCheckpoint(
+                f"optimizer state does not match the run's config: {key} is {writer}'s, but {owner} trains {name} "
+                "now: the optimizer cannot change within a run (fork it instead)"
+            )
         if slot != "step" and tuple(value.shape) != tuple(params[name].shape):
             raise IncompatibleCheckpoint(
                 f"optimizer state does not match the run's config: {key} has shape {tuple(value.shape)}, "

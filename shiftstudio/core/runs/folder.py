@@ -41,7 +41,9 @@ def _slug(text: str, limit: int = 24) -> str:
 # Short tags for the settings that tell runs apart (a shift = 2 run is "...-4x128-k2").
 _TAGS = {
     "shift": lambda v: f"k{v}", "pos": str, "norm": lambda v: {"rmsnorm": "rms", "layernorm": "ln"}[v],
-    "activation": lambda v: {"gelu": "gelu", "gelu_tanh": "tanh"}[v], "block_size": lambda v: f"T{v}",
+    "activation": lambda v: {"gelu": "gelu", "gelu_tanh": "tanh", "relu2": "relu2"}[v], "block_size": lambda v: f"T{v}",
+    "qk_norm": lambda v: "qknorm" if v else "noqknorm", "logit_softcap": lambda v: f"cap{v:g}" if v else "nocap",
+    "optimizer": str,
     "n_head": lambda v: f"h{v}", "dropout": lambda v: f"drop{v:g}", "bias": lambda v: "bias" if v else "nobias",
     "tie_weights": lambda v: "tied" if v else "untied", "learning_rate": lambda v: f"lr{v:g}",
     "batch_size": lambda v: f"b{v}", "ema_decay": lambda v: f"ema{v:g}",

@@ -48,10 +48,10 @@ from shiftstudio.gui.workers import Task
 
 # How the training fields are grouped on screen (a field left out lands in "More").
 TRAIN_GROUPS = (
-    ("Optimisation", ("batch_size", "gradient_accumulation_steps", "learning_rate", "min_lr", "max_iters", "warmup_iters", "lr_decay_iters", "weight_decay", "beta1", "beta2", "grad_clip")),
+    ("Optimisation", ("batch_size", "gradient_accumulation_steps", "learning_rate", "min_lr", "max_iters", "warmup_iters", "lr_decay_iters", "weight_decay", "beta1", "beta2", "grad_clip", "optimizer", "muon_lr", "muon_momentum")),
     ("LoRA", ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")),
     ("Evaluation & checkpoints", ("eval_interval", "eval_iters", "log_interval", "checkpoint_interval", "keep_checkpoints", "early_stop_patience", "ema_decay")),
-    ("Device", ("device", "dtype", "compile", "num_threads", "seed")),
+    ("Device", ("device", "dtype", "compile", "num_threads", "parallel", "seed")),
 )
 PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ASSUMED_VOCAB = 256  # until a tokenizer is built
