@@ -394,6 +394,19 @@ class MainWindow(WindowFilesMixin, WindowStateMixin, QMainWindow):
             QTimer.singleShot(0, self, self.painted.emit)
 
     # -- closing -------------------------------------------------------------
+    def ask_stop_launched_run(self) -> str:
+        """"stop", "leave" (training in the background) or "cancel" (tests replace this method)."""
+        box = QMessageBox(QMessageBox.Question, "The run is training",
+                          "This window started the run with torchrun. Stop it (a checkpoint is saved), or leave it "
+                          "training in the background? It can be followed again from the Runs tab.", parent=self)
+        stop = box.addButton("Stop the run", QMessageBox.DestructiveRole)
+        leave = box.addButton("Leave it training", QMessageBox.AcceptRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(leave)
+        box.exec()
+        clicked = box.clickedButton()
+        return "stop" if clicked is stop else "leave" if clicked is leave else "cancel"
+
     def confirm_stop_on_close(self) -> bool:
         """Ask whether to stop the run (tests replace this method)."""
         answer = QMessageBox.question(
@@ -406,6 +419,13 @@ class MainWindow(WindowFilesMixin, WindowStateMixin, QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         runs = self.ctx.runs
         if runs.following:  # a run another process trains goes on training: the window only lets go of it
+            if runs.launched is not None and runs.launched == runs.run_dir:  # ...unless the window launched it: ask
+                answer = self.ask_stop_launched_run()
+                if answer == "cancel":
+                    event.ignore()
+                    return
+                if answer == "stop":
+                    runs.stop()  # a stop request through the run's control file: it saves a checkpoint and ends
             runs.stop_following()
         elif runs.is_active:
             event.ignore()

@@ -25,7 +25,9 @@ from shiftstudio.config import RunConfig
 from shiftstudio.core.train.control import ViewRequest
 from shiftstudio.gui.config_model import ConfigModel
 from shiftstudio.gui.run_actions import RunActions
-from shiftstudio.gui.run_openers import OpenedRun, follow_run, latest_checkpoint_step, new_run, read_run, resume_run
+from shiftstudio.gui.run_openers import (
+    OpenedRun, create_only, follow_run, latest_checkpoint_step, new_run, read_run, resume_run,
+)
 from shiftstudio.gui.run_plan import RESUME, OpenRun, StartPlan, start_plan
 from shiftstudio.gui.workers import CancelFn, ProgressFn, Task, TrainerLike, TrainingWorker, keep_gui_responsive
 
@@ -78,6 +80,9 @@ class RunController(QObject):
         self._open_task: Task | None = None
         self._views = ViewRequest()
         self.following = ""  # a run another process trains, followed through its log: who trains it ('' = none)
+        self.processes = 1  # 1: runs train in this window's thread; more: Start launches torchrun with that many
+        self.launched: Path | None = None  # the run this window launched with torchrun (it may outlive the window)
+        self._launcher = None
         # asked before a new run leaves a resumable one behind (the window asks with a dialog; tests answer)
         self.confirm_new_run: Callable[[str], bool] = lambda question: True
         self.actions = RunActions(self)
@@ -201,6 +206,8 @@ class RunController(QObject):
         if not plan.ok:
             return False
         config = self.config.config
+        if self.processes > 1:
+            return self._launch(plan.mode == RESUME and not new, config)
         if plan.mode == RESUME and not new:
             assert self.run_dir is not None
             if plan.kept:  # the run trains with its own linked settings: the form shows them
@@ -242,6 +249,60 @@ class RunController(QObject):
         self._set_state(PREPARING)
         thread.start()
         return True
+
+    # -- several processes: torchrun ----------------------------------------------
+    def _launch(self, resume: bool, config: RunConfig) -> bool:
+        """Start the run on ``processes`` processes under torchrun (a detached child), then follow it."""
+        if self.is_active:
+            return False
+        from shiftstudio.core.errors import ConfigError
+        from shiftstudio.core.train.ranks import check_config
+
+        try:  # what the job would refuse, said before anything is made
+            check_config(config, self.processes)
+        except ConfigError as exc:
+            self.open_failed.emit(str(exc), "", True)
+            return False
+        self.max_iters = config.train.max_iters
+        self._set_state(PREPARING)
+        if resume:
+            assert self.run_dir is not None
+            self._start_torchrun(self.run_dir)
+            return True
+        task = Task(create_only(config, self.config.preset), "Creating the run")
+        task.progressed.connect(self._on_worker_prepare_progressed)
+        task.succeeded.connect(self._start_torchrun)
+        task.failed.connect(self._on_launch_task_failed)
+        task.cancelled.connect(self._on_worker_cancelled)
+        self._open_task = task
+        task.finished.connect(self._on_open_task_finished)
+        task.start()
+        return True
+
+    def _start_torchrun(self, run_dir: Path) -> None:
+        from shiftstudio.gui.launcher import TorchrunLauncher
+
+        self._launcher = TorchrunLauncher(Path(run_dir), self.processes, self.max_iters, self)
+        self._launcher.started.connect(self._on_launcher_started)
+        self._launcher.failed.connect(self._on_launcher_failed)
+        self._launcher.start()
+
+    def _on_launcher_started(self, run_dir: Path) -> None:
+        self.launched = run_dir
+        self._set_state(IDLE)
+        self.open_run(run_dir, load_config=False)  # its lock is held: the window follows it
+
+    def _on_launcher_failed(self, message: str, tail: str) -> None:
+        from shiftstudio.core.train.reports import FailedReport
+
+        self._set_state(FAILED)
+        self.run_failed.emit(FailedReport(step=0, message=message, detail=tail, expected=True))
+
+    def _on_launch_task_failed(self, message: str, detail: str, expected: bool) -> None:
+        from shiftstudio.core.train.reports import FailedReport
+
+        self._set_state(FAILED)
+        self.run_failed.emit(FailedReport(step=0, message=message, detail=detail, expected=expected))
 
     def pause(self) -> None:
         if self._worker is not None and self.state == RUNNING:
@@ -417,6 +478,7 @@ class RunController(QObject):
         thread, worker = self._thread, self._worker
         self._thread = self._worker = None
         followed, self.following = self.following, ""
+        self.launched = None
         if self.state in ACTIVE_STATES:  # ended without a final report (or the window let go of a followed run)
             self._set_state(IDLE if followed else STOPPED)
         if thread is not None:

@@ -67,6 +67,23 @@ def new_run(config: RunConfig, preset: str = "") -> Callable:
     return open_trainer
 
 
+def create_only(config: RunConfig, preset: str = "") -> Callable:
+    """Prepare the data and create the run folder, for a run that another process (torchrun) will train."""
+
+    def work(progress, cancel) -> Path:
+        from shiftstudio.core.data.store import prepare
+        from shiftstudio.core.runs.folder import create_run
+        from shiftstudio.core.runs.origin import apply_source
+
+        source_config = apply_source(config)
+        store = prepare(source_config.data, progress=progress, cancel=cancel)
+        if cancel():
+            raise Cancelled()
+        return create_run(source_config, store, base=preset_base(preset))
+
+    return work
+
+
 def resume_run(run_dir: Path, max_iters: int) -> Callable:
     """Reopen ``run_dir`` from its latest checkpoint, training to ``max_iters`` (recorded with the run)."""
 

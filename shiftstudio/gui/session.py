@@ -63,6 +63,7 @@ class DeviceSummary:
     text: str  # e.g. "CPU (2 threads, float32)"
     kind: str  # cuda | mps | cpu
     threads: int
+    gpus: int = 0  # CUDA devices this machine has (torchrun can train on all of them)
 
 
 @dataclass
@@ -142,7 +143,7 @@ def _probe_device(progress, cancel) -> DeviceSummary:
     device = resolve_device("auto")
     threads = min(torch.get_num_threads(), default_cpu_threads())
     info = DeviceInfo(device, resolve_dtype("auto", device), threads)
-    return DeviceSummary(info.describe(), device.type, info.threads)
+    return DeviceSummary(info.describe(), device.type, info.threads, torch.cuda.device_count() if device.type == "cuda" else 0)
 
 
 class Session(QObject):

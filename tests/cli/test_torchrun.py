@@ -93,7 +93,9 @@ def test_a_rank_that_fails_ends_the_job_and_marks_the_run_failed(corpus: Path, t
     assert entry.state == "failed", (entry, done.stderr[-2000:])
     log = (RunLayout(out).logs_dir / "rank-1.log").read_text()
     assert "rank 1 of 2" in log and "a fault injected at step 3 on rank 1" in log
-    assert any("rank 1 of 2" in r["message"] for r in records(out, "failed"))
+    # rank 0 only saw its peer go: its line too names the cause, rank 1's error
+    failed = records(out, "failed")
+    assert len(failed) == 2 and all(r["message"].startswith("rank 1 of 2: RuntimeError: a fault injected") for r in failed)
     assert lock_state(out)[0] != "held"  # nobody is left holding the run
 
 

@@ -59,6 +59,7 @@ def window(qtbot, tiny_corpus: Path):
     win = MainWindow(Settings())
     qtbot.addWidget(win)
     win.confirm_stop_on_close = lambda: True
+    win.ask_stop_launched_run = lambda: "stop"  # (a run launched with torchrun: never a modal box in a test)
     win.show()
     win.build()
     with qtbot.waitSignal(win.ctx.session.corpus_opened, timeout=20_000):

@@ -132,6 +132,7 @@ class Trainer:
         self._summary: Summary | None = None
         self._summary_written = 0.0
         self._logged_paused = False
+        self._started_wall = time.time()  # a rank's failure log written since then belongs to this session
 
     # -- steering, from any thread ---------------------------------------------------------
     def pause(self) -> None:
@@ -205,6 +206,8 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001 - every failure becomes a report
             failure = self._failure(exc)
             if main:
+                if self.ranks.distributed:
+                    failure = self._root_cause(failure)
                 yield self._emit(failure)
             else:  # another rank failed: say so in the run's log (one appended line), then end this process
                 yield self._rank_failure(failure)
@@ -227,6 +230,25 @@ class Trainer:
                 "batches (one stream shared out by micro-batch), but other dropout masks and another order of "
                 "summing gradients, so not bit-identical to going on with the same number")
 
+    def _root_cause(self, failure: FailedReport) -> FailedReport:
+        """Rank 0 failed under torchrun. When another rank failed before it (rank 0 then only finds its peer
+        gone), the run's failure is that rank's, with rank 0's own error below it. A rank writes its log before
+        it exits, and rank 0 notices only once it has exited: a log older than now is the cause, not an echo."""
+        now = time.time()
+        logs = RunLayout(self.run_dir).logs_dir
+        causes = []
+        for path in sorted(logs.glob("rank-*.log")) if logs.is_dir() else []:
+            try:
+                if self._started_wall <= path.stat().st_mtime <= now:
+                    causes.append(path.read_text(encoding="utf-8", errors="replace"))
+            except OSError:
+                continue
+        if not causes:
+            return failure
+        message, _, detail = causes[0].partition("\n")
+        return FailedReport(step=failure.step, message=message, expected=failure.expected,
+                            detail=f"{detail}\nrank 0 then: {failure.message}\n{failure.detail}".strip())
+
     def _rank_failure(self, failure: FailedReport) -> FailedReport:
         """A rank other than 0 failed: its message (naming the rank) and detail go to ``logs/rank-R.log`` and one
         ``failed`` line to the run's log, so the run reads as failed however torchrun ends the others."""
@@ -234,7 +256,7 @@ class Trainer:
         try:
             logs = RunLayout(self.run_dir).logs_dir
             logs.mkdir(exist_ok=True)
-            with open(logs / f"rank-{self.ranks.rank}.log", "a", encoding="utf-8") as f:
+            with open(logs / f"rank-{self.ranks.rank}.log", "w", encoding="utf-8") as f:  # its latest failure
                 f.write(failure.message + "\n" + failure.detail)
             log = MetricsLog(self.run_dir)  # (rank 0's own log is not open on this rank)
             log.append({**failure.to_json(), "time_s": self._clock.run_time(), "tokens": 0})

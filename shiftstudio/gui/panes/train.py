@@ -13,6 +13,7 @@ from typing import Any, Self
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -42,7 +43,7 @@ class TrainPane(Pane):
 
     title = "Train"
 
-    def __init__(self, runs: RunController, parent: QWidget | None = None):
+    def __init__(self, runs: RunController, parent: QWidget | None = None, session: Any = None):
         super().__init__(parent)
         self.runs = runs
         icons = self.style()
@@ -55,6 +56,19 @@ class TrainPane(Pane):
         self.pause_button = self._tool_button(runs.pause_action, "train_pause_button")
         self.stop_button = self._tool_button(runs.stop_action, "train_stop_button")
         self.checkpoint_button = self._tool_button(runs.checkpoint_action, "train_checkpoint_button")
+        self.train_on_combo = QComboBox(self)
+        self.train_on_combo.setObjectName("train_on_combo")
+        self.train_on_combo.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.train_on_combo.setToolTip(
+            "Where Start trains the run. In this window: one process, the device of the 'device' setting. Several "
+            "devices: Start launches torchrun with one process per device (DDP: each holds the whole model; FSDP: "
+            "weights and optimizer state are sharded, for models that do not fit on one device); the window "
+            "follows the run and may be closed while it trains. gradient_accumulation_steps must be a multiple "
+            "of the number of processes.")
+        self._set_train_on_choices(session.device if session is not None else None)
+        self.train_on_combo.activated.connect(self._on_train_on_combo_activated)
+        if session is not None:
+            session.device_probed.connect(self._set_train_on_choices)
         self.reason_label = QLabel("", self)  # why Start is disabled: the whole sentence, wrapped, on its own row
         self.reason_label.setObjectName("train_reason_label")
         self.reason_label.setProperty("role", "hint")
@@ -93,6 +107,7 @@ class TrainPane(Pane):
         controls = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.stop_button, self.checkpoint_button):
             controls.addWidget(b)
+        controls.addWidget(self.train_on_combo)
         controls.addStretch(1)
         controls.addWidget(self.checkpoint_label)
         controls.addSpacing(8)
@@ -133,7 +148,7 @@ class TrainPane(Pane):
 
     @classmethod
     def from_context(cls, ctx: PaneContext) -> Self:
-        return cls(ctx.runs)
+        return cls(ctx.runs, session=ctx.session)
 
     def _tool_button(self, action: Any, name: str) -> QToolButton:
         button = QToolButton(self)
@@ -141,6 +156,39 @@ class TrainPane(Pane):
         button.setObjectName(name)
         button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
         return button
+
+    def _set_train_on_choices(self, device: Any) -> None:
+        """In this window, and — on a machine with several GPUs — all of them with DDP or FSDP; a machine
+        without GPUs offers two CPU processes (gloo), to try the path (no faster than one process there)."""
+        combo = self.train_on_combo
+        current = combo.currentData()
+        combo.clear()
+        combo.addItem("Train in this window", (1, ""))
+        gpus = getattr(device, "gpus", 0) if device is not None else 0
+        if gpus >= 2:
+            combo.addItem(f"All {gpus} GPUs: DDP (torchrun)", (gpus, "ddp"))
+            combo.addItem(f"All {gpus} GPUs: FSDP (torchrun)", (gpus, "fsdp"))
+        elif device is not None and getattr(device, "kind", "") == "cpu":
+            combo.addItem("2 CPU processes: DDP (torchrun, gloo)", (2, "ddp"))
+            combo.addItem("2 CPU processes: FSDP (torchrun, gloo)", (2, "fsdp"))
+        index = max(0, combo.findData(current)) if current is not None else 0
+        combo.setCurrentIndex(index)
+        self._on_train_on_combo_activated(index)
+
+    def _on_train_on_combo_activated(self, index: int) -> None:
+        processes, parallel = self.train_on_combo.itemData(index) or (1, "")
+        self.runs.processes = processes
+        if parallel and self.runs.config.config.train.parallel != parallel:
+            self.runs.config.load_flat({"parallel": parallel})  # the run records how it was sharded
+
+    def choose_train_on(self, text_start: str) -> None:
+        """Pick the first choice whose text starts with ``text_start`` (as a click would)."""
+        for i in range(self.train_on_combo.count()):
+            if self.train_on_combo.itemText(i).startswith(text_start):
+                self.train_on_combo.setCurrentIndex(i)
+                self._on_train_on_combo_activated(i)
+                return
+        raise ValueError(f"no choice {text_start!r} in {[self.train_on_combo.itemText(i) for i in range(self.train_on_combo.count())]}")
 
     def _show_run_name(self, name: str) -> None:
         self.run_label.setText(f"Run: {name}" if name else "")
@@ -166,6 +214,7 @@ class TrainPane(Pane):
     def _on_runs_state_changed(self, state: str) -> None:
         paused = state == PAUSED
         self.runs.pause_action.setIcon(self._play_icon if paused else self._pause_icon)
+        self.train_on_combo.setEnabled(not self.runs.is_active)  # where a run trains is chosen before Start
         if paused:  # no ETA while paused
             self._on_runs_progress_changed(self.runs.step, self.runs.max_iters, float("nan"))
         if state == PREPARING:
