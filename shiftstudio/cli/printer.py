@@ -123,7 +123,8 @@ class ReportPrinter:
         width = len(f"{self.max_iters:,}")
         text = (
             f"step {r.step:>{width},}/{self.max_iters:,}  loss {r.loss:.4f}  lr {r.lr:.2e}  grad {r.grad_norm:.3f}  "
-            f"{human_count(r.tokens_per_s)} tok/s  {r.ms_per_iter:.1f} ms/it  ETA {self._eta(r.step)}"
+            f"{human_count(r.tokens_per_s)} tok/s  {r.ms_per_iter:.1f} ms/it"
+            + (f"  MFU {100 * r.mfu:.1f}%" if getattr(r, "mfu", None) else "") + f"  ETA {self._eta(r.step)}"
         )
         if self.live:
             self.line.text(text)

@@ -59,3 +59,25 @@ def test_the_weights_checksum_sees_a_swap() -> None:
     with torch.no_grad():
         b.weight[0, 0], b.weight[0, 1] = a.weight[0, 1].item(), a.weight[0, 0].item()
     assert weights_checksum(a) != weights_checksum(b)
+
+
+def test_mfu_peaks_come_from_the_device_name_and_are_unknown_on_a_cpu() -> None:
+    import torch
+
+    from shiftstudio.core.train.device import peak_flops, peak_for_name
+
+    assert peak_for_name("NVIDIA H100 80GB HBM3", torch.bfloat16) == 989e12
+    assert peak_for_name("NVIDIA H100 PCIe", torch.bfloat16) == 756e12  # the longer name first
+    assert peak_for_name("NVIDIA A100-SXM4-40GB", torch.float32, tf32=True) == 156e12
+    assert peak_for_name("NVIDIA A100-SXM4-40GB", torch.float32, tf32=False) is None
+    assert peak_for_name("Some Future GPU", torch.bfloat16) is None
+    assert peak_flops(torch.device("cpu"), torch.float32) is None
+
+
+def test_step_reports_carry_mfu_only_where_the_peak_is_known(make_tiny_run) -> None:
+    from shiftstudio.core.train.reports import StepReport
+    from shiftstudio.core.train.trainer import Trainer
+
+    run = make_tiny_run("mfu")  # (trained 4 steps)
+    steps = [r for r in Trainer(run, max_iters=8).run() if isinstance(r, StepReport)]
+    assert steps and all(r.mfu is None and r.tokens_per_s > 0 for r in steps)  # a CPU: no peak, no made-up figure

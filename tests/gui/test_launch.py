@@ -99,11 +99,25 @@ def test_a_failing_rank_shows_as_a_failure(window, qtbot, monkeypatch) -> None:
 
 
 def test_closing_the_window_can_leave_a_launched_run_training_and_another_window_follows_it(window, qtbot) -> None:
+    runs = window.ctx.runs
+    run = launch(window, qtbot, max_iters=100_000, lr_decay_iters=100_000, eval_interval=100_000)
+    try:
+        left_training(window, qtbot, runs, run)
+    finally:
+        stop_job(qtbot, run)
+
+
+def stop_job(qtbot, run: Path) -> None:
+    """A test that leaves a job training never leaves it behind, whatever fails."""
+    if lock_state(run)[0] == "held":
+        send_request(run, "stop")
+        qtbot.waitUntil(lambda: lock_state(run)[0] != "held", timeout=120_000)
+
+
+def left_training(window, qtbot, runs, run: Path) -> None:
     from shiftstudio.gui.main_window import MainWindow
     from shiftstudio.gui.settings import Settings
 
-    runs = window.ctx.runs
-    run = launch(window, qtbot, max_iters=100_000, lr_decay_iters=100_000, eval_interval=100_000)
     asked = []
     window.ask_stop_launched_run = lambda: asked.append(True) or "leave"
     window.close()
@@ -131,7 +145,10 @@ def test_closing_the_window_can_stop_the_run_it_launched(window, qtbot) -> None:
     run = launch(window, qtbot, max_iters=100_000, lr_decay_iters=100_000, eval_interval=100_000)
     window.ask_stop_launched_run = lambda: "stop"
     window.close()
-    qtbot.waitUntil(lambda: lock_state(run)[0] != "held", timeout=120_000)
+    try:
+        qtbot.waitUntil(lambda: lock_state(run)[0] != "held", timeout=120_000)
+    finally:
+        stop_job(qtbot, run)
     finished = [json.loads(line) for line in RunLayout(run).metrics_file.read_text().splitlines()
                 if '"finished"' in line]
     assert finished and finished[-1]["reason"] == "stopped"

@@ -104,6 +104,33 @@ class DeviceInfo:
         return f"CPU ({self.threads} thread{'s' if self.threads != 1 else ''}, {precision})"
 
 
+# Dense peak tensor throughput per GPU (bfloat16 / float16 with float32 accumulation; half that for TF32 float32),
+# from the makers' data sheets. The first name found in the device's name wins (longer names first).
+PEAK_TFLOPS = (
+    ("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("GH200", 989.0), ("B200", 2250.0), ("A100", 312.0),
+    ("A800", 312.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0), ("A6000", 155.0), ("A10G", 70.0), ("A10", 125.0),
+    ("RTX 4090", 165.0), ("RTX 3090", 71.0), ("V100", 125.0), ("T4", 65.0),
+)
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """The device's dense peak FLOP/s at ``dtype`` for MFU, or None when unknown (CPUs, MPS, unlisted GPUs)."""
+    if device.type != "cuda":
+        return None
+    return peak_for_name(torch.cuda.get_device_name(device), dtype, torch.backends.cuda.matmul.allow_tf32)
+
+
+def peak_for_name(name: str, dtype: torch.dtype, tf32: bool = True) -> float | None:
+    """:func:`peak_flops` for a GPU called ``name``: float32 counts as TF32 (half the 16-bit peak) when TF32 is
+    on, and is unknown otherwise."""
+    for key, tflops in PEAK_TFLOPS:
+        if key in name:
+            if dtype == torch.float32:
+                return tflops * 1e12 / 2 if tf32 else None
+            return tflops * 1e12
+    return None
+
+
 def setup(device: str, dtype: str, num_threads: int = 0) -> DeviceInfo:
     """Resolve and configure in one call (raises :class:`DeviceError`)."""
     dev = resolve_device(device)

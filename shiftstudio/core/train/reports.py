@@ -72,6 +72,7 @@ class StepReport(_Report):
     time_s: float  # wall time since the run started (across resumes)
     ms_per_iter: float
     max_iters: int = 0
+    mfu: float | None = None  # model FLOPs utilisation over every rank's device (None: the device's peak is unknown)
 
     def __post_init__(self) -> None:
         self.kind = "train"

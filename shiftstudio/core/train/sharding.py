@@ -21,6 +21,7 @@ does not cover sharded gradients; use bfloat16).
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import torch
@@ -63,6 +64,8 @@ def shard(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 
     from shiftstudio.core.model.gpt import Block
 
+    # a block returns its keys and values (views) beside its output; training never changes them in place
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
     policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype != torch.float32 \
         else MixedPrecisionPolicy()
     for unit in [*model.blocks, *(h for h in model.shift_heads if isinstance(h, Block))]:

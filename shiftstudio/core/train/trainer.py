@@ -38,6 +38,7 @@ from shiftstudio.core.data.store import TokenStore
 from shiftstudio.core.errors import ConfigError, RunError, ShiftStudioError, one_line
 from shiftstudio.core.generate.filters import SamplingSettings
 from shiftstudio.core.generate.generation import Generation
+from shiftstudio.core.model import estimate
 from shiftstudio.core.model.gpt import clone_model
 from shiftstudio.core.model.lora import has_lora
 from shiftstudio.core.runs import checkpoint as ckpt
@@ -275,6 +276,9 @@ class Trainer:
             note=self._ranks_note(s),
         ))
         pending: list[torch.Tensor] = []  # per-step losses since the last sync, the first of step p.step + 1
+        flops_per_token = estimate.flops_per_token(self.config.model, s.model.vocab_size)
+        peak = dev.peak_flops(s.device, s.info.dtype)
+        peak = peak * self.ranks.world if peak else None  # every rank's device
         while p.step < self.max_iters:
             # -- step boundary: requests from other threads (served while paused too) -------------
             boundary = time.perf_counter()
@@ -304,10 +308,12 @@ class Trainer:
                     yield self._emit(failed)
                     return
                 dt, steps = self._clock.window()
+                tokens_per_s = steps * tokens_per_step / dt  # every rank's tokens: the step is the whole job's
                 yield self._emit(StepReport(
                     step=p.step, loss=losses[-1], lr=lr, grad_norm=float(norm.item()),
-                    tokens_per_s=steps * tokens_per_step / dt, tokens=p.tokens, time_s=self._clock.run_time(),
+                    tokens_per_s=tokens_per_s, tokens=p.tokens, time_s=self._clock.run_time(),
                     ms_per_iter=1000.0 * dt / steps, max_iters=self.max_iters,
+                    mfu=tokens_per_s * flops_per_token / peak if peak else None,
                 ))
                 views = self.control.views
                 if views.batch_views:  # the raw model: a compiled one would recompile for a single row
