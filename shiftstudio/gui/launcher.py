@@ -22,15 +22,19 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from shiftstudio.core.runs.layout import RunLayout
 from shiftstudio.core.runs.lock import lock_state
 from shiftstudio.core.runs.metrics import parse_record, whole_lines
+from shiftstudio.gui.run_openers import SAMPLE_PROMPT
 
 POLL_MS = 200
 START_TIMEOUT_S = 180  # data preparation on every rank, process start-up, torch import
 LOG_TAIL_LINES = 12
 
 
-def torchrun_arguments(run_dir: Path, processes: int, max_iters: int) -> list[str]:
+def torchrun_arguments(run_dir: Path, processes: int, max_iters: int, sample: str | None = None) -> list[str]:
+    """The job's command after the Python executable: the run resumed (or begun) on ``processes`` processes,
+    writing a sample from ``sample`` at each evaluation as a run in the window does."""
     return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(processes)}",
-            "-m", "shiftstudio", "resume", str(run_dir), "--max_iters", str(int(max_iters))]
+            "-m", "shiftstudio", "resume", str(run_dir), "--max_iters", str(int(max_iters)),
+            *(["--sample", sample] if sample is not None else [])]  # ("" = from the start of a document)
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -71,7 +75,7 @@ class TorchrunLauncher(QObject):
         self._log_offset = 0
 
     def start(self) -> bool:
-        args = [sys.executable, *torchrun_arguments(self.run_dir, self.processes, self.max_iters)]
+        args = [sys.executable, *torchrun_arguments(self.run_dir, self.processes, self.max_iters, SAMPLE_PROMPT)]
         try:  # what the run's log held before: the job's "started" record comes after it
             self._log_offset = RunLayout(self.run_dir).metrics_file.stat().st_size
         except OSError:

@@ -37,7 +37,7 @@ def probed(window, qtbot) -> None:
     assert window.panes["train"].train_on_combo.count() == 3  # this window, 2 CPU processes with DDP or FSDP
 
 
-def launch(window, qtbot, choice: str = "2 CPU processes: DDP", **settings) -> Path:
+def launch(window, qtbot, choice: str = "2 CPU processes · DDP", **settings) -> Path:
     runs = window.ctx.runs
     probed(window, qtbot)
     window.ctx.config.load_flat({"gradient_accumulation_steps": 2, "max_iters": 40, "lr_decay_iters": 40,
@@ -53,7 +53,7 @@ def launch(window, qtbot, choice: str = "2 CPU processes: DDP", **settings) -> P
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_start_with_two_processes_launches_torchrun_and_follows_the_run(window, qtbot, parallel) -> None:
     runs = window.ctx.runs
-    run = launch(window, qtbot, f"2 CPU processes: {parallel.upper()}")
+    run = launch(window, qtbot, f"2 CPU processes · {parallel.upper()}")
     assert json.loads((run / "run.json").read_text())["config"]["train"]["parallel"] == parallel
     assert runs.launched == run
     with qtbot.waitSignal(runs.run_finished, timeout=240_000) as finished:
@@ -64,13 +64,15 @@ def test_start_with_two_processes_launches_torchrun_and_follows_the_run(window, 
     assert steps_logged(run) == list(range(2, 41, 2))  # every log point once: rank 0 writes
     logs = list(RunLayout(run).logs_dir.glob("torchrun-*.log"))
     assert len(logs) == 1 and "finished at step 40" in logs[0].read_text()
+    samples = [json.loads(line) for line in RunLayout(run).metrics_file.read_text().splitlines() if '"sample"' in line]
+    assert [s["step"] for s in samples] == [20, 40]  # written as a run in the window writes them
 
 
 def test_gradient_accumulation_must_divide_among_the_processes(window, qtbot) -> None:
     runs = window.ctx.runs
     window.ctx.config.load_flat({"gradient_accumulation_steps": 3})
     probed(window, qtbot)
-    window.panes["train"].choose_train_on("2 CPU processes: DDP")
+    window.panes["train"].choose_train_on("2 CPU processes · DDP")
     with qtbot.waitSignal(runs.open_failed, timeout=5_000) as failed:
         assert not runs.start(new=True)
     assert "must be a multiple of the number of processes (2)" in failed.args[0] and not runs.is_active
@@ -80,7 +82,7 @@ def test_fsdp_refusals_are_said_before_anything_is_made(window, qtbot) -> None:
     runs = window.ctx.runs
     window.ctx.config.load_flat({"gradient_accumulation_steps": 2, "ema_decay": 0.9})
     probed(window, qtbot)
-    window.panes["train"].choose_train_on("2 CPU processes: FSDP")
+    window.panes["train"].choose_train_on("2 CPU processes · FSDP")
     with qtbot.waitSignal(runs.open_failed, timeout=5_000) as failed:
         assert not runs.start(new=True)
     assert failed.args[0].startswith("parallel = fsdp does not support a weight EMA") and not runs.is_active
@@ -162,7 +164,7 @@ def test_a_launch_that_fails_before_training_shows_the_logs_last_lines(window, q
     runs = window.ctx.runs
     window.ctx.config.load_flat({"gradient_accumulation_steps": 2, "device": "cuda"})
     probed(window, qtbot)
-    window.panes["train"].choose_train_on("2 CPU processes: DDP")
+    window.panes["train"].choose_train_on("2 CPU processes · DDP")
     with qtbot.waitSignal(runs.run_failed, timeout=120_000) as failed:
         assert runs.start(new=True)
     report = failed.args[0]

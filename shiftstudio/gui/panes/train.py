@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
+    QSizePolicy,
     QProgressBar,
     QSplitter,
     QStyle,
@@ -59,6 +60,7 @@ class TrainPane(Pane):
         self.train_on_combo = QComboBox(self)
         self.train_on_combo.setObjectName("train_on_combo")
         self.train_on_combo.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.train_on_combo.setSizePolicy(QSizePolicy.Fixed, QSizePolicy.Fixed)  # never squeezed by the labels
         self.train_on_combo.setToolTip(
             "Where Start trains the run. In this window: one process, the device of the 'device' setting. Several "
             "devices: Start launches torchrun with one process per device (DDP: each holds the whole model; FSDP: "
@@ -163,14 +165,21 @@ class TrainPane(Pane):
         combo = self.train_on_combo
         current = combo.currentData()
         combo.clear()
-        combo.addItem("Train in this window", (1, ""))
         gpus = getattr(device, "gpus", 0) if device is not None else 0
+        choices = [("In this window", (1, ""), "One process: the run trains in this window's training thread.")]
+        ddp, fsdp = ("torchrun with one process per {0}, DDP: each holds the whole model and optimizer",
+                     "torchrun with one process per {0}, FSDP: weights, gradients and optimizer state sharded per "
+                     "block, for a model that does not fit on one device")
         if gpus >= 2:
-            combo.addItem(f"All {gpus} GPUs: DDP (torchrun)", (gpus, "ddp"))
-            combo.addItem(f"All {gpus} GPUs: FSDP (torchrun)", (gpus, "fsdp"))
+            choices += [(f"All {gpus} GPUs · DDP", (gpus, "ddp"), ddp.format("GPU") + "."),
+                        (f"All {gpus} GPUs · FSDP", (gpus, "fsdp"), fsdp.format("GPU") + ".")]
         elif device is not None and getattr(device, "kind", "") == "cpu":
-            combo.addItem("2 CPU processes: DDP (torchrun, gloo)", (2, "ddp"))
-            combo.addItem("2 CPU processes: FSDP (torchrun, gloo)", (2, "fsdp"))
+            cpu = " (gloo). To try the path: no faster than one process on a CPU."
+            choices += [("2 CPU processes · DDP", (2, "ddp"), ddp.format("CPU process") + cpu),
+                        ("2 CPU processes · FSDP", (2, "fsdp"), fsdp.format("CPU process") + cpu)]
+        for text, data, tip in choices:
+            combo.addItem(text, data)
+            combo.setItemData(combo.count() - 1, tip, Qt.ToolTipRole)
         index = max(0, combo.findData(current)) if current is not None else 0
         combo.setCurrentIndex(index)
         self._on_train_on_combo_activated(index)
