@@ -34,6 +34,7 @@ LORA_TARGET_CHOICES = ("attn_qkv", "attn_out", "mlp_in", "mlp_out")  # the block
 HEAD_KIND_CHOICES = ("residual", "linear", "block")  # heads 2..K: h + W·norm(h), W·h, or a transformer block
 SHIFT_WEIGHT_SCHEDULE_CHOICES = ("constant", "linear_to_zero")
 PARALLEL_CHOICES = ("ddp", "fsdp")  # how several torchrun processes share the model
+OOM_CHOICES = ("split", "stop")  # what a step that runs out of device memory does
 OPTIMIZER_CHOICES = ("adamw", "muon")
 HALVING = "halving"  # shift_weights: 1, 0.5, 0.25, ... for however many heads
 # Settings whose default changed after runs were recorded without them: a stored run config that lacks one was
@@ -204,6 +205,7 @@ class TrainConfig:
     checkpoint_interval: int = _f(0, "Save a checkpoint every this many steps (0 = at every evaluation).", minimum=0, maximum=STEPS_MAX)
     early_stop_patience: int = _f(0, "Stop after this many evaluations without a better validation loss (0 = off).", minimum=0, maximum=100_000)
     num_threads: int = _f(0, "CPU threads for PyTorch (0 = automatic).", minimum=0, maximum=1024)
+    on_out_of_memory: str = _f("split", "When a step runs out of device memory: 'split' (free the cache, cut each micro-batch into twice as many pieces — the batch per step and the results stay the same — and redo the step; said in the run's log) or 'stop' (end the run with advice; the last checkpoint is kept). One process only: under torchrun a step out of memory ends the job.", choices=OOM_CHOICES)
     parallel: str = _f("ddp", "Under torchrun (several processes): 'ddp' (each process holds the whole model and optimizer; gradients are averaged) or 'fsdp' (FSDP2: weights, gradients and optimizer state are sharded per block across processes, for models that do not fit on one device). One process ignores it.", choices=PARALLEL_CHOICES)
     lora_rank: int = _f(0, "LoRA rank: 0 = full fine-tuning (every weight trains); r > 0 freezes the model and trains rank-r adapters on lora_targets.", minimum=0, maximum=4096)
     lora_alpha: float = _f(16.0, "LoRA scale numerator: adapters are scaled by lora_alpha / lora_rank.", minimum=0.0, exclusive_minimum=True, maximum=4096.0, decimals=2)

@@ -71,6 +71,7 @@ class Setup:
     resumed: bool = False
     origin: dict[str, Any] | None = None  # a fine-tuning run's source and base weights (run.json "origin")
     saved_ranks: int = 1  # how many processes trained up to the checkpoint resumed from
+    micro_splits: int = 1  # pieces each micro-batch is cut into since a step ran out of memory (on_out_of_memory)
 
     @property
     def base_sha256(self) -> str | None:
@@ -208,6 +209,8 @@ def restore(s: Setup, c: ckpt.Checkpoint) -> None:
         raise CorruptCheckpoint(f"checkpoint {c.path.name}: {ckpt.STATE_FILE} is corrupt ({exc})") from None
     ckpt.set_rng_state(state.get("rng", {}))
     s.saved_ranks = int(state.get("ranks", 1) or 1)
+    splits = state.get("micro_splits", 1)
+    s.micro_splits = splits if isinstance(splits, int) and 1 <= splits <= s.sampler.batch_size else 1
     s.resumed = True
 
 
@@ -228,6 +231,7 @@ def checkpoint_state(s: Setup, time_s: float, max_iters: int, ranks: int = 1) ->
         "rng": ckpt.rng_state(),
         "max_iters": max_iters,
         "ranks": ranks,
+        "micro_splits": s.micro_splits,
         **({"lora": _lora_record(s)} if has_lora(s.model) else {}),
     }
 

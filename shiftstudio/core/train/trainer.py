@@ -64,6 +64,7 @@ from shiftstudio.core.train.reports import (
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "SHIFTSTUDIO_INJECT_FAULT"  # "RANK:STEP": that rank raises as it takes that step (fault-injection tests)
+OOM_ENV = "SHIFTSTUDIO_INJECT_OOM"  # "ROWS": a piece of more rows raises out of memory (the OOM-recovery tests)
 SUMMARY_EVERY_S = 5.0  # summary.json is rewritten at every eval, checkpoint and end, and at most this often between
 SAMPLE_TOKENS = 200  # at most: a sample also ends at the end of a document
 SAMPLE_TEMPERATURE = 0.8
@@ -124,6 +125,7 @@ class Trainer:
         self._weights: tuple[tuple[float, ...], torch.Tensor] | None = None  # the last loss weights, on the device
         self.ranks = ranks_from_env()  # rank 0 of 1 unless torchrun started this process
         self._fault = _injected_fault()
+        self._oom_rows = _injected_oom_rows()
         check_config(self.config, self.ranks.world)
         if self.ranks.distributed:
             purpose = f"{purpose}, {self.ranks.world} ranks (torchrun)"
@@ -343,30 +345,19 @@ class Trainer:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         accum = tc.gradient_accumulation_steps // self.ranks.world  # this rank's share of the step's micro-batches
         weights = self._loss_weights(s, s.progress.step)  # None: the plain mean over heads (always for K = 1)
-        total: torch.Tensor | None = None  # no zero tensor to start from: one op less per step
         if self.ranks.distributed:  # dropout: each rank its own stream, a function of (seed, step, rank) alone, so
             # a run resumed on the same number of ranks draws the same masks without saving every rank's RNG state
             torch.manual_seed(int(np.random.SeedSequence([tc.seed, s.progress.step, self.ranks.rank]).generate_state(1)[0]))
         if self._fault == (self.ranks.rank, s.progress.step + 1):
             raise RuntimeError(f"a fault injected at step {s.progress.step + 1} on rank {self.ranks.rank} ({FAULT_ENV})")
-        for micro in range(accum):
-            batch = s.sampler.next()
-            # several ranks: gradients are all-reduced once, after the last micro-batch (DDP's no_sync before it;
-            # FSDP keeps unreduced gradients until then)
-            last = micro == accum - 1
-            if self._sharded:
-                s.model.set_requires_gradient_sync(last)
-            sync = contextlib.nullcontext() if last or not self._ddp else s.train_model.no_sync()
-            with sync, s.autocast:
-                out = s.train_model(batch.x, batch.y, batch.mask)
-            loss = objective = out.loss
-            if weights is not None:  # coefficients sum to 1: the weighted mean of the head losses
-                objective = (out.head_losses.float() * weights).sum()
-            if accum > 1:
-                loss, objective = loss / accum, objective / accum
-            with sync:
-                s.scaler.scale(objective).backward()  # scale() is the identity when the scaler is off
-            total = loss.detach() if total is None else total + loss.detach()
+        batches = [s.sampler.next() for _ in range(accum)]  # drawn once: a step redone after OOM redoes them
+        while True:
+            try:
+                total = self._accumulate(s, batches, weights, accum)
+                break
+            except Exception as exc:  # noqa: BLE001 - out of memory is recovered from; anything else goes on up
+                if not self._split_after_oom(s, exc, batches[0]):
+                    raise
         assert total is not None  # accum >= 1 (the config's minimum)
         if s.scaler.is_enabled():
             s.scaler.unscale_(s.optimizer)
@@ -380,7 +371,60 @@ class Trainer:
         s.optimizer.zero_grad(set_to_none=True)
         if s.ema is not None:
             s.ema.update(s.model, s.progress.step)
-        return total, norm, batch
+        return total, norm, batches[-1]
+
+    def _accumulate(self, s: setup.Setup, batches: list[Any], weights: torch.Tensor | None, accum: int) -> torch.Tensor:
+        """Forward and backward over this step's micro-batches, each cut into ``s.micro_splits`` pieces when a step
+        ran out of memory before (the same rows, the same loss: each piece weighs its share of the batch's
+        scored targets, per head). Returns the step's mean training loss (plain mean over heads)."""
+        total: torch.Tensor | None = None  # no zero tensor to start from: one op less per step
+        splits = s.micro_splits
+        for micro, batch in enumerate(batches):
+            pieces = [(batch, None)] if splits == 1 else _pieces(batch, splits)
+            for piece, (part, share) in enumerate(pieces):
+                # several ranks: gradients are all-reduced once, after the last micro-batch (DDP's no_sync before it;
+                # FSDP keeps unreduced gradients until then)
+                last = micro == accum - 1 and piece == len(pieces) - 1
+                if self._sharded:
+                    s.model.set_requires_gradient_sync(last)
+                if self._oom_rows is not None and part.x.shape[0] > self._oom_rows:
+                    raise torch.OutOfMemoryError(f"{part.x.shape[0]} rows do not fit ({OOM_ENV}={self._oom_rows})")
+                sync = contextlib.nullcontext() if last or not self._ddp else s.train_model.no_sync()
+                with sync, s.autocast:
+                    out = s.train_model(part.x, part.y, part.mask)
+                if share is None:
+                    loss = objective = out.loss
+                    if weights is not None:  # coefficients sum to 1: the weighted mean of the head losses
+                        objective = (out.head_losses.float() * weights).sum()
+                else:  # this piece's part of each head's mean over the whole micro-batch
+                    heads = out.head_losses.float() * share
+                    loss = heads.mean()
+                    objective = loss if weights is None else (heads * weights).sum()
+                if accum > 1:
+                    loss, objective = loss / accum, objective / accum
+                with sync:
+                    s.scaler.scale(objective).backward()  # scale() is the identity when the scaler is off
+                total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None  # accum >= 1 (the config's minimum)
+        return total
+
+    def _split_after_oom(self, s: setup.Setup, exc: Exception, batch: Any) -> bool:
+        """A step ran out of memory: with ``on_out_of_memory = split`` (one process), free what the step held,
+        cut each micro-batch into twice as many pieces (the step's batch, and so the run's results, stay the
+        same) and say so in the run's log; the caller redoes the step. False: not recoverable here."""
+        rows = batch.x.shape[0] // s.micro_splits
+        if not dev.is_out_of_memory(exc) or self.config.train.on_out_of_memory != "split" or rows < 2 \
+                or self.ranks.distributed:  # (a rank alone cannot redo a step the others go on with)
+            return False
+        s.optimizer.zero_grad(set_to_none=True)
+        if s.device.type == "cuda":
+            torch.cuda.empty_cache()
+        s.micro_splits *= 2
+        note = (f"out of memory at step {s.progress.step + 1} with micro-batches of {rows} rows: going on with "
+                f"{rows // 2} rows, {s.micro_splits} pieces per micro-batch (the same batch per step)")
+        log.warning(note)
+        self._log({"kind": "note", "step": s.progress.step, "message": note})
+        return True
 
     def _loss_weights(self, s: setup.Setup, step: int) -> torch.Tensor | None:
         """(K,) coefficients of the head losses at ``step`` (normalised to sum to 1), on the device; None when
@@ -595,6 +639,27 @@ def _injected_fault() -> tuple[int, int] | None:
     except ValueError:
         return None
     return rank, step
+
+
+def _injected_oom_rows() -> int | None:
+    """``SHIFTSTUDIO_INJECT_OOM=ROWS``: pieces of more rows raise out of memory, as a device that small would
+    (None: off)."""
+    import os
+
+    try:
+        return max(0, int(os.environ[OOM_ENV]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _pieces(batch: Any, splits: int) -> list[tuple[Any, torch.Tensor]]:
+    """``batch`` cut into ``splits`` runs of rows, each with its (K,) share of the batch's scored targets per
+    head: summing share × piece head losses gives the whole batch's masked mean per head."""
+    counts = batch.mask.sum(dim=(0, 2)).clamp_min(1.0)  # (K,) scored targets per head in the whole batch
+    out = []
+    for x, y, m in zip(batch.x.chunk(splits), batch.y.chunk(splits), batch.mask.chunk(splits)):
+        out.append((type(batch)(x, y, m), m.sum(dim=(0, 2)) / counts))
+    return out
 
 
 def shift_weights_at(train: TrainConfig, shift: int, step: int) -> list[float] | None:
