@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from shiftstudio.core import io
-from shiftstudio.core.errors import ConfigError
+from shiftstudio.core.errors import ConfigError, one_line
 
 SCHEMA_VERSION = 1
 
@@ -91,7 +91,7 @@ def _problem(f: dataclasses.Field, value: Any) -> str:
     if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
             return f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}"
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):  # (an int is finite, however large: no float())
             return f"{key} must be a finite number, got {value}"
         low, high = meta.get("minimum"), meta.get("maximum")
         too_low = low is not None and (value <= low if meta.get("exclusive_minimum") else value < low)
@@ -343,8 +343,13 @@ def parse_value(key: str, raw: Any) -> Any:
     if kind is float:
         if isinstance(raw, bool):
             raise ConfigError(f"{key} must be a number, got {raw!r}")
-        if isinstance(raw, (int, float)):
-            return float(raw)
+        if isinstance(raw, float):
+            return raw
+        if isinstance(raw, int):
+            try:
+                return float(raw)
+            except OverflowError:  # an integer past any float: out of every range
+                raise ConfigError(f"{key} must be a finite number, got an integer too large for one") from None
         if isinstance(raw, str):
             try:
                 return float(raw.strip())
@@ -468,12 +473,22 @@ class RunConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
+        limit = 16 << 20  # a config is a few kilobytes: a file far larger is something else
         try:
-            text = path.read_text(encoding="utf-8")
+            if path.stat().st_size > limit:
+                raise ConfigError(f"cannot read config {path}: {path.stat().st_size:,} bytes is far too large for a config file")
+            text = path.read_text(encoding="utf-8-sig")  # (a byte-order mark, as some editors write, is fine)
             data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from None
-        return cls.from_dict(data)
+        except RecursionError:
+            raise ConfigError(f"cannot read config {path}: nested too deeply") from None
+        except (OSError, ValueError, MemoryError) as exc:  # (the decode errors of UTF-8, JSON and TOML are ValueErrors)
+            raise ConfigError(f"cannot read config {path}: {one_line(exc, 200)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"cannot read config {path}: expected a table of settings, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
 
 def _toml_value(value: Any) -> str:

@@ -8,10 +8,13 @@ traceback. Any other exception is a bug and is shown with its traceback.
 
 :class:`Cancelled` is not an error: the user asked a long operation to stop.
 
-Imports nothing, so every layer (and the torch-free config) can use it.
+Imports nothing but the standard library, so every layer (and the torch-free config) can use it.
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 
 class ShiftStudioError(Exception):
@@ -67,6 +70,22 @@ class IncompatibleCheckpoint(RunError):
     """A checkpoint is readable but does not fit the model it is loaded into (other shapes or names)."""
 
 
+class DiskFull(ShiftStudioError, OSError):
+    """A write failed because the disk (or the user's quota) is full. It is an :class:`OSError` too (``errno``
+    ENOSPC or EDQUOT, ``filename`` the path), so code that handles failed writes handles it; ``path`` is the
+    file or folder that was being written (its final name, not a temporary one)."""
+
+    def __init__(self, path: object, code: int = errno.ENOSPC) -> None:
+        OSError.__init__(self, code, os.strerror(code), str(path))
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"disk full while writing {self.path} ({self.strerror}): free some space"
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.path, self.errno)
+
+
 class GenerationError(ShiftStudioError):
     """The prompt or the sampling settings cannot be used."""
 
@@ -75,6 +94,8 @@ class Cancelled(Exception):
     """The user cancelled a long operation (not an error: nothing is reported)."""
 
 
-def one_line(exc: BaseException) -> str:
-    """The message of ``exc`` folded to a single line (its type name if it has none)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+def one_line(exc: BaseException | str, limit: int | None = None) -> str:
+    """The message of ``exc`` folded to a single line (its type name if it has none), cut to ``limit``
+    characters when given (a library's message can quote the whole of a bad input)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"

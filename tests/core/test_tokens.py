@@ -177,3 +177,21 @@ def test_memory_stays_flat_while_encoding(tmp_path: Path, shakespeare_text: str)
     assert n == big.stat().st_size
     growth_mb = (after - before) / 1024
     assert growth_mb < 200, f"peak RSS grew by {growth_mb:.0f} MB for a {big.stat().st_size >> 20} MB corpus"
+
+
+@pytest.mark.parametrize("damage", ["meta_not_an_object", "tokenizer_garbage"])
+def test_a_damaged_cache_entry_is_rebuilt(small_corpus, damage: str) -> None:
+    from shiftstudio.config import RunConfig
+    from shiftstudio.core.data.store import prepare
+
+    data = RunConfig().updated({"corpus": [str(small_corpus)]}).data
+    first = prepare(data)
+    entry = Path(first.dir)
+    assert (entry / "meta.json").is_file()
+    if damage == "meta_not_an_object":
+        (entry / "meta.json").write_text("[1, 2, 3]", encoding="utf-8")
+    else:
+        (entry / "tokenizer.json").write_bytes(b"\x00garbage{")
+    again = prepare(data)  # not an uncaught error: the entry is made again
+    assert again.vocab_size == first.vocab_size and len(again.train) == len(first.train)
+    assert list(again.train[:50]) == list(first.train[:50])

@@ -416,3 +416,23 @@ def test_sampling_from_live_snapshots_leaves_the_run_unchanged(store: TokenStore
         assert text == "".join(t.text for t in Generation(model, tokenizer, "a", settings)), step
     assert len({text for _, text in results}) > 1  # the weights moved between snapshots
     assert losses_by_step(alone) == losses_by_step(watched)
+
+
+def test_a_run_ended_before_its_first_checkpoint_starts_again_with_each_step_logged_once(store: TokenStore,
+                                                                                       tmp_path: Path) -> None:
+    """Killed (here: abandoned mid-iteration) before any checkpoint: the next start begins at step 0 again, and
+    what the first attempt logged is dropped rather than left beside the new steps."""
+    from shiftstudio.core.train.reports import FinishedReport, StepReport
+
+    run = make_run(store, tmp_path / "early", max_iters=10, log_interval=1, eval_interval=100)
+    first = Trainer(run).run()
+    seen = 0
+    for report in first:
+        seen += isinstance(report, StepReport)
+        if seen == 3:
+            break
+    first.close()  # the generator ends here: no checkpoint was written
+    assert list_checkpoints(run) == [] and sorted(losses_by_step(run)) == [1, 2, 3]
+    assert isinstance(run_all(Trainer(run))[-1], FinishedReport)
+    steps = [r["step"] for r in read_metrics(run) if r.get("kind") == "train"]
+    assert steps == list(range(1, 11))

@@ -26,7 +26,7 @@ import numpy as np
 
 from shiftstudio.core import io
 from shiftstudio.core.data.records import CHAT, Record, line_kind, parse_record
-from shiftstudio.core.errors import Cancelled, CorpusError, NotUtf8Error
+from shiftstudio.core.errors import Cancelled, CorpusError, NotUtf8Error, one_line
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,22 @@ class CorpusFile:
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
+# Byte-order marks of the encodings that are text but not UTF-8 (UTF-32 first: its mark starts like UTF-16's).
+OTHER_ENCODINGS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
+
+
 def _sniff_binary(path: Path) -> str | None:
-    """A description of the binary format if ``path`` is not text, else None."""
+    """What ``path`` is if it is not UTF-8 text ('a PNG image, not text'), else None."""
     with path.open("rb") as fh:
         head = fh.read(8192)
     for magic, what in BINARY_MAGIC.items():
         if head.startswith(magic):
-            return what
+            return f"{what}, not text"
+    for mark, encoding in OTHER_ENCODINGS.items():
+        if head.startswith(mark):
+            return f"{encoding} text, not UTF-8: save it as UTF-8"
     if b"\x00" in head:
-        return "a binary file"
+        return "a binary file, not text"
     return None
 
 
@@ -195,14 +202,18 @@ def _scan_jsonl(path: Path, errors: str, tick: Callable[[int], None], cancel: Ca
             if not raw.strip():
                 continue
             try:
-                line = raw.decode("utf-8", errors=errors)
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8", errors=errors)  # (a BOM is fine)
             except UnicodeDecodeError as exc:
                 raise _decode_error(path, size - len(raw) + exc.start) from None
+            where = f"{path.name} line {number}" if kind == "records" else f"{path}, line {number}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                where = f"{path.name} line {number}" if kind == "records" else f"{path}, line {number}"
                 raise CorpusError(f"{where}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise CorpusError(f"{where}: not valid JSON (nested too deeply)") from None
+            except ValueError as exc:  # a number past Python's limits, say
+                raise CorpusError(f"{where}: not valid JSON ({one_line(exc, 200)})") from None
             if kind is None:
                 kind = line_kind(obj) or "text"
             if kind == "records":
@@ -266,8 +277,8 @@ class Corpus:
             what = _sniff_binary(f)
             if what is not None:
                 if len(candidates) == 1:
-                    raise CorpusError(f"{f} is {what}, not text")
-                warn(f"skipped {f.name}: it is {what}, not text")
+                    raise CorpusError(f"{f} is {what}")
+                warn(f"skipped {f.name}: it is {what}")
                 continue
             usable.append(f)
         if not usable:
@@ -379,7 +390,7 @@ class Corpus:
         f = self.files[index]
         if f.kind != "records":
             raise CorpusError(f"{f.path.name} holds plain text, not records")
-        with f.path.open("r", encoding="utf-8", errors=self.errors) as fh:
+        with f.path.open("r", encoding="utf-8-sig", errors=self.errors) as fh:
             for number, line in enumerate(fh, start=1):
                 if line.strip():
                     yield parse_record(json.loads(line), f"{f.path.name} line {number}")
@@ -396,7 +407,7 @@ class Corpus:
             for record in self.iter_file_records(index):
                 yield iter(text_pieces(record.text()))
         elif f.kind == "jsonl":
-            with f.path.open("r", encoding="utf-8", errors=self.errors) as fh:
+            with f.path.open("r", encoding="utf-8-sig", errors=self.errors) as fh:
                 for line in fh:
                     if line.strip():
                         yield iter(text_pieces(json.loads(line)["text"]))

@@ -46,7 +46,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from shiftstudio.core.errors import CorpusError
+from shiftstudio.core.errors import CorpusError, one_line
 
 ROLES = ("system", "user", "assistant")
 TEMPLATE_VERSION = 1  # part of the token store's cache key: change it when the rendering changes
@@ -158,6 +158,10 @@ def parse_line(raw: str, where: str) -> Record:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise CorpusError(f"{where}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise CorpusError(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # a number past Python's limits, say
+        raise CorpusError(f"{where}: not valid JSON ({one_line(exc, 200)})") from None
     return parse_record(obj, where)
 
 

@@ -48,7 +48,7 @@ from shiftstudio.core.data.corpus import Corpus
 from shiftstudio.core.data.records import TEMPLATE_VERSION, RecordLengths, context_warnings, encode_records, spread
 from shiftstudio.core.data.split import RecordSplit, make_split
 from shiftstudio.core.data.tokenizer import TextTokenizer, build_tokenizer
-from shiftstudio.core.errors import Cancelled, CorpusError, DataError
+from shiftstudio.core.errors import Cancelled, CorpusError, DataError, DiskFull, TokenizerError, one_line
 
 TEXT_STORE_VERSION = 1
 RECORDS_STORE_VERSION = 2
@@ -131,12 +131,18 @@ class TokenStore:
             raise DataError(f"{folder} is not a prepared data folder (no meta.json); run 'shiftstudio prepare' first")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{meta_path} is unreadable: {exc}") from None
-        if int(meta.get("version", 0)) > STORE_VERSION:
+        except (OSError, ValueError, RecursionError) as exc:
+            raise DataError(f"{meta_path} is unreadable: {one_line(exc, 200)}") from None
+        version = meta.get("version", 0) if isinstance(meta, dict) else None
+        if not isinstance(version, int):
+            raise DataError(f"{meta_path} is corrupt; prepare the data again")
+        if version > STORE_VERSION:
             raise DataError(f"{folder} was written by a newer ShiftStudio (store version {meta.get('version')})")
         tokenizer = TextTokenizer.load(folder / TOKENIZER_FILE)
-        return cls(folder, tokenizer, meta)
+        try:
+            return cls(folder, tokenizer, meta)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise DataError(f"{meta_path} is corrupt ({one_line(exc, 200)}); prepare the data again") from None
 
     def check_windows(self, block_size: int, shift: int) -> None:
         """Raise :class:`DataError` unless both splits can give a batch at this context: a window of
@@ -266,12 +272,17 @@ def prepare(
         if (target / META_FILE).is_file():
             try:
                 return TokenStore.open(target)
-            except (DataError, ValueError):
+            except (DataError, TokenizerError, ValueError):
                 shutil.rmtree(target, ignore_errors=True)  # a damaged cache entry is rebuilt
     else:
         target = Path(out_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target.parent))
+    except OSError as exc:
+        if io.is_disk_full(exc):
+            raise DiskFull(target, io.disk_full_code(exc)) from exc
+        raise
     try:
         split = make_split(corpus, data.val_fraction, data.split_seed)
         tokenizer = build_tokenizer(data, split, progress=lambda d, t: report("tokenizer", d, t), cancel=cancel)
@@ -327,8 +338,12 @@ def prepare(
         }
         io.write_json(tmp / META_FILE, meta)
         _move_into_place(tmp, target)
+    except Exception as exc:
+        if io.is_disk_full(exc):  # the ids, the tokenizer or meta.json: the store is what was being written
+            raise DiskFull(target, io.disk_full_code(exc)) from exc
+        raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
     return TokenStore.open(target)
 
 

@@ -24,7 +24,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from shiftstudio.config import UINT32_MAX, DataConfig
 from shiftstudio.core import io
 from shiftstudio.core.data.split import CorpusSplit
-from shiftstudio.core.errors import Cancelled, TokenizerError
+from shiftstudio.core.errors import Cancelled, TokenizerError, one_line
 
 EOT = "<|endoftext|>"
 UNK = "<unk>"
@@ -181,12 +181,16 @@ class TextTokenizer:
         if not path.is_file():
             raise TokenizerError(f"tokenizer file not found: {path}")
         try:
-            text = path.read_text(encoding="utf-8")
-            kind = _infer_kind(json.loads(text))
+            text = path.read_text(encoding="utf-8-sig")  # (a byte-order mark is fine)
+            data = json.loads(text)
+            if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+                raise ValueError("no tokenizer model in it")
+            kind = _infer_kind(data)
             tk = Tokenizer.from_str(text)
-        except (UnicodeDecodeError, ValueError, Exception) as exc:  # tokenizers raises plain Exception
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise TokenizerError(f"{path} is not a valid tokenizer.json ({first})") from None
+        except RecursionError:
+            raise TokenizerError(f"{path} is not a valid tokenizer.json (nested too deeply)") from None
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError (UTF-8, JSON) and tokenizers' plain Exception
+            raise TokenizerError(f"{path} is not a valid tokenizer.json ({one_line(exc, 200)})") from None
         if tk.get_vocab_size(with_added_tokens=True) > UINT32_MAX:
             raise TokenizerError(f"{path}: vocabulary larger than uint32 can hold")
         return cls(tk, kind)
@@ -197,9 +201,11 @@ class TextTokenizer:
 
 def _infer_kind(data: dict) -> str:
     """'char' or 'bpe' for tokenizers this module builds, else 'file'."""
-    model = (data.get("model") or {}).get("type")
-    pre = (data.get("pre_tokenizer") or {}).get("type")
-    dec = (data.get("decoder") or {}).get("type")
+
+    def kind_of(part: object) -> object:
+        return part.get("type") if isinstance(part, dict) else None
+
+    model, pre, dec = kind_of(data.get("model")), kind_of(data.get("pre_tokenizer")), kind_of(data.get("decoder"))
     if model == "WordLevel" and pre == "Split" and dec == "Fuse":
         return "char"
     if model == "BPE" and pre == "ByteLevel" and dec == "ByteLevel":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -32,12 +33,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from shiftstudio.core import io
-from shiftstudio.core.errors import CorruptCheckpoint, IncompatibleCheckpoint, RunError
+from shiftstudio.core.errors import CorruptCheckpoint, DiskFull, IncompatibleCheckpoint, RunError, one_line
 from shiftstudio.core.runs.layout import EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, RunLayout, checkpoint_name, step_of
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SCHEMA = 1
+MAX_STATE_BYTES = 64 << 20  # a state.json is tens of kilobytes: anything far larger is not one
 
 
 @dataclass
@@ -76,11 +78,15 @@ def _step_of(path: Path) -> int | None:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_STATE_BYTES:
+            raise RunError(f"{path} is corrupt: {path.stat().st_size:,} bytes, far too large for a state file")
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path} is corrupt: {exc}") from None
+    except RecursionError:
+        raise RunError(f"{path} is corrupt: nested too deeply") from None
+    except (OSError, ValueError, MemoryError) as exc:  # (UnicodeDecodeError, JSONDecodeError: ValueErrors)
+        raise RunError(f"{path} is corrupt: {one_line(exc, 200)}") from None
     if not isinstance(data, dict):
         raise RunError(f"{path} is corrupt: not a JSON object")
     return data
@@ -99,13 +105,23 @@ def list_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
         info = CheckpointInfo(step=step, path=path)
         try:
             state = _read_json(path / STATE_FILE)
-            info.is_best = bool(state.get("best", False))
-            val = state.get("val_loss")
-            info.val_loss = float(val) if isinstance(val, (int, float)) else None
+            info.is_best = state.get("best") is True
+            info.val_loss = _finite(state.get("val_loss"))
         except RunError:
             pass
         found.append(info)
     return sorted(found, key=lambda c: c.step)
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (text, null, a number too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def latest_checkpoint(run_dir: str | Path) -> CheckpointInfo | None:
@@ -146,8 +162,10 @@ def save_checkpoint(
             io.fsync_file(tmp / name)  # on disk before the rename makes the folder count
             sizes[name] = (tmp / name).stat().st_size
         io.write_json(tmp / STATE_FILE, {**state, "schema_version": CHECKPOINT_SCHEMA, "step": step, "files": sizes}, indent=1)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+        if isinstance(exc, Exception) and io.is_disk_full(exc):  # (safetensors says it in its own words)
+            raise DiskFull(final, io.disk_full_code(exc)) from exc
         raise
     if final.exists():  # the same step saved again (e.g. stop right after an eval): swap, then drop the old one
         old = folder / f".old-step-{step}-{os.getpid()}"
@@ -180,11 +198,17 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> list[int]:
     keep_steps = {c.step for c in found[-keep:]} | {c.step for c in found if c.is_best}
     deleted = []
     for info in found:
-        if info.step not in keep_steps:
-            shutil.rmtree(info.path, ignore_errors=True)
+        if info.step not in keep_steps:  # renamed away first: a crash mid-delete leaves no half checkpoint listed
+            doomed = info.path.with_name(f".del-{info.path.name}-{os.getpid()}")
+            try:
+                os.replace(info.path, doomed)
+            except OSError:
+                continue
+            shutil.rmtree(doomed, ignore_errors=True)
             deleted.append(info.step)
-    for stale in checkpoints_dir(run_dir).glob(".tmp-step-*"):  # left by a crash mid-save
-        shutil.rmtree(stale, ignore_errors=True)
+    for pattern in (".tmp-step-*", ".del-step-*"):  # left by a crash mid-save or mid-delete
+        for stale in checkpoints_dir(run_dir).glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
     for old in checkpoints_dir(run_dir).glob(".old-step-*"):  # a crash mid-swap: put the old one back if it is alone
         final = old.with_name(checkpoint_name(int(old.name.split("-")[2])))
         if final.exists():
@@ -205,9 +229,15 @@ def _load_tensors(path: Path, expected_size: int | None) -> dict[str, torch.Tens
     if expected_size is not None and size != expected_size:
         raise CorruptCheckpoint(f"{where} is truncated or corrupt ({size:,} bytes, expected {expected_size:,})")
     try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CorruptCheckpoint(f"{where} is corrupt ({exc})") from None
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, OverflowError, MemoryError) as exc:
+        raise CorruptCheckpoint(f"{where} is corrupt ({one_line(exc, 200)})") from None
+    for name, tensor in tensors.items():  # weights and optimizer state are floating point, whatever the precision
+        counter = name.endswith("::step") and tensor.dtype != torch.bool  # (an optimizer's step count may be an int)
+        if not tensor.is_floating_point() and not counter:
+            raise CorruptCheckpoint(f"{where} is corrupt: {one_line(name, 80)} holds {str(tensor.dtype).removeprefix('torch.')}, "
+                                    "not floating-point numbers")
+    return tensors
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -219,17 +249,27 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except RunError as exc:
         raise CorruptCheckpoint(f"checkpoint {path.name}: {str(exc).replace(str(path / STATE_FILE), STATE_FILE)}") from None
     version = state.get("schema_version")
-    if not isinstance(version, int) or not isinstance(state.get("step"), int):
+    if not _is_int(version) or not _is_int(state.get("step")):
         raise CorruptCheckpoint(f"checkpoint {path.name}: {STATE_FILE} is corrupt (no schema_version or step)")
     if version > CHECKPOINT_SCHEMA:
         raise RunError(
             f"checkpoint {path.name} has schema version {version}; this ShiftStudio reads up to {CHECKPOINT_SCHEMA} — update ShiftStudio"
         )
     sizes = state.get("files") or {}
+    if not isinstance(sizes, dict) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()
+    ):
+        raise CorruptCheckpoint(f"checkpoint {path.name}: {STATE_FILE} is corrupt (its file sizes are not byte counts)")
+    if state["step"] < 0:
+        raise CorruptCheckpoint(f"checkpoint {path.name}: {STATE_FILE} is corrupt (step {state['step']})")
     model = _load_tensors(path / MODEL_FILE, sizes.get(MODEL_FILE))
     optimizer = _load_tensors(path / OPTIMIZER_FILE, sizes.get(OPTIMIZER_FILE))
     ema = _load_tensors(path / EMA_FILE, sizes.get(EMA_FILE)) if EMA_FILE in sizes else None
     return Checkpoint(path=path, state=state, model=model, optimizer=optimizer, ema=ema)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_shapes(what: str, saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:

@@ -23,7 +23,7 @@ from shiftstudio.config import RunConfig
 from shiftstudio.core import io
 from shiftstudio.core.data.store import META_FILE, TokenStore, prepare
 from shiftstudio.core.data.tokenizer import TextTokenizer
-from shiftstudio.core.errors import ConfigError, DataError, RunError
+from shiftstudio.core.errors import ConfigError, DataError, RunError, one_line
 from shiftstudio.core.model.estimate import count_params, count_trainable, flops_per_token
 from shiftstudio.core.runs.checkpoint import list_checkpoints
 from shiftstudio.core.runs.layout import RUN_FILE, RunLayout
@@ -32,6 +32,7 @@ from shiftstudio.core.runs.metrics import headline_val_loss, iter_metrics
 log = logging.getLogger(__name__)
 
 RUN_SCHEMA = 1
+MAX_RUN_FILE_BYTES = 64 << 20  # run.json is a few kilobytes: anything far larger is not one
 
 
 def _slug(text: str, limit: int = 24) -> str:
@@ -192,9 +193,13 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run folder (no {RUN_FILE})")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path} is corrupt: {exc}") from None
+        if path.stat().st_size > MAX_RUN_FILE_BYTES:
+            raise RunError(f"{path} is corrupt: {path.stat().st_size:,} bytes, far too large for a run record")
+        record = json.loads(path.read_text(encoding="utf-8-sig"))
+    except RecursionError:
+        raise RunError(f"{path} is corrupt: nested too deeply") from None
+    except (OSError, ValueError, MemoryError) as exc:  # (UnicodeDecodeError, JSONDecodeError: ValueErrors)
+        raise RunError(f"{path} is corrupt: {one_line(exc, 200)}") from None
     if not isinstance(record, dict) or not isinstance(record.get("schema_version"), int):
         raise RunError(f"{path} is corrupt: no schema_version")
     if record["schema_version"] > RUN_SCHEMA:

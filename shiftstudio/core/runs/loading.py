@@ -59,12 +59,12 @@ def load_model(
             raise RunError(f"checkpoint {checkpoint_name(info.step)} was trained on another base than run {run_dir.name} records")
         model.load_state_dict(load_base(run_dir, record, verify=False))
         apply_lora_settings(model, config.train, dropout=0.0)
-        ckpt.check_shapes("adapters", weights, trainable_state_dict(model))
+        ckpt.check_shapes(f"the adapters of checkpoint {checkpoint_name(info.step)}", weights, trainable_state_dict(model))
         model.load_state_dict(weights, strict=False)
         merge_lora(model)
         model.requires_grad_(True)
     else:
-        ckpt.check_shapes("model", weights, model.state_dict())
+        ckpt.check_shapes(f"checkpoint {checkpoint_name(info.step)}", weights, model.state_dict())
         model.load_state_dict(weights)
     model.to(device).eval()
     meta = {"step": info.step, "path": str(info.path), "ema": ema, "is_best": info.is_best, "val_loss": info.val_loss}

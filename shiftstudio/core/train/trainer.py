@@ -199,8 +199,10 @@ class Trainer:
                 self.config = update_plan(self.run_dir, self.max_iters)
             self._clock = _Clock(offset_s=s.progress.time_offset_s)
             if main:
-                if s.resumed:  # before opening: truncation replaces the file, an open handle would write to the old one
-                    self._metrics.truncate_after(s.progress.step)
+                # before opening: truncation replaces the file, an open handle would write to the old one. A run
+                # resumes from its checkpoint, and one killed before its first starts again from 0: what was
+                # logged after either is dropped, so every step is logged once
+                self._metrics.truncate_after(s.progress.step)
                 self._metrics.open()
                 self._summary = current_summary(self.run_dir, write=False)[0]  # rebuilt if the log was just rewritten
                 self._control_file = ControlWatcher(self.run_dir)
@@ -622,6 +624,13 @@ class Trainer:
                     "effective batch, or a smaller model or block_size"
                 ),
             )
+        from shiftstudio.core import io
+
+        if io.is_disk_full(exc):  # a checkpoint, the log, run.json …: say which, and what is safe
+            where = getattr(exc, "filename", None) or self.run_dir
+            reason = getattr(exc, "strerror", None) or "no space left"
+            kept = self._kept(self._s) if self._s is not None else ""
+            return FailedReport(step=step, message=f"disk full while writing {where} ({reason}): free some space{kept}")
         if isinstance(exc, ShiftStudioError):
             return FailedReport(step=step, message=one_line(exc))
         return FailedReport(
