@@ -30,6 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 USAGE = """usage: shiftstudio [RUN_DIR | --corpus FILE ...]
        shiftstudio COMMAND [options]     (shiftstudio COMMAND --help for more)
+       shiftstudio --self-test           (train a tiny model in the window offscreen, report, exit)
+       shiftstudio --install-desktop | --uninstall-desktop   (the Linux menu entry and icons, for this user)
 
 ShiftStudio {version}: a desktop workbench for training small language models.
 
@@ -68,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-V", "--version"):
         print(f"shiftstudio {__version__}")
         return 0
+    if argv and argv[0] in ("--install-desktop", "--uninstall-desktop"):  # the Linux menu entry (no Qt)
+        from shiftstudio import desktop
+
+        return desktop.main(argv)
     name = argv[0] if argv and argv[0] in SUBCOMMANDS else "gui"
     rest = argv[1:] if argv and argv[0] in SUBCOMMANDS else argv
     module = importlib.import_module(SUBCOMMANDS[name][0])

@@ -47,7 +47,7 @@ def application() -> QApplication:
         app.setApplicationName("ShiftStudio")
         app.setOrganizationName("ShiftStudio")
         app.setApplicationDisplayName("ShiftStudio")
-        app.setDesktopFileName("shiftstudio")
+        app.setDesktopFileName("io.github.shiftstudio.ShiftStudio")
     return app
 
 
