@@ -24,7 +24,9 @@ from shiftstudio.core.runs.folder import create_run, load_run_config
 from shiftstudio.core.runs.layout import RUN_FILE
 from shiftstudio.core.runs.metrics import read_metrics
 from shiftstudio.core.runs.origin import apply_source
-from shiftstudio.core.train.optim import MuonAdamW, build_optimizer, lr_at, param_groups
+from shiftstudio.core.train.optim import (
+    NS_COEFFICIENTS, Muon, MuonAdamW, build_optimizer, lr_at, ns_dtype, orthogonalize, param_groups,
+)
 from shiftstudio.core.train.trainer import Trainer
 from tests.core.test_trainer import losses_by_step, make_run, run_all
 
@@ -156,6 +158,134 @@ def test_optimizer_state_of_another_optimizer_is_refused() -> None:
         ckpt.load_optimizer_tensors(model, build_optimizer(model, MUON, CPU), ckpt.optimizer_tensors(model, adamw))
     with pytest.raises(ckpt.IncompatibleCheckpoint, match=r"momentum_buffer is Muon's, but AdamW trains"):
         ckpt.load_optimizer_tensors(model, build_optimizer(model, TrainConfig(), CPU), ckpt.optimizer_tensors(model, muon))
+
+
+# -- our Muon step: float32 Newton–Schulz, one per shape ------------------------------------------------------
+
+
+def newton_schulz_64(x: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The reference: Keller Jordan's iteration, one matrix at a time, in float64, tall matrices transposed."""
+    a, b, c = NS_COEFFICIENTS
+    tall = x.shape[0] > x.shape[1]
+    y = (x.T if tall else x).double()
+    y = y / y.norm()
+    for _ in range(steps):
+        g = y @ y.T
+        y = a * y + (b * g + c * g @ g) @ y
+    return y.T if tall else y
+
+
+def reference_muon_step(weights: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor], lr: float,
+                        wd: float, mu: float) -> None:
+    """torch.optim.Muon's arithmetic (adjust_lr_fn="original", Nesterov) in float64, in place."""
+    for w, g, buf in zip(weights, grads, bufs):
+        buf.lerp_(g, 1 - mu)
+        update = newton_schulz_64(g.lerp(buf, mu))
+        w.mul_(1 - lr * wd).add_(update, alpha=-lr * math.sqrt(max(1, w.shape[0] / w.shape[1])))
+
+
+def spectrum_like_a_gradient(*shape: int) -> torch.Tensor:
+    """Low rank plus noise: singular values spread over three decades, as a real gradient's are."""
+    *batch, rows, cols = shape
+    return torch.randn(*batch, rows, 4) @ torch.randn(*batch, 4, cols) + 0.02 * torch.randn(*shape)
+
+
+@pytest.mark.parametrize(("shape", "steps"), [((3, 32, 128), 5), ((3, 32, 96), 5), ((2, 32, 32), 5), ((3, 32, 128), 3),
+                                              ((1, 8, 8), 1)])
+def test_orthogonalize_in_float32_matches_a_float64_reference(shape: tuple[int, ...], steps: int) -> None:
+    torch.manual_seed(0)
+    x = spectrum_like_a_gradient(*shape)
+    ours = orthogonalize(x, steps)  # (wide stacks take the Gram-space route, square ones the direct one)
+    assert ours.dtype == torch.float32 and ours.shape == x.shape
+    for one, mine in zip(x, ours):
+        expected = newton_schulz_64(one, steps)
+        # float32 in Gram space squares the small singular values: ~4e-4 off at worst here (the direct route ~1e-5;
+        # torch.optim.Muon's bfloat16 ~0.3 on such a spectrum), far inside NS's own spread of [0.7, 1.2] around 1
+        assert (mine.double() - expected).norm() / expected.norm() < 1.5e-3
+    if steps == 5 and shape[1] < shape[2]:  # what it is for: the singular values land near 1 (a wide random
+        s = torch.linalg.svdvals(ours.double())  # matrix has none near 0 to start from; a square one may)
+        assert s.min() > 0.3 and s.max() < 1.25
+
+
+def test_one_stack_per_shape_is_the_same_as_one_matrix_at_a_time() -> None:
+    torch.manual_seed(1)
+    x = spectrum_like_a_gradient(4, 16, 64)
+    stacked = orthogonalize(x)
+    alone = torch.cat([orthogonalize(m[None]) for m in x])
+    torch.testing.assert_close(stacked, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_newton_schulz_runs_in_float32_off_cuda_and_bfloat16_on_it() -> None:
+    assert ns_dtype(CPU) == torch.float32 and ns_dtype(torch.device("cuda")) == torch.bfloat16
+    x = spectrum_like_a_gradient(2, 8, 24)
+    assert orthogonalize(x, dtype=torch.bfloat16).dtype == torch.bfloat16  # (the direct route, as on CUDA)
+    low = orthogonalize(x, dtype=torch.bfloat16).float()
+    assert torch.nn.functional.cosine_similarity(low.flatten(1), orthogonalize(x).flatten(1)).min() > 0.98
+
+
+def muon_pair(shapes: list[tuple[int, int]], **settings) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    torch.manual_seed(2)
+    ours = [torch.nn.Parameter(0.02 * torch.randn(*shape)) for shape in shapes]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    return ours, twins
+
+
+# the matrices of a block (qkv, projection, MLP in and out) and a shift head's: tall, square and wide, some sharing
+# a stack (MLP in and out are one shape once the tall one is transposed)
+BLOCK_SHAPES = [(96, 32), (32, 32), (128, 32), (32, 128), (96, 32), (32, 32)]
+
+
+def test_our_step_is_torch_muons_arithmetic_with_a_float64_newton_schulz() -> None:
+    """Momentum, Nesterov, decoupled decay, the per-matrix rate: three steps against the float64 reference."""
+    lr, wd, mu = 0.05, 0.1, 0.9
+    params, _ = muon_pair(BLOCK_SHAPES)
+    start = [p.detach().double().clone() for p in params]
+    weights = [w.clone() for w in start]
+    bufs = [torch.zeros_like(w) for w in weights]
+    opt = Muon(params, lr=lr, weight_decay=wd, momentum=mu)
+    for _ in range(3):
+        grads = [spectrum_like_a_gradient(*p.shape) for p in params]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        reference_muon_step(weights, [g.double() for g in grads], bufs, lr, wd, mu)
+    for p, w, w0, buf in zip(params, weights, start, bufs):
+        moved, expected = p.detach().double() - w0, w - w0
+        assert (moved - expected).norm() / expected.norm() < 1.5e-3
+        torch.testing.assert_close(opt.state[p]["momentum_buffer"].double(), buf, rtol=1e-5, atol=1e-7)
+
+
+def test_our_step_moves_the_weights_as_torch_muon_does() -> None:
+    """Against torch.optim.Muon itself (bfloat16 Newton–Schulz): the same update to bfloat16's precision."""
+    lr, wd = 0.02, 0.1
+    ours, theirs = muon_pair(BLOCK_SHAPES)
+    mine = Muon(ours, lr=lr, weight_decay=wd)
+    torchs = torch.optim.Muon(theirs, lr=lr, weight_decay=wd, momentum=0.95, nesterov=True, adjust_lr_fn="original")
+    start = [p.detach().clone() for p in ours]
+    for _ in range(2):
+        for p, q in zip(ours, theirs):
+            p.grad = torch.randn_like(p)  # full rank: bfloat16 rounds it the least
+            q.grad = p.grad.clone()
+        mine.step()
+        torchs.step()
+    for p, q, p0 in zip(ours, theirs, start):
+        a, b = (p - p0).detach().flatten(), (q - p0).detach().flatten()
+        assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
+        assert abs(a.norm() / b.norm() - 1) < 0.05
+    for p, q in zip(ours, theirs):  # the momentum is the same arithmetic, to float32's last bits
+        torch.testing.assert_close(mine.state[p]["momentum_buffer"], torchs.state[q]["momentum_buffer"])
+
+
+def test_muon_skips_matrices_without_a_gradient_and_refuses_vectors() -> None:
+    params, _ = muon_pair([(8, 24), (24, 8)])
+    opt = Muon(params, lr=0.02)
+    params[0].grad = torch.randn(8, 24)
+    before = params[1].detach().clone()
+    opt.step()
+    assert torch.equal(params[1], before) and params[1] not in opt.state
+    assert set(opt.state[params[0]]) == {"momentum_buffer"}
+    with pytest.raises(ValueError, match="2-D matrices only"):
+        Muon([torch.nn.Parameter(torch.zeros(4))], lr=0.02)
 
 
 # -- the default is untouched -----------------------------------------------------------------------------------

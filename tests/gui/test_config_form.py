@@ -118,7 +118,8 @@ def test_settings_linked_to_max_iters_follow_it_until_set_by_hand(qtbot) -> None
     from shiftstudio.presets import load_preset
 
     model = ConfigModel()
-    model.load(load_preset("cpu-tiny"), preset="cpu-tiny")  # max_iters 2000, lr_decay 2000, eval 250, warmup 100
+    schedule = {"max_iters": 2000, "lr_decay_iters": 2000, "eval_interval": 250, "warmup_iters": 100}  # all follow
+    model.load(load_preset("cpu-tiny").updated(schedule), preset="cpu-tiny")
     form = ConfigForm(model, groups=form_groups())
     qtbot.addWidget(form)
     form.show()
