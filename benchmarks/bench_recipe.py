@@ -40,11 +40,13 @@ Results accumulate in ``benchmarks/results/recipe.json`` (``--fresh`` starts it 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
 import re
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -410,6 +412,8 @@ def main() -> int:
         show(summarise(results["runs"], speeds, args.threads), target, args.threads)
         return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-recipe-"))
+    if args.workdir is None:  # its own scratch folder (runs, store, home): gone when it ends
+        atexit.register(shutil.rmtree, workdir, True)
     os.environ.setdefault("SHIFTSTUDIO_HOME", str(workdir / "home"))
     import torch
 
