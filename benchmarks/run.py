@@ -124,12 +124,14 @@ def startup_rows(data: dict) -> list[Row]:
 def gui_rows(data: dict) -> list[Row]:
     r = data["results"]
     failed = r["ratio"] < 0.8
-    rows = [Row("GUI tax: tokens/s headless -> in the window", _num(r["headless_tokens_per_s"]),
-                _num(r["window_tokens_per_s"]), r["ratio"], ">= 0.97",
+    rows = [Row("GUI tax: tokens/s CLI defaults -> in the window", _num(r["headless_tokens_per_s"]),
+                _num(r["window_tokens_per_s"]), r["ratio"], ">= 0.9",
                 "the GUI costs more than 20 % of training speed" if failed else "", failed)]
     if r.get("gap_ms_p99") is not None:
         rows.append(Row("GUI thread: 10 ms timer gaps p50 / p99 / max", "10 ms",
                         f"{r['gap_ms_p50']:.0f} / {r['gap_ms_p99']:.0f} / {r['gap_ms_max']:.0f} ms", None, "p99 < 50 ms"))
+    if "points" not in r:  # --training-only
+        return rows
     rows.append(Row(f"curves with {r['points']:,} steps: redraw median / p99", "",
                     f"{r['frame_ms_median']:.1f} / {r['frame_ms_p99']:.1f} ms", None, "< 16 ms"))
     rows.append(Row(f"curves with {r['points']:,} steps: RSS growth", "", f"{r['rss_growth_mb']:.1f} MB", None, "< 50 MB"))

@@ -247,7 +247,9 @@ class RunController(QObject):
         self._thread, self._worker = thread, worker
         self._ms_per_iter = 0.0
         self._set_state(PREPARING)
-        thread.start()
+        # Below the window's priority where Qt can set it (Windows, macOS); on Linux the thread renices itself
+        # (run_openers.lower_thread_priority), which its OpenMP workers inherit.
+        thread.start(QThread.Priority.LowPriority)
         return True
 
     # -- several processes: torchrun ----------------------------------------------

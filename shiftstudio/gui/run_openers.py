@@ -8,6 +8,8 @@ the GUI thread. :func:`latest_checkpoint_step` only lists folder names, so the G
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,16 +23,34 @@ log = logging.getLogger(__name__)
 SAMPLE_PROMPT = ""  # samples at each evaluation start from the end-of-text token (or id 0)
 
 
-def _limit_cpu_threads(config: RunConfig) -> None:
-    """In the training thread, before the engine sets up: 'automatic' threads leave a core to the window."""
+TRAINING_NICE = 5  # the training thread's niceness above the window's (Linux): the GUI thread wins a core at once
+
+
+def _use_cpu_threads(config: RunConfig) -> None:
+    """In the training thread, before the engine sets up: 'automatic' threads are every core, as in
+    ``shiftstudio train``, so the window trains at the CLI's speed (``benchmarks/bench_gui.py``). The thread
+    lowered its priority before any torch work (:func:`lower_thread_priority`), so the OpenMP workers it starts
+    inherit that: when the GUI thread wakes it gets a core at once instead of waiting for a time slice."""
     if config.train.num_threads == 0:
         import torch
 
         from shiftstudio.gui.session import default_cpu_threads
 
-        wanted = default_cpu_threads()
-        if torch.get_num_threads() > wanted:
+        wanted = default_cpu_threads()  # set each time: a run with explicit threads changed the process's count
+        if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
+
+
+def lower_thread_priority(steps: int) -> bool:
+    """Raise the calling thread's niceness by ``steps`` (Linux, where niceness is per thread and threads started
+    from it inherit it). False where that is not possible (other systems: the QThread's priority does it there)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+        return True
+    except (AttributeError, OSError) as exc:  # no setpriority (Windows), or a tid is not a pid here (macOS)
+        log.debug("training thread priority unchanged: %s", exc)
+        return False
 
 
 def preset_base(name: str) -> RunConfig | None:
@@ -50,7 +70,8 @@ def new_run(config: RunConfig, preset: str = "") -> Callable:
     """Prepare the data, create a run folder named for what differs from ``preset``, and set up its trainer."""
 
     def open_trainer(progress, cancel):
-        _limit_cpu_threads(config)
+        lower_thread_priority(TRAINING_NICE)
+        _use_cpu_threads(config)
         from shiftstudio.core.data.store import prepare
         from shiftstudio.core.runs.folder import create_run
         from shiftstudio.core.train.trainer import Trainer
@@ -88,10 +109,11 @@ def resume_run(run_dir: Path, max_iters: int) -> Callable:
     """Reopen ``run_dir`` from its latest checkpoint, training to ``max_iters`` (recorded with the run)."""
 
     def open_trainer(progress, cancel):
+        lower_thread_priority(TRAINING_NICE)
         from shiftstudio.core.train.trainer import Trainer
 
         trainer = Trainer(run_dir, max_iters=max_iters, sample_prompt=SAMPLE_PROMPT, purpose="the ShiftStudio window")
-        _limit_cpu_threads(trainer.config)
+        _use_cpu_threads(trainer.config)
         return trainer
 
     return open_trainer

@@ -122,17 +122,21 @@ def _build_tokenizer(data: DataConfig, split: Any) -> Callable:
 
 
 def default_cpu_threads() -> int:
-    """PyTorch CPU threads when the config says 0 (automatic): every core but one, which the window keeps.
+    """PyTorch CPU threads when the config says 0 (automatic): every core this process may use, as the CLI.
 
-    PyTorch's own default takes every core; with the GUI thread wanting one
-    too, its OpenMP workers wait on each other and training on a 2-core
-    machine gets many times slower, and the window stutters.
+    The window trains at the CLI's speed with them (``benchmarks/bench_gui.py``: 1.01x on 2 cores, GUI-thread
+    timer gaps p99 12 ms) on two conditions. The training thread runs below the window's priority
+    (:func:`~shiftstudio.gui.run_openers.lower_thread_priority`). And no thread that outlives its work — the
+    GUI thread above all — runs parallel torch work: OpenMP keeps a pool of workers for each thread that has,
+    and with more pooled threads than cores libgomp stops spin-waiting between operations, which halved a
+    small model's speed when the GUI thread had trained once (measured). Torch work goes to worker threads
+    that end with it.
     """
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, cores)
 
 
 def _probe_device(progress, cancel) -> DeviceSummary:

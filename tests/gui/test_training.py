@@ -249,3 +249,46 @@ def test_reopen_a_run_and_resume_it(window, qtbot) -> None:
     qtbot.waitUntil(lambda: curves.point_count("loss_raw") == 7, timeout=5000)
     qtbot.waitUntil(lambda: not o_runs.thread_running, timeout=30_000)
     other.ctx.session.shutdown()
+
+
+def _training_thread_niceness() -> list[int]:
+    """The niceness of the window's training thread and of the OpenMP workers it started (they inherit its
+    name), read from /proc while the run trains."""
+    values = []
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        if stat[stat.index("(") + 1 : stat.rindex(")")] == "training":
+            values.append(int(stat.rsplit(")", 1)[1].split()[16]))
+    return values
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread niceness from Linux's /proc")
+def test_automatic_threads_train_on_every_core_below_the_windows_priority(window, qtbot) -> None:
+    """'Automatic' CPU threads in the window are the CLI's (every core), even after a run with an explicit count
+    changed the process's; the training thread runs at a higher niceness than the GUI thread."""
+    import os
+
+    import torch
+
+    from shiftstudio.gui.run_openers import TRAINING_NICE
+    from shiftstudio.gui.session import default_cpu_threads
+
+    runs = window.ctx.runs
+    torch.set_num_threads(1)  # what an earlier run with num_threads = 1 leaves behind
+    window.ctx.config.load_flat({**LONG, "num_threads": 0})
+    seen: dict[str, object] = {}
+    runs.run_started.connect(lambda report: seen.setdefault("device", report.device))
+    runs.steps_logged.connect(lambda batch: seen.setdefault("nice", _training_thread_niceness()))
+    start(qtbot, window)
+    qtbot.waitUntil(lambda: "nice" in seen, timeout=60_000)
+    with qtbot.waitSignal(runs.run_finished, timeout=60_000):
+        runs.stop()
+    cores = default_cpu_threads()
+    assert cores == len(os.sched_getaffinity(0))
+    assert seen["device"] == f"CPU ({cores} thread{'s' if cores != 1 else ''}, float32)"
+    gui_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    assert TRAINING_NICE > 0 and gui_nice < 19
+    assert seen["nice"] and all(n == min(19, gui_nice + TRAINING_NICE) > gui_nice for n in seen["nice"]), seen["nice"]
