@@ -91,6 +91,7 @@ class MainWindow(WindowFilesMixin, WindowStateMixin, QMainWindow):
         self.center.tabBar().setAutoHide(True)
         self.setCentralWidget(self.center)
         self.status_bar = StatusBar(self.ctx.session, self)
+        self.settings.on_save_failed = lambda message: self.status_bar.showMessage(message, 15_000)
         self.setStatusBar(self.status_bar)
         self._make_menus()
         runs = self.ctx.runs

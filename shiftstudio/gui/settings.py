@@ -11,7 +11,7 @@ import base64
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from shiftstudio import paths
 from shiftstudio.core import io
@@ -28,6 +28,7 @@ class Settings:
 
     def __init__(self, path: Path | None = None):
         self.path = path or paths.config_dir() / FILE_NAME
+        self.on_save_failed: Callable[[str], None] | None = None  # told why a save failed (one line)
         self._data: dict[str, Any] = {}
         self._load()
 
@@ -46,12 +47,20 @@ class Settings:
             except OSError:
                 pass
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Write the file (atomically: a failed save leaves the previous one whole). False when it could not be
+        written; ``on_save_failed`` (the window's status bar) is told why, in one line."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             io.write_text(self.path, json.dumps(self._data, indent=1, sort_keys=True))
         except OSError as exc:
             log.warning("cannot save settings to %s: %s", self.path, exc)
+            why = "the disk is full" if io.is_disk_full(exc) else (exc.strerror or str(exc))
+            if self.on_save_failed is not None:
+                self.on_save_failed(f"Could not save the app's settings to {self.path}: {why}. Runs are not affected; "
+                                    "the previous settings file is kept.")
+            return False
+        return True
 
     # -- plain values --------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:

@@ -238,3 +238,26 @@ def test_errors_replace_is_recorded_so_a_resume_rebuilds_the_same_data(tmp_path:
     code, out, err = run_cli(capsys, "resume", run_dir, "--max_iters=4")
     assert code == 0, err
     assert "finished at step 4" in out
+
+
+def test_a_folder_left_by_a_killed_creation_is_reused_and_a_foreign_one_refused(tmp_path: Path, small_corpus: Path, capsys) -> None:
+    """A creation killed after the tokenizer but before run.json (kill -9, power loss) leaves only files create_run
+    writes: training into that folder again redoes the creation. A folder with anything else stays refused."""
+    run_dir = tmp_path / "interrupted"
+    run_dir.mkdir()
+    (run_dir / "tokenizer.json").write_text('{"half": ')  # cut mid-write by the kill
+    (run_dir / f".run.json.{os.getpid() + 1}.tmp").write_text("{")
+    code, out, err = run_cli(capsys, "train", "--corpus", small_corpus, *TINY, "--max_iters=2", "--out", run_dir)
+    assert code == 0, err
+    assert json.loads((run_dir / "run.json").read_text())["name"] == "interrupted"
+    assert json.loads((run_dir / "tokenizer.json").read_text())["model"]  # rewritten whole
+    assert not list(run_dir.glob(".*.tmp"))
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "tokenizer.json").write_text("{}")
+    (foreign / "my notes.txt").write_text("keep me")
+    code, _, err = run_cli(capsys, "train", "--corpus", small_corpus, *TINY, "--out", foreign)
+    assert code == 2
+    assert_one_line_error(err, "not an empty folder")
+    assert sorted(p.name for p in foreign.iterdir()) == ["my notes.txt", "tokenizer.json"]
+    assert (foreign / "tokenizer.json").read_text() == "{}"

@@ -103,6 +103,14 @@ def validate_against_store(config: RunConfig, store: TokenStore) -> None:
         raise ConfigError(f"the tokenizer has only {store.vocab_size} token(s)")
 
 
+def _is_creation_leftover(path: Path, layout: RunLayout) -> bool:
+    """A file :func:`create_run` writes before ``run.json`` (the tokenizer, a fine-tune's base weights), or the
+    temporary file of one: what a creation killed mid-way (``kill -9``, power loss) leaves in the folder."""
+    names = (layout.tokenizer_file.name, "base.safetensors")
+    return path.is_file() and (path.name in names or any(
+        path.name.startswith(f".{name}.") and path.name.endswith(".tmp") for name in (*names, layout.run_file.name)))
+
+
 def create_run(config: RunConfig, store: TokenStore, out_dir: str | Path | None = None, base: RunConfig | None = None) -> Path:
     """A new run folder for ``config`` trained on ``store``; returns its path.
 
@@ -123,8 +131,13 @@ def create_run(config: RunConfig, store: TokenStore, out_dir: str | Path | None 
     if run_dir.exists():
         if layout.is_run():
             raise RunError(f"{run_dir} already holds a run: resume it ('shiftstudio resume {run_dir}') or pick another folder")
-        if not run_dir.is_dir() or any(run_dir.iterdir()):
+        if not run_dir.is_dir():
             raise RunError(f"{run_dir} exists and is not an empty folder")
+        contents = list(run_dir.iterdir())
+        if any(not _is_creation_leftover(p, layout) for p in contents):
+            raise RunError(f"{run_dir} exists and is not an empty folder")
+        for leftover in contents:  # a creation killed before run.json: only files this function writes, redone
+            leftover.unlink()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     import torch
