@@ -38,7 +38,8 @@ EXCLUDES = [
 
 # The CLI imports its subcommands by name (cli/__init__.py SUBCOMMANDS) and the GUI its panes: the spec adds
 # every shiftstudio submodule (collect_submodules) on top of these.
-HIDDEN_IMPORTS = ["shiftstudio.gui.self_test", "shiftstudio.desktop"]
+# torch.distributed.run: the window's torchrun jobs run it through the executable (app_entry.py).
+HIDDEN_IMPORTS = ["shiftstudio.gui.self_test", "shiftstudio.desktop", "torch.distributed.run"]
 
 # Collected by the hooks, never needed by the app (paths inside the bundle, fnmatch patterns): torch's C++
 # headers, test binaries and build files; Qt plugins for embedded screens, SQL, QML, printing, TLS.
