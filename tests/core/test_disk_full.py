@@ -26,6 +26,7 @@ import pytest
 import safetensors.torch
 from safetensors import SafetensorError
 
+from fault_injection import FillsUp
 from shiftstudio.cli import main
 from shiftstudio.config import RunConfig
 from shiftstudio.core import io as core_io
@@ -86,32 +87,6 @@ def disk(request, tmp_path: Path):
     finally:
         if subprocess.run(["umount", str(root)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(root)], capture_output=True)
-
-
-class FillsUp:
-    """A file object whose disk is full after ``room`` more bytes: the write that does not fit writes what fits
-    and raises ENOSPC, as a buffered write does."""
-
-    def __init__(self, f, room: int) -> None:
-        self._f, self._room = f, room
-
-    def write(self, data) -> int:
-        data = bytes(data)
-        n = max(0, min(len(data), self._room))
-        self._f.write(data[:n])
-        self._room -= n
-        if n < len(data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return n
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._f.close()
 
 
 def _save_file_on_a_full_disk(tensors, filename, metadata=None) -> None:

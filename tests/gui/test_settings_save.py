@@ -2,36 +2,10 @@
 
 from __future__ import annotations
 
-import errno
-import os
-
 import pytest
 
+from fault_injection import FillsUp
 from shiftstudio.core import io as core_io
-
-
-class FillsUp:
-    """A file object on a disk with ``room`` bytes left: writes past it fail with ENOSPC after a partial write."""
-
-    def __init__(self, f, room: int) -> None:
-        self._f, self._room = f, room
-
-    def write(self, data) -> int:
-        n = max(0, min(len(data), self._room))
-        self._f.write(data[:n])
-        self._room -= n
-        if n < len(data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return n
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._f.close()
 
 
 def test_settings_on_a_full_disk_keep_the_old_file_and_the_status_bar_says_so(window, qtbot, monkeypatch: pytest.MonkeyPatch) -> None:
