@@ -168,6 +168,10 @@ class ReportPrinter:
         if r.detail:
             log.debug("%s", r.detail)
         message = r.message if r.expected else f"{r.message} (set SHIFTSTUDIO_LOG=debug for the traceback)"
-        if f"step {r.step}" not in message:
+        if f"step {r.step}" not in message and not getattr(r, "out_of_memory", False):
             message = f"training failed at step {r.step:,}: {message}"
+        pieces = getattr(r, "suggested_micro_splits", 0)
+        if pieces and self.run_dir:  # out of memory in a step, the last completed one saved: the command that goes on
+            message += (f". Go on with: shiftstudio resume {self.run_dir} --micro_splits {pieces}"
+                        " (add --on_out_of_memory split to split by itself from then on)")
         return error(message, 1)

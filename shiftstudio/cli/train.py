@@ -50,10 +50,13 @@ TRAIN = Command(
 RESUME = Command(
     name="resume",
     summary="Continue a run from its latest checkpoint, exactly where it stopped.",
-    usage="resume RUN_DIR [--max_iters N] [--sample TEXT]",
+    usage="resume RUN_DIR [--max_iters N] [--sample TEXT] [--micro_splits N] [--on_out_of_memory split|stop]",
     options=[
         Option("max_iters", "train until this step (default: the run's max_iters)", kind="int", metavar="N"),
         Option("sample", "print a sample continuing TEXT at every evaluation", metavar="TEXT"),
+        Option("micro_splits", "cut each micro-batch into N pieces from now on (a run stopped out of memory: twice "
+               "what it had; the batch per step and the results stay the same, it is slower)", kind="int", metavar="N"),
+        Option("on_out_of_memory", "split or stop, from now on (recorded with the run)", metavar="POLICY"),
     ],
     positionals="RUN_DIR",
     min_positionals=1,
@@ -265,6 +268,16 @@ def _resume(values: dict[str, Any], run_dir: Path) -> int:
     except RunError as exc:
         return error(str(exc), 1)
     check_device(config)
+    from shiftstudio.config import OOM_CHOICES
+    from shiftstudio.core.train.trainer import check_micro_splits
+
+    try:
+        check_micro_splits(values["micro_splits"], config.train.batch_size)
+    except ConfigError as exc:
+        raise UsageError(f"--{exc}") from None
+    policy = values["on_out_of_memory"]
+    if policy is not None and policy not in OOM_CHOICES:
+        raise UsageError(f"--on_out_of_memory must be one of {', '.join(OOM_CHOICES)}, got {policy!r}")
     target = config.train.max_iters if max_iters is None else max_iters
     latest = latest_checkpoint(run_dir)
     if latest is not None and latest.step >= target:
@@ -280,7 +293,8 @@ def _resume(values: dict[str, Any], run_dir: Path) -> int:
         if ranks.distributed and ranks.main:
             ranks.barrier()
         check_sample_prompt(values["sample"], store.tokenizer)
-        trainer = Trainer(run_dir, store, max_iters=max_iters, sample_prompt=values["sample"], views=ViewRequest(batch_views=False), purpose="shiftstudio resume")
+        trainer = Trainer(run_dir, store, max_iters=max_iters, sample_prompt=values["sample"], views=ViewRequest(batch_views=False), purpose="shiftstudio resume",
+                          micro_splits=values["micro_splits"], on_out_of_memory=policy)
     except (RunError, CorpusError, TokenizerError, DataError, OSError) as exc:
         line.close()
         return error(user_message(exc), 1)

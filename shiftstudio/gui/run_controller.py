@@ -78,6 +78,7 @@ class RunController(QObject):
         self._thread: QThread | None = None
         self._worker: TrainingWorker | None = None
         self._open_task: Task | None = None
+        self._after_thread: Callable[[ProgressFn, CancelFn], TrainerLike] | None = None  # started once the thread ends
         self._views = ViewRequest()
         self.following = ""  # a run another process trains, followed through its log: who trains it ('' = none)
         self.processes = 1  # 1: runs train in this window's thread; more: Start launches torchrun with that many
@@ -251,6 +252,27 @@ class RunController(QObject):
         # (run_openers.lower_thread_priority), which its OpenMP workers inherit.
         thread.start(QThread.Priority.LowPriority)
         return True
+
+    def go_on_in_pieces(self, micro_splits: int, always: bool = False) -> bool:
+        """After the run on screen stopped out of memory in a step (its last completed step saved): resume it, in
+        the same folder and from that step, with each micro-batch cut into ``micro_splits`` pieces (the
+        ``FailedReport``'s ``suggested_micro_splits``) — the batch per step and the results stay the same, it is
+        slower. ``always``: also ``on_out_of_memory = split``, in the form and recorded with the run, so that the
+        next time the run does this by itself. The failed run's thread holds the run until it ends: the resume
+        starts then. False (nothing done) while a run is active or when there is no run to go on with."""
+        if self.is_active or self._after_thread is not None or self.run_dir is None or self.run_config is None:
+            return False
+        policy = None
+        if always:
+            policy = "split"
+            self.config.load_flat({"on_out_of_memory": policy})
+            self.run_config = self.run_config.updated({"on_out_of_memory": policy})  # (the trainer records it)
+        opener = resume_run(self.run_dir, self.run_config.train.max_iters, micro_splits, policy)
+        if self._thread is not None:
+            self._after_thread = opener
+            return True
+        self.max_iters = self.run_config.train.max_iters
+        return self.start_with(opener)
 
     # -- several processes: torchrun ----------------------------------------------
     def _launch(self, resume: bool, config: RunConfig) -> bool:
@@ -490,3 +512,7 @@ class RunController(QObject):
         self.checkpoint_step = latest_checkpoint_step(self.run_dir)  # (kept checkpoints may have been pruned)
         self._update_actions()
         self.thread_finished.emit()
+        queued, self._after_thread = self._after_thread, None
+        if queued is not None and self.run_config is not None:  # (go_on_in_pieces while the thread was ending)
+            self.max_iters = self.run_config.train.max_iters
+            self.start_with(queued)

@@ -105,14 +105,18 @@ def create_only(config: RunConfig, preset: str = "") -> Callable:
     return work
 
 
-def resume_run(run_dir: Path, max_iters: int) -> Callable:
-    """Reopen ``run_dir`` from its latest checkpoint, training to ``max_iters`` (recorded with the run)."""
+def resume_run(run_dir: Path, max_iters: int, micro_splits: int | None = None,
+               on_out_of_memory: str | None = None) -> Callable:
+    """Reopen ``run_dir`` from its latest checkpoint, training to ``max_iters`` (recorded with the run); with
+    ``micro_splits``, each micro-batch cut into at least that many pieces (a run that stopped out of memory);
+    with ``on_out_of_memory``, that policy from now on (recorded with the run)."""
 
     def open_trainer(progress, cancel):
         lower_thread_priority(TRAINING_NICE)
         from shiftstudio.core.train.trainer import Trainer
 
-        trainer = Trainer(run_dir, max_iters=max_iters, sample_prompt=SAMPLE_PROMPT, purpose="the ShiftStudio window")
+        trainer = Trainer(run_dir, max_iters=max_iters, sample_prompt=SAMPLE_PROMPT, purpose="the ShiftStudio window",
+                          micro_splits=micro_splits, on_out_of_memory=on_out_of_memory)
         _use_cpu_threads(trainer.config)
         return trainer
 

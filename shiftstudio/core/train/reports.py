@@ -168,12 +168,22 @@ class FinishedReport(_Report):
 
 @dataclass
 class FailedReport(_Report):
-    """The loop could not go on. ``message`` is one readable line for a person."""
+    """The loop could not go on. ``message`` is one readable line for a person.
+
+    Out of memory, said for programs too: ``out_of_memory``, the pieces each micro-batch was cut into then
+    (``micro_splits``) and, when a training step ran out and the run kept its last completed step,
+    ``suggested_micro_splits``: resuming with that many pieces (``Trainer(..., micro_splits=N)``, ``shiftstudio
+    resume --micro-splits N``) goes on from the same step with the same batches and results (0: cutting the
+    micro-batch further cannot help, or the run did not run out of memory in a step).
+    """
 
     step: int
     message: str
     detail: str = ""  # traceback text, only for unexpected errors
     expected: bool = True  # NaN loss, out of memory, bad data: no traceback shown
+    out_of_memory: bool = False
+    micro_splits: int = 0  # pieces per micro-batch when it ran out of memory (0: not out of memory, or not known)
+    suggested_micro_splits: int = 0  # resume with this many pieces to go on (0: none to suggest)
 
     def __post_init__(self) -> None:
         self.kind = "failed"

@@ -33,7 +33,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from shiftstudio.config import TrainConfig
+from shiftstudio.config import OOM_CHOICES, RunConfig, TrainConfig
 from shiftstudio.core.data.store import TokenStore
 from shiftstudio.core.errors import ConfigError, RunError, ShiftStudioError, one_line
 from shiftstudio.core.generate.filters import SamplingSettings
@@ -64,7 +64,8 @@ from shiftstudio.core.train.reports import (
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "SHIFTSTUDIO_INJECT_FAULT"  # "RANK:STEP": that rank raises as it takes that step (fault-injection tests)
-OOM_ENV = "SHIFTSTUDIO_INJECT_OOM"  # "ROWS": a piece of more rows raises out of memory (the OOM-recovery tests)
+OOM_ENV = "SHIFTSTUDIO_INJECT_OOM"  # "ROWS[:STEP]": a piece of more rows raises out of memory (from step STEP on,
+# 1-based; default 1), as a device that small would: the OOM-recovery tests
 SUMMARY_EVERY_S = 5.0  # summary.json is rewritten at every eval, checkpoint and end, and at most this often between
 SAMPLE_TOKENS = 200  # at most: a sample also ends at the end of a document
 SAMPLE_TEMPERATURE = 0.8
@@ -104,11 +105,17 @@ class Trainer:
     ``__init__`` only reads ``run.json`` (raising :class:`RunError` if it is
     unusable); everything else happens in :meth:`run`, which never raises but
     yields a :class:`FailedReport`.
+
+    ``micro_splits``: go on with each micro-batch cut into at least that many pieces (a run that stopped out of
+    memory, resumed with its report's ``suggested_micro_splits``: the same batches and results as if
+    ``on_out_of_memory = split`` had cut them; said in the run's log). ``on_out_of_memory``: that policy from now
+    on, recorded with the run.
     """
 
     def __init__(
         self, run_dir: str | Path, store: TokenStore | None = None, *, max_iters: int | None = None,
         sample_prompt: str | None = None, views: ViewRequest | None = None, purpose: str = "shiftstudio",
+        micro_splits: int | None = None, on_out_of_memory: str | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.record = load_run(self.run_dir)
@@ -116,6 +123,17 @@ class Trainer:
         self.max_iters = self.config.train.max_iters if max_iters is None else int(max_iters)
         if self.max_iters < 1:
             raise ConfigError(f"max_iters must be at least 1, got {self.max_iters}")
+        # micro_splits: go on with each micro-batch cut into at least this many pieces (a run that stopped out of
+        # memory, resumed with twice its pieces: the same batches, the same results); on_out_of_memory: this
+        # policy from now on, recorded with the run (it changes no result)
+        self.micro_splits = check_micro_splits(micro_splits, self.config.train.batch_size)
+        policy = None if on_out_of_memory == self.config.train.on_out_of_memory else on_out_of_memory
+        if policy is not None:
+            if policy not in OOM_CHOICES:
+                raise ConfigError(f"on_out_of_memory must be one of {', '.join(OOM_CHOICES)}, got {policy!r}")
+            self.config = self.config.updated({"on_out_of_memory": policy})
+        self._oom_policy = policy  # recorded in run.json when the run starts
+        self._start_notes: list[str] = []  # said in the run's log as it starts
         self.sample_prompt = sample_prompt
         self.control = TrainerControl(views)
         self._store = store
@@ -197,6 +215,9 @@ class Trainer:
             s = self._s = setup.build(self.run_dir, self.config, self.record, self._store, self.ranks)
             if self.max_iters != self.config.train.max_iters and main:  # a new plan: recorded with the run
                 self.config = update_plan(self.run_dir, self.max_iters)
+            if self._oom_policy is not None and main:
+                self.config = _record_oom_policy(self.run_dir, self._oom_policy)
+            self._start_notes = self._more_pieces(s)
             self._clock = _Clock(offset_s=s.progress.time_offset_s)
             if main:
                 # before opening: truncation replaces the file, an open handle would write to the old one. A run
@@ -279,6 +300,9 @@ class Trainer:
             resumed=s.resumed, n_trainable=_trainable_if_partial(s.model), source=(s.origin or {}).get("label", ""),
             note=self._ranks_note(s),
         ))
+        for note in self._start_notes:
+            log.warning(note)
+            self._log({"kind": "note", "step": p.step, "message": note})
         pending: list[torch.Tensor] = []  # per-step losses since the last sync, the first of step p.step + 1
         flops_per_token = estimate.flops_per_token(self.config.model, s.model.vocab_size)
         peak = dev.peak_flops(s.device, s.info.dtype)
@@ -300,7 +324,14 @@ class Trainer:
                 return
             # -- the step ---------------------------------------------------------------------
             lr = lr_at(p.step, tc)
-            loss, norm, batch = self._train_step(s, lr)
+            oom: _StepOutOfMemory | None = None
+            try:
+                loss, norm, batch = self._train_step(s, lr)
+            except _StepOutOfMemory as exc:  # the run stops here (on_out_of_memory = stop, or nothing left to cut)
+                oom = exc.with_traceback(None)  # (the step's frame and its batches need not outlive it)
+            if oom is not None:
+                yield from self._stop_out_of_memory(s, pending, oom)
+                return
             p.step += 1
             p.tokens += tokens_per_step
             self._clock.window_steps += 1
@@ -352,14 +383,24 @@ class Trainer:
             torch.manual_seed(int(np.random.SeedSequence([tc.seed, s.progress.step, self.ranks.rank]).generate_state(1)[0]))
         if self._fault == (self.ranks.rank, s.progress.step + 1):
             raise RuntimeError(f"a fault injected at step {s.progress.step + 1} on rank {self.ranks.rank} ({FAULT_ENV})")
+        # one process: where the sampler and the RNG stood, so that a step out of memory can be undone exactly
+        start = None if self.ranks.distributed else _StepStart.take(s)
         batches = [s.sampler.next() for _ in range(accum)]  # drawn once: a step redone after OOM redoes them
         while True:
             try:
                 total = self._accumulate(s, batches, weights, accum)
                 break
             except Exception as exc:  # noqa: BLE001 - out of memory is recovered from; anything else goes on up
-                if not self._split_after_oom(s, exc, batches[0]):
+                if not dev.is_out_of_memory(exc) or start is None:  # (several ranks: one cannot redo a step alone)
                     raise
+            # out of the except block: the failed attempt's tensors, which its traceback held, are gone now
+            rows = batches[0].x.shape[0] // s.micro_splits
+            s.optimizer.zero_grad(set_to_none=True)  # the failed attempt's gradients: no part of any step
+            if s.device.type == "cuda":
+                torch.cuda.empty_cache()
+            start.rewind_rng()  # the step redone (now, or when resumed) draws what its first attempt drew
+            if not self._split_after_oom(s, rows):
+                raise _StepOutOfMemory("CUDA" if s.device.type == "cuda" else "the device", rows, s.micro_splits, start)
         assert total is not None  # accum >= 1 (the config's minimum)
         if s.scaler.is_enabled():
             s.scaler.unscale_(s.optimizer)
@@ -389,11 +430,13 @@ class Trainer:
                 last = micro == accum - 1 and piece == len(pieces) - 1
                 if self._sharded:
                     s.model.set_requires_gradient_sync(last)
-                if self._oom_rows is not None and part.x.shape[0] > self._oom_rows:
-                    raise torch.OutOfMemoryError(f"{part.x.shape[0]} rows do not fit ({OOM_ENV}={self._oom_rows})")
                 sync = contextlib.nullcontext() if last or not self._ddp else s.train_model.no_sync()
                 with sync, s.autocast:
                     out = s.train_model(part.x, part.y, part.mask)
+                if self._oom_rows is not None and part.x.shape[0] > self._oom_rows[0] \
+                        and s.progress.step + 1 >= self._oom_rows[1]:  # (after the forward, as most real ones: its
+                    # activations are held, its dropout masks drawn)
+                    raise torch.OutOfMemoryError(f"{part.x.shape[0]} rows do not fit ({OOM_ENV}={self._oom_rows[0]})")
                 if share is None:
                     loss = objective = out.loss
                     if weights is not None:  # coefficients sum to 1: the weighted mean of the head losses
@@ -410,23 +453,58 @@ class Trainer:
         assert total is not None  # accum >= 1 (the config's minimum)
         return total
 
-    def _split_after_oom(self, s: setup.Setup, exc: Exception, batch: Any) -> bool:
-        """A step ran out of memory: with ``on_out_of_memory = split`` (one process), free what the step held,
-        cut each micro-batch into twice as many pieces (the step's batch, and so the run's results, stay the
-        same) and say so in the run's log; the caller redoes the step. False: not recoverable here."""
-        rows = batch.x.shape[0] // s.micro_splits
-        if not dev.is_out_of_memory(exc) or self.config.train.on_out_of_memory != "split" or rows < 2 \
-                or self.ranks.distributed:  # (a rank alone cannot redo a step the others go on with)
+    def _split_after_oom(self, s: setup.Setup, rows: int) -> bool:
+        """A step of one process ran out of memory with pieces of ``rows`` rows (the caller freed what it held):
+        with ``on_out_of_memory = split``, cut each micro-batch into twice as many pieces (the step's batch, and
+        so the run's results, stay the same) and say so in the run's log; the caller redoes the step. False: the
+        run stops (``stop``, or a piece of one row)."""
+        if self.config.train.on_out_of_memory != "split" or rows < 2:
             return False
-        s.optimizer.zero_grad(set_to_none=True)
-        if s.device.type == "cuda":
-            torch.cuda.empty_cache()
         s.micro_splits *= 2
         note = (f"out of memory at step {s.progress.step + 1} with micro-batches of {rows} rows: going on with "
                 f"{rows // 2} rows, {s.micro_splits} pieces per micro-batch (the same batch per step)")
         log.warning(note)
         self._log({"kind": "note", "step": s.progress.step, "message": note})
         return True
+
+    def _stop_out_of_memory(self, s: setup.Setup, pending: list[torch.Tensor], oom: _StepOutOfMemory) -> Iterator[Report]:
+        """A step ran out of memory and the run stops. Nothing of the failed step reached the weights, the
+        optimizer or the EMA (it failed before the optimizer step; its gradients were dropped), so the sampler and
+        the RNG are put back to where the step began and the last completed step is saved: a resume, with each
+        micro-batch in more pieces (:attr:`FailedReport.suggested_micro_splits`), goes on from the same step and
+        trains what this run would have."""
+        p = s.progress
+        oom.start.rewind(s)
+        if p.step > 0 and p.last_saved != p.step:
+            saved = self._save(s, pending)
+            yield from saved
+            if _ends(saved):  # (a loss that became NaN before: that is the run's failure)
+                return
+        step, rows, splits = p.step, oom.rows, oom.micro_splits
+        more = splits * 2 if rows >= 2 else 0
+        tc = self.config.train
+        kept = f"step {step:,} is saved" if step > 0 else "nothing was trained yet"
+        advice = (f"use a smaller batch_size (e.g. {max(1, tc.batch_size // 2)}) with more gradient_accumulation_steps "
+                  f"(e.g. {tc.gradient_accumulation_steps * 2}) to keep the effective batch, or a smaller model or block_size")
+        if more:
+            message = (f"{oom.where} ran out of memory in step {step + 1:,} (micro-batches of {rows} rows); {kept}. "
+                       f"To go on from there, resume with micro_splits = {more} (pieces of {_piece_rows(tc.batch_size, more)} "
+                       f"rows: the same batch per step and the same results, only slower), or set on_out_of_memory = "
+                       f"split to do that by itself; or {advice}")
+        else:
+            message = (f"{oom.where} ran out of memory in step {step + 1:,} with micro-batches of a single row; {kept}. "
+                       f"Use a smaller model or block_size")
+        yield self._emit(FailedReport(step=step, message=message, out_of_memory=True, micro_splits=splits,
+                                      suggested_micro_splits=more))
+
+    def _more_pieces(self, s: setup.Setup) -> list[str]:
+        """``Trainer(micro_splits=N)`` with more pieces than the run had: from now on, and said in its log."""
+        if self.micro_splits is None or self.micro_splits <= s.micro_splits:
+            return []
+        before, s.micro_splits = s.micro_splits, self.micro_splits
+        rows = _piece_rows(self.config.train.batch_size, s.micro_splits)
+        return [f"resumed with micro_splits = {s.micro_splits} (was {before}): going on with {rows} rows, "
+                f"{s.micro_splits} pieces per micro-batch (the same batch per step)"]
 
     def _loss_weights(self, s: setup.Setup, step: int) -> torch.Tensor | None:
         """(K,) coefficients of the head losses at ``step`` (normalised to sum to 1), on the device; None when
@@ -623,6 +701,7 @@ class Trainer:
                     f"with more gradient_accumulation_steps (e.g. {tc.gradient_accumulation_steps * 2}) to keep the "
                     "effective batch, or a smaller model or block_size"
                 ),
+                out_of_memory=True, micro_splits=self._s.micro_splits if self._s is not None else 0,
             )
         from shiftstudio.core import io
 
@@ -650,15 +729,77 @@ def _injected_fault() -> tuple[int, int] | None:
     return rank, step
 
 
-def _injected_oom_rows() -> int | None:
-    """``SHIFTSTUDIO_INJECT_OOM=ROWS``: pieces of more rows raise out of memory, as a device that small would
-    (None: off)."""
+def _injected_oom_rows() -> tuple[int, int] | None:
+    """``SHIFTSTUDIO_INJECT_OOM=ROWS[:STEP]``: ``(rows, step)``, pieces of more rows raise out of memory from step
+    ``step`` on (1-based; 1 when not given), as a device that small would (None: off)."""
     import os
 
+    rows, _, step = os.environ.get(OOM_ENV, "").partition(":")
     try:
-        return max(0, int(os.environ[OOM_ENV]))
-    except (KeyError, ValueError):
+        return max(0, int(rows)), int(step) if step else 1
+    except ValueError:
         return None
+
+
+def check_micro_splits(micro_splits: int | None, batch_size: int) -> int | None:
+    """``micro_splits`` as a resume takes it: 1 to ``batch_size`` pieces (a piece has a row at least); raises
+    :class:`ConfigError`."""
+    if micro_splits is None:
+        return None
+    if isinstance(micro_splits, bool) or not isinstance(micro_splits, int) or not 1 <= micro_splits <= batch_size:
+        raise ConfigError(f"micro_splits must be a whole number from 1 to the run's batch_size ({batch_size}), "
+                          f"got {micro_splits!r}")
+    return micro_splits
+
+
+def _piece_rows(batch_size: int, splits: int) -> int:
+    """Rows in a micro-batch's first (largest) piece when cut into ``splits``."""
+    return -(-batch_size // splits)
+
+
+def _record_oom_policy(run_dir: Path, policy: str) -> RunConfig:
+    """Record ``on_out_of_memory = policy`` in ``run.json`` (as a new plan is): a policy, it changes no result."""
+    from shiftstudio.core.runs.folder import save_run_record
+
+    record = load_run(run_dir)
+    record["config"].setdefault("train", {})["on_out_of_memory"] = policy
+    save_run_record(run_dir, record)
+    return load_run_config(run_dir)
+
+
+@dataclass
+class _StepStart:
+    """Where a step began (one process): the sampler's position and the RNG states (CPU, and the CUDA device's).
+    Taking it costs a few microseconds; it lets a step out of memory be undone exactly."""
+
+    sampler: dict[str, Any]
+    cpu_rng: torch.Tensor
+    cuda_rng: torch.Tensor | None
+    device: torch.device
+
+    @classmethod
+    def take(cls, s: setup.Setup) -> "_StepStart":
+        cuda = torch.cuda.get_rng_state(s.device) if s.device.type == "cuda" else None
+        return cls(s.sampler.state_dict(), torch.get_rng_state(), cuda, s.device)
+
+    def rewind_rng(self) -> None:
+        torch.set_rng_state(self.cpu_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state(self.cuda_rng, self.device)
+
+    def rewind(self, s: setup.Setup) -> None:
+        """The sampler and the RNG as they were: as if the step had not begun."""
+        s.sampler.load_state_dict(self.sampler)
+        self.rewind_rng()
+
+
+class _StepOutOfMemory(Exception):
+    """A step of one process ran out of memory and the run stops there (``on_out_of_memory = stop``, or micro-batch
+    pieces of a single row): :meth:`Trainer._stop_out_of_memory` keeps the last completed step and reports it."""
+
+    def __init__(self, where: str, rows: int, micro_splits: int, start: _StepStart) -> None:
+        super().__init__(f"{where} ran out of memory with micro-batch pieces of {rows} rows")
+        self.where, self.rows, self.micro_splits, self.start = where, rows, micro_splits, start
 
 
 def _pieces(batch: Any, splits: int) -> list[tuple[Any, torch.Tensor]]:

@@ -32,7 +32,7 @@ from shiftstudio.gui.panes import Pane, PaneContext
 from shiftstudio.gui.plots import CurvesView
 from shiftstudio.gui.run_controller import FAILED, PAUSED, PREPARING, STATE_TEXT, RunController
 from shiftstudio.gui.run_plan import StartPlan
-from shiftstudio.gui.widgets.message_bar import MessageBar
+from shiftstudio.gui.widgets.message_bar import MessageAction, MessageBar
 
 MAX_SAMPLE_CHARS = 20_000
 CURVES_MIN_HEIGHT = 170  # the plots' canvas, at least: two rows of plots stay readable (with the banner showing)
@@ -278,9 +278,35 @@ class TrainPane(Pane):
         self._on_runs_progress_changed(report.step, self.runs.max_iters, float("nan"))
 
     def _on_runs_run_failed(self, report: Any) -> None:
-        self.messages.show_message(f"Training stopped: {report.message}", "error", "" if report.expected else report.detail)
+        pieces = getattr(report, "suggested_micro_splits", 0)
+        config = self.runs.run_config
+        if getattr(report, "out_of_memory", False) and pieces and config is not None and not self.runs.following:
+            self._offer_pieces(report, pieces, config.train.batch_size)
+        else:
+            self.messages.show_message(f"Training stopped: {report.message}", "error", "" if report.expected else report.detail)
         self.progress_bar.setRange(0, max(1, self.runs.max_iters))
         self.progress_bar.setFormat(f"{STATE_TEXT[FAILED]} at step {report.step:,}")
+
+    def _offer_pieces(self, report: Any, pieces: int, batch_size: int) -> None:
+        """A step ran out of memory and the run kept its last completed step: offer to go on from there with
+        each micro-batch in ``pieces`` pieces (once, or from now on with on_out_of_memory = split)."""
+        rows = -(-batch_size // pieces)
+        before = batch_size // max(1, report.micro_splits)
+        kept = (f"Step {report.step:,} is saved: the run can go on from there." if report.step > 0
+                else "Nothing was trained yet: the run can start again from step 0.")
+        text = (f"Training stopped: out of memory in step {report.step + 1:,} (micro-batches of {before:,} rows). {kept} "
+                f"Going on with half the micro-batch cuts each micro-batch into {pieces} pieces of {rows:,} rows and "
+                "adds up their gradients: the batch per step and the results stay the same, it is only slower. "
+                "“Always do this” also sets on_out_of_memory = split, so that the run does it by itself next time.")
+        go_on = MessageAction(
+            "Go on with half the micro-batch", lambda: self.runs.go_on_in_pieces(pieces), "train_oom_go_on_button",
+            f"Resume this run from step {report.step:,} with each micro-batch in {pieces} pieces: the same batches "
+            "and results, slower")
+        always = MessageAction(
+            "Always do this", lambda: self.runs.go_on_in_pieces(pieces, always=True), "train_oom_always_button",
+            "Go on with half the micro-batch, and set on_out_of_memory = split (in the settings and for this run): "
+            "when memory runs out again, the micro-batch is halved by itself")
+        self.messages.show_message(text, "warning", actions=(go_on, always))
 
     def _on_runs_run_cancelled(self) -> None:
         self.messages.show_message("Cancelled before training began.", "info")
