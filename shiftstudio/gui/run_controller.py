@@ -78,7 +78,8 @@ class RunController(QObject):
         self._thread: QThread | None = None
         self._worker: TrainingWorker | None = None
         self._open_task: Task | None = None
-        self._after_thread: Callable[[ProgressFn, CancelFn], TrainerLike] | None = None  # started once the thread ends
+        # a start asked for while the last run's thread was ending: (opener, max_iters, new config), started then
+        self._after_thread: tuple[Callable[[ProgressFn, CancelFn], TrainerLike], int, Any] | None = None
         self._views = ViewRequest()
         self.following = ""  # a run another process trains, followed through its log: who trains it ('' = none)
         self.processes = 1  # 1: runs train in this window's thread; more: Start launches torchrun with that many
@@ -223,9 +224,15 @@ class RunController(QObject):
     def start_with(self, opener: Callable[[ProgressFn, CancelFn], TrainerLike]) -> bool:
         """Run the trainer that ``opener(progress, cancel)`` sets up (any :class:`~shiftstudio.gui.workers.TrainerLike`:
         tools and tests may hand in a stand-in) on a new training thread, through the same states and signals as
-        :meth:`start`'s runs. Returns False (and starts nothing) while a run is active."""
-        if self.is_active:
+        :meth:`start`'s runs. Returns False (and starts nothing) while a run is active.
+
+        The last run's final report (finished, failed) comes just before its thread ends: a start in between
+        (F5 pressed at once, or the out-of-memory offer) waits for that thread and starts when it has ended."""
+        if self.is_active or self._after_thread is not None:
             return False
+        if self._thread is not None:
+            self._after_thread = (opener, self.max_iters, self._new_config)
+            return True
         keep_gui_responsive()
         thread = QThread()
         thread.setObjectName("training")
@@ -267,12 +274,8 @@ class RunController(QObject):
             policy = "split"
             self.config.load_flat({"on_out_of_memory": policy})
             self.run_config = self.run_config.updated({"on_out_of_memory": policy})  # (the trainer records it)
-        opener = resume_run(self.run_dir, self.run_config.train.max_iters, micro_splits, policy)
-        if self._thread is not None:
-            self._after_thread = opener
-            return True
         self.max_iters = self.run_config.train.max_iters
-        return self.start_with(opener)
+        return self.start_with(resume_run(self.run_dir, self.max_iters, micro_splits, policy))
 
     # -- several processes: torchrun ----------------------------------------------
     def _launch(self, resume: bool, config: RunConfig) -> bool:
@@ -513,6 +516,6 @@ class RunController(QObject):
         self._update_actions()
         self.thread_finished.emit()
         queued, self._after_thread = self._after_thread, None
-        if queued is not None and self.run_config is not None:  # (go_on_in_pieces while the thread was ending)
-            self.max_iters = self.run_config.train.max_iters
-            self.start_with(queued)
+        if queued is not None:  # a start while this thread was ending (see start_with)
+            opener, self.max_iters, self._new_config = queued
+            self.start_with(opener)

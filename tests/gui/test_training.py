@@ -292,3 +292,30 @@ def test_automatic_threads_train_on_every_core_below_the_windows_priority(window
     gui_nice = os.getpriority(os.PRIO_PROCESS, 0)
     assert TRAINING_NICE > 0 and gui_nice < 19
     assert seen["nice"] and all(n == min(19, gui_nice + TRAINING_NICE) > gui_nice for n in seen["nice"]), seen["nice"]
+
+
+def test_start_pressed_as_a_run_fails_waits_for_its_thread_and_starts(window, qtbot, monkeypatch) -> None:
+    """A run's final report comes just before its thread ends: a Start in between (here in the failure's own
+    slot) must neither take over nor wait on the new run's thread from the GUI thread — it starts once the old
+    thread has ended, and the window keeps control of it."""
+    from shiftstudio.core.train.trainer import FAULT_ENV
+
+    runs = window.ctx.runs
+    monkeypatch.setenv(FAULT_ENV, "0:3")  # the first run fails as it takes step 3
+    window.ctx.config.load_flat(LONG)
+    restarted: list[bool] = []
+
+    def start_again(report) -> None:
+        monkeypatch.delenv(FAULT_ENV)
+        restarted.append(runs.start())  # the failed run's thread has not ended yet: its report came first
+
+    runs.run_failed.connect(start_again)
+    start(qtbot, window)
+    qtbot.waitUntil(lambda: bool(restarted), timeout=60_000)
+    runs.run_failed.disconnect(start_again)
+    assert restarted == [True]
+    qtbot.waitUntil(lambda: runs.state == RUNNING and runs.step >= 4, timeout=60_000)
+    assert runs._thread is not None and runs._thread.isRunning()  # the new run's thread, still the window's
+    with qtbot.waitSignal(runs.run_finished, timeout=60_000):
+        runs.stop()
+    assert runs.state == STOPPED
