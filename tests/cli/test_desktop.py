@@ -4,6 +4,7 @@ desktop data (icons, packagers' copies of the entry and the metainfo)."""
 from __future__ import annotations
 
 import configparser
+import os
 import shlex
 import shutil
 import subprocess
@@ -168,3 +169,29 @@ def test_the_bundle_and_the_wheel_carry_every_resource() -> None:
     patterns = pyproject["tool"]["setuptools"]["package-data"]["shiftstudio.resources"]
     in_wheel = {p for pattern in patterns for p in resources.glob(pattern) if p.is_file()}
     assert shipped <= in_wheel, sorted(str(p) for p in shipped - in_wheel)
+
+
+def test_the_icon_check_forgives_a_level_of_antialiasing_but_not_a_changed_picture() -> None:
+    """Another CPU may antialias a few edge pixels one level differently: still up to date; a pixel changed by
+    more than that, or another size, is out of date."""
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import make_icons\n"
+        "from PySide6.QtCore import QBuffer, QByteArray, QIODevice\n"
+        "from PySide6.QtGui import QGuiApplication, QImage\n"
+        "app = QGuiApplication([])\n"
+        "png = make_icons.render_png(make_icons.ICONS / make_icons.desktop.SVG_ICON, 64)\n"
+        "def moved(by, x=31, y=31):\n"
+        "    img = QImage.fromData(png).convertToFormat(QImage.Format.Format_ARGB32)\n"
+        "    c = img.pixelColor(x, y); c.setAlpha(max(0, c.alpha() - by) if c.alpha() >= by else c.alpha() + by)\n"
+        "    img.setPixelColor(x, y, c)\n"
+        "    data = QByteArray(); buf = QBuffer(data); buf.open(QIODevice.OpenModeFlag.WriteOnly)\n"
+        "    img.save(buf, 'PNG'); buf.close(); return bytes(data.data())\n"
+        "other = make_icons.render_png(make_icons.ICONS / make_icons.desktop.SVG_ICON, 48)\n"
+        "print(make_icons.same_image(png, png), make_icons.same_image(png, moved(1)), make_icons.same_image(png, moved(40)),"
+        " make_icons.same_image(png, other), make_icons.same_image(png, b'not a png'))\n"
+    ) % str(REPO / "packaging")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "False", "False", "False"]
