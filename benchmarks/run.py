@@ -12,13 +12,15 @@ and writes ``benchmarks/results/summary.json``.
 Timings on a shared machine are noisy, so nothing here fails on an absolute
 time. The quick mode fails (exit 1) only on **regression guards**, each
 measured twice before it counts (a timing guard that fails once is re-run):
-ratios off by a wide margin (the GUI costing more than 20 % of training speed, the KV
-cache no faster than re-running the prefix, training at under 70 % of the
-reference trainer's speed, the token store at under half a bare encode loop's
-speed) or facts that do not depend on timing (greedy output differing with and
-without the cache, torch imported before the window shows, our GPT and
-transformers' giving different losses on the same weights, a LoRA checkpoint
-not smaller than a full one).
+ratios off by a wide margin (the GUI costing more than 20 % of training speed,
+the GUI thread stalling (p99 >= 100 ms) or a cancel taking 2 s while a corpus
+is opened and stored, the KV cache no faster than re-running the prefix,
+training at under 70 % of the reference trainer's speed, the token store at
+under half a bare encode loop's speed) or facts that do not depend on timing
+(greedy output differing with and without the cache, torch imported before the
+window shows, a cancelled store build not cancelled or leaving files behind,
+our GPT and transformers' giving different losses on the same weights, a LoRA
+checkpoint not smaller than a full one).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 FACT_GUARDS = {"greedy output differs", "torch was imported before the window showed",
                "ours and transformers give different losses on the same weights",
                "the LoRA checkpoint is not smaller than the full one"}  # not timings: never re-run
+FACT_PREFIXES = ("a cancel did not cancel or left files behind",)
 
 
 @dataclass
@@ -172,6 +175,25 @@ def library_rows(data: dict) -> list[Row]:
     ]
 
 
+def gui_load_rows(data: dict) -> list[Row]:
+    r = data["results"]
+    g, cancels = r["gaps"], r["cancels"]
+    worst = r["worst_cancel_s"]
+    stalled = g["gap_ms_p99"] >= 100 or (worst is not None and worst >= 2)  # twice the bars: a regression
+    unclean = not (r["all_cancelled"] and r["clean_after_cancel"])
+    rows = [Row(f"window under load ({r['size_mb']:,.0f} MB corpus): GUI gaps p50 / p99 / max", "10 ms",
+                f"{g['gap_ms_p50']:.0f} / {g['gap_ms_p99']:.0f} / {g['gap_ms_max']:.0f} ms", None, "p99 < 50 ms",
+                "the GUI thread stalls while a corpus is opened or its store built" if stalled else "", stalled),
+            Row("window under load: Cancel/Stop -> cancelled (scan, tokenizer, ids), worst", "",
+                f"{worst * 1000:.0f} ms" if worst is not None else "–", None, "< 1 s, nothing left",
+                "a cancel did not cancel or left files behind: " + ", ".join(
+                    f"{k}: {c['answer']}" for k, c in cancels.items()) if unclean else "", unclean)]
+    if r.get("ratio"):
+        rows.append(Row("window under load: store build, headless prepare() -> window (MB/s)",
+                        _num(r["headless_mb_per_s"]), _num(r["build_mb_per_s"]), r["ratio"], "reported"))
+    return rows
+
+
 @dataclass
 class Bench:
     name: str
@@ -190,6 +212,7 @@ BENCHES = [
     Bench("speculative", "bench_speculative.py", "speculative.json", speculative_rows),
     Bench("startup", "bench_startup.py", "startup.json", startup_rows),
     Bench("gui", "bench_gui.py", "gui.json", gui_rows),
+    Bench("gui_load", "bench_gui_load.py", "gui_load.json", gui_load_rows),
     Bench("finetune", "bench_finetune.py", "finetune.json", finetune_rows),
     Bench("library", "bench_library.py", "library.json", library_rows),
 ]
@@ -228,7 +251,7 @@ def main() -> int:
             continue
         code, got = run_one(bench)
         failed = [r for r in got if r.failed]
-        if (code != 0 or failed) and not any(r.guard in FACT_GUARDS for r in failed):
+        if (code != 0 or failed) and not any(r.guard in FACT_GUARDS or r.guard.startswith(FACT_PREFIXES) for r in failed):
             # one noisy window on a shared machine is not a regression: measure again, judge the second time
             print(f"\n=== {bench.name}: a guard failed (status {code}); measuring once more", flush=True)
             code, got = run_one(bench)

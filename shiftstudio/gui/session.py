@@ -109,12 +109,16 @@ def _build_tokenizer(data: DataConfig, split: Any) -> Callable:
 
         phase = "Reading alphabet" if data.tokenizer == "char" else "Training BPE"
         tokenizer = build_tokenizer(data, split, progress=lambda d, t: progress(phase, d, t), cancel=cancel)
-        chars = tokens = 0
+        sample: list[str] = []
+        chars = 0
         for _, piece in split.iter_val():
+            sample.append(piece)
             chars += len(piece)
-            tokens += len(tokenizer.encode(piece))
             if chars >= COMPRESSION_SAMPLE_CHARS or cancel():
                 break
+        # encode_many, not encode: a plain BPE encode holds the GIL (~45 ms for a 64K-character piece), which stalls
+        # the GUI thread; encode_many is a table lookup (char) or encode_batch_fast, which releases it
+        tokens = sum(len(ids) for ids in tokenizer.encode_many(sample)) if sample and not cancel() else 0
         ratio = chars / tokens if tokens else float("nan")
         return TokenizerInfo(data.tokenizer, tokenizer, ratio, list(tokenizer.longest_tokens(24)))
 
