@@ -139,7 +139,6 @@ def test_stop_while_the_store_is_built_cancels_it_and_leaves_nothing(big_window,
     with qtbot.waitSignal(runs.run_cancelled, timeout=120_000):
         qtbot.mouseClick(train.start_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: not runs.thread_running, timeout=30_000)
-    ticker.timer.stop()
 
     assert not started, "the build ran to the end and a run started: Stop did not reach it"
     in_phase = [f for ph, f in seen if ph == phase]
@@ -148,17 +147,17 @@ def test_stop_while_the_store_is_built_cancels_it_and_leaves_nothing(big_window,
     assert leftovers(_isolated_home) == []
     assert runs.start_action.isEnabled() and not runs.is_active
 
-    gaps = ticker.gaps()
-    assert len(gaps) > 20
+    # and the next Start builds the whole store and trains
+    with qtbot.waitSignal(runs.run_started, timeout=180_000):
+        qtbot.mouseClick(train.start_button, Qt.LeftButton)
+    ticker.timer.stop()
+    gaps = ticker.gaps()  # the cancelled build and the whole one
+    assert len(gaps) > 50
     p95 = gaps[int(0.95 * (len(gaps) - 1))]
     # Generous bars for a shared 2-core machine (the benchmark holds the 50 ms p99 bar on a quiet one); a build
     # done in the GUI thread, or one holding the GIL for a whole batch, shows up as a second or more.
     assert p95 < 0.1, f"5% of the GUI timer ticks came {1000 * p95:.0f} ms or more apart"
     assert gaps[-1] < 0.5, f"the GUI thread stalled for {1000 * gaps[-1]:.0f} ms"
-
-    # and the next Start builds the whole store and trains
-    with qtbot.waitSignal(runs.run_started, timeout=180_000):
-        qtbot.mouseClick(train.start_button, Qt.LeftButton)
     stores = [p for p in (_isolated_home / "cache" / "stores").iterdir()]
     assert len(stores) == 1 and not stores[0].name.startswith(".prepare-")
     assert (stores[0] / "meta.json").is_file()
