@@ -51,8 +51,9 @@ def tiny_corpus(tmp_path: Path, shakespeare_text: str) -> Path:
 
 
 @pytest.fixture
-def window(qtbot, tiny_corpus: Path):
-    """The real main window, built, with the tiny corpus open and tiny settings."""
+def empty_window(qtbot):
+    """The real main window, built and shown, nothing opened; on teardown a run still going is stopped and the
+    window's threads are waited for."""
     from shiftstudio.gui.main_window import MainWindow
     from shiftstudio.gui.settings import Settings
 
@@ -62,16 +63,23 @@ def window(qtbot, tiny_corpus: Path):
     win.ask_stop_launched_run = lambda: "stop"  # (a run launched with torchrun: never a modal box in a test)
     win.show()
     win.build()
-    with qtbot.waitSignal(win.ctx.session.corpus_opened, timeout=20_000):
-        win.open_corpus([str(tiny_corpus)])
-    win.ctx.config.load_flat(TINY)
-    assert win.ctx.config.is_valid, win.ctx.config.error
     yield win
     runs = win.ctx.runs
     if runs.is_active:
         runs.stop()
     runs.wait(30_000)
     win.ctx.session.shutdown()
+
+
+@pytest.fixture
+def window(qtbot, empty_window, tiny_corpus: Path):
+    """The real main window, built, with the tiny corpus open and tiny settings."""
+    win = empty_window
+    with qtbot.waitSignal(win.ctx.session.corpus_opened, timeout=20_000):
+        win.open_corpus([str(tiny_corpus)])
+    win.ctx.config.load_flat(TINY)
+    assert win.ctx.config.is_valid, win.ctx.config.error
+    return win
 
 
 @pytest.fixture

@@ -71,25 +71,6 @@ def leftovers(home: Path) -> list[str]:
     return found
 
 
-@pytest.fixture
-def big_window(qtbot, large_corpus: Path):
-    from shiftstudio.gui.main_window import MainWindow
-    from shiftstudio.gui.settings import Settings
-
-    win = MainWindow(Settings())
-    qtbot.addWidget(win)
-    win.confirm_stop_on_close = lambda: True
-    win.ask_stop_launched_run = lambda: "stop"
-    win.show()
-    win.build()
-    yield win
-    runs = win.ctx.runs
-    if runs.is_active:
-        runs.stop()
-    runs.wait(30_000)
-    win.ctx.session.shutdown()
-
-
 def click_when(qtbot, signal, phase: str, fraction: float, button, seen: list) -> None:
     """Click ``button`` once ``signal`` reports ``phase`` past ``fraction`` (a real mouse click, in the GUI thread,
     as the report arrives); every report goes to ``seen`` as (phase, done/total)."""
@@ -103,34 +84,34 @@ def click_when(qtbot, signal, phase: str, fraction: float, button, seen: list) -
     signal.connect(slot)
 
 
-def test_opening_a_large_corpus_can_be_cancelled_midway_then_opens(big_window, qtbot, large_corpus) -> None:
-    session, pane = big_window.ctx.session, big_window.panes["corpus"]
+def test_opening_a_large_corpus_can_be_cancelled_midway_then_opens(empty_window, qtbot, large_corpus) -> None:
+    session, pane = empty_window.ctx.session, empty_window.panes["corpus"]
     seen: list = []
     # (the scan reads ~300 MB/s here: Cancel at its first report, 1 MB in)
     click_when(qtbot, session.corpus_progressed, "Reading corpus", 0.0, pane.progress.cancel_button, seen)
     with qtbot.waitSignal(session.corpus_cancelled, timeout=60_000):
-        big_window.open_corpus([str(large_corpus)])
+        empty_window.open_corpus([str(large_corpus)])
     assert session.corpus is None, "a cancelled open must not leave a half-read corpus in the window"
     scanned = [f for ph, f in seen if ph == "Reading corpus"]
     assert scanned and max(scanned) < 1.0, f"the scan was not stopped midway: {scanned[-3:]}"
     qtbot.waitUntil(lambda: not session.busy("corpus"), timeout=10_000)
 
     with qtbot.waitSignal(session.corpus_opened, timeout=120_000) as opened:
-        big_window.open_corpus([str(large_corpus)])
+        empty_window.open_corpus([str(large_corpus)])
     assert opened.args[0].corpus.n_bytes == large_corpus.stat().st_size
 
 
 @pytest.mark.parametrize("phase", ["tokenizer", "encoding"])
-def test_stop_while_the_store_is_built_cancels_it_and_leaves_nothing(big_window, qtbot, large_corpus, phase,
+def test_stop_while_the_store_is_built_cancels_it_and_leaves_nothing(empty_window, qtbot, large_corpus, phase,
                                                                       _isolated_home) -> None:
     """Start, then Stop while the store is half built (its alphabet read, or its ids half written): the window
     answers 'cancelled' and not with a run; no store, temporary folder or run folder is left; Start works again."""
-    session, runs, train = big_window.ctx.session, big_window.ctx.runs, big_window.panes["train"]
+    session, runs, train = empty_window.ctx.session, empty_window.ctx.runs, empty_window.panes["train"]
     with qtbot.waitSignal(session.corpus_opened, timeout=120_000):
-        big_window.open_corpus([str(large_corpus)])
+        empty_window.open_corpus([str(large_corpus)])
     qtbot.waitUntil(lambda: not session.busy("tokenizer"), timeout=120_000)
-    big_window.ctx.config.load_flat({**TINY, "max_iters": 100_000, "lr_decay_iters": 100_000})
-    assert big_window.ctx.config.is_valid, big_window.ctx.config.error
+    empty_window.ctx.config.load_flat({**TINY, "max_iters": 100_000, "lr_decay_iters": 100_000})
+    assert empty_window.ctx.config.is_valid, empty_window.ctx.config.error
     ticker = Ticker()
     seen: list = []
     started: list = []
