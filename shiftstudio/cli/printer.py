@@ -92,7 +92,7 @@ class ReportPrinter:
         handlers = {
             r.StartedReport: self._on_started, r.StepReport: self._on_train, r.EvalReport: self._on_eval,
             r.SampleReport: self._on_sample, r.CheckpointReport: self._on_checkpoint,
-            r.FinishedReport: self._on_finished, r.FailedReport: self._on_failed,
+            r.FinishedReport: self._on_finished, r.FailedReport: self._on_failed, r.NoteReport: self._on_note,
         }
         if type(report) not in handlers:
             raise TypeError(f"the trainer yielded a report the CLI does not print: {type(report).__name__}")
@@ -144,6 +144,9 @@ class ReportPrinter:
 
     def _on_sample(self, r: Any) -> None:
         self.print(f"sample at step {r.step:,}:\n{r.prompt}{r.text}\n")
+
+    def _on_note(self, r: Any) -> None:
+        self.print(f"note: {r.message}")
 
     def _on_checkpoint(self, r: Any) -> None:
         self.print(f"saved checkpoint step-{r.step}{' (best)' if r.is_best else ''}")

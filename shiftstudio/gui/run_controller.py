@@ -54,6 +54,7 @@ class RunController(QObject):
     batch_viewed = Signal(object)
     sampled = Signal(object)
     checkpoint_saved = Signal(object)
+    noted = Signal(object)  # NoteReport: something the run did by itself (e.g. halved its micro-batch)
     run_finished = Signal(object)  # FinishedReport
     run_failed = Signal(object)  # FailedReport
     run_cancelled = Signal()
@@ -246,6 +247,7 @@ class RunController(QObject):
         worker.batch_viewed.connect(self._on_worker_batch_viewed)
         worker.sampled.connect(self._on_worker_sampled)
         worker.checkpoint_saved.connect(self._on_worker_checkpoint_saved)
+        worker.noted.connect(self.noted)
         worker.run_finished.connect(self._on_worker_run_finished)
         worker.run_failed.connect(self._on_worker_run_failed)
         worker.cancelled.connect(self._on_worker_cancelled)

@@ -275,6 +275,7 @@ class TrainingWorker(QObject):
     batch_viewed = Signal(object)  # BatchViewReport
     sampled = Signal(object)  # SampleReport
     checkpoint_saved = Signal(object)  # CheckpointReport
+    noted = Signal(object)  # NoteReport
     run_finished = Signal(object)  # FinishedReport
     run_failed = Signal(object)  # FailedReport
     cancelled = Signal()  # stopped before the first step (during set-up)
@@ -342,7 +343,7 @@ class TrainingWorker(QObject):
         signals = {
             r.StartedReport: self.run_started, r.EvalReport: self.evaluated, r.BatchViewReport: self.batch_viewed,
             r.SampleReport: self.sampled, r.CheckpointReport: self.checkpoint_saved,
-            r.FinishedReport: self.run_finished, r.FailedReport: self.run_failed,
+            r.FinishedReport: self.run_finished, r.FailedReport: self.run_failed, r.NoteReport: self.noted,
         }
         signal = signals.get(type(report))
         if signal is None:

@@ -48,4 +48,5 @@ def test_a_run_out_of_memory_says_how_to_go_on_and_resume_goes_on_in_pieces(
     notes = [r["message"] for r in read_metrics(run_dir) if r.get("kind") == "note"]
     assert notes == ["resumed with micro_splits = 2 (was 1): going on with 2 rows, 2 pieces per micro-batch "
                      "(the same batch per step)"]
+    assert f"note: {notes[0]}\n" in out  # said where the person running it reads
     assert json.loads((run_dir / "run.json").read_text())["config"]["train"]["on_out_of_memory"] == "stop"

@@ -21,7 +21,7 @@ from shiftstudio.core.runs.metrics import read_metrics
 from shiftstudio.core.errors import ConfigError
 from shiftstudio.core.runs.checkpoint import list_checkpoints
 from shiftstudio.core.runs.folder import load_run_config
-from shiftstudio.core.train.reports import CheckpointReport, FailedReport, FinishedReport
+from shiftstudio.core.train.reports import CheckpointReport, FailedReport, FinishedReport, NoteReport, StepReport
 from shiftstudio.core.train.trainer import OOM_ENV, Trainer, _pieces
 
 from test_trainer import losses_by_step, make_run
@@ -45,6 +45,9 @@ def test_a_step_out_of_memory_is_redone_in_pieces_with_the_same_results(store: T
         "out of memory at step 1 with micro-batches of 8 rows: going on with 4 rows, 2 pieces per micro-batch (the same batch per step)",
         "out of memory at step 1 with micro-batches of 4 rows: going on with 2 rows, 4 pieces per micro-batch (the same batch per step)",
     ]
+    # each note also reaches whoever drives the trainer (the CLI prints it, the window shows it), after its step
+    said = [(type(r).__name__, r.step, getattr(r, "message", "")) for r in reports if isinstance(r, (NoteReport, StepReport))]
+    assert said[:3] == [("NoteReport", 0, notes(squeezed)[0]), ("NoteReport", 0, notes(squeezed)[1]), ("StepReport", 1, "")]
     a, b = losses_by_step(plain), losses_by_step(squeezed)
     assert sorted(b) == list(range(1, 7)) and b == pytest.approx(a, abs=1e-5)  # the same run, to float rounding
     evals = [r["val_loss"] for r in read_metrics(squeezed) if r.get("kind") == "eval"]
@@ -172,3 +175,16 @@ def test_pieces_weigh_their_share_of_the_scored_targets() -> None:
         assert torch.stack([share for _, share in pieces]).sum(0).tolist() == pytest.approx([1.0, 1.0])
         summed = sum(model(p.x, p.y, p.mask).head_losses * share for p, share in pieces)
     assert summed.tolist() == pytest.approx(whole.tolist(), abs=1e-6)
+
+
+def test_a_note_in_the_log_is_a_note_to_a_window_that_follows_the_run(store: TokenStore, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run trained by another process (torchrun, the CLI) is followed from its log: its notes come back as the
+    reports the trainer yielded."""
+    from shiftstudio.core.train.remote import report_from_record
+
+    run = make_run(store, tmp_path / "run", batch_size=8, max_iters=2, log_interval=1, eval_interval=2)
+    monkeypatch.setenv(OOM_ENV, "4")
+    yielded = [r for r in Trainer(run).run() if isinstance(r, NoteReport)]
+    logged = [report_from_record(r) for r in read_metrics(run) if r.get("kind") == "note"]
+    assert len(yielded) == 1 and logged == yielded

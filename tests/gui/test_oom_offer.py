@@ -105,14 +105,20 @@ def test_always_do_this_goes_on_and_splits_by_itself_from_then_on(window, qtbot,
     assert window.panes["train"].messages.isVisible()
     finished: list = []
     runs.run_finished.connect(finished.append)
+    shown: list = []  # what the Train pane says as each note arrives (it is connected first)
+    train = window.panes["train"]
+    runs.noted.connect(lambda note: shown.append((note.message, train.messages.text(), train.messages.level())))
     press(qtbot, window, "train_oom_always_button")
     run_dir = finish(qtbot, window, finished)
+    split_note = ("out of memory at step 5 with micro-batches of 2 rows: going on with 1 rows, 4 pieces per micro-batch "
+                  "(the same batch per step)")
+    assert [message for message, _, _ in shown] == [RESUMED_NOTE, split_note]
+    assert shown[1][1] == "O" + split_note[1:] + ". The run goes on." and shown[1][2] == "warning"
+    assert train.messages.text().startswith("Training finished at step 10")
+    assert train.messages.text().endswith(f"Along the way: O{split_note[1:]}.")  # said again at the end
     assert window.ctx.config.config.train.on_out_of_memory == "split"  # in the form …
     assert json.loads((run_dir / "run.json").read_text())["config"]["train"]["on_out_of_memory"] == "split"  # … and the run
     assert runs.run_config.train.on_out_of_memory == "split"  # (so the form and the open run still agree)
     records = log_of(run_dir)
-    assert [r["message"] for r in records if r["kind"] == "note"] == [
-        RESUMED_NOTE,
-        "out of memory at step 5 with micro-batches of 2 rows: going on with 1 rows, 4 pieces per micro-batch (the same batch per step)",
-    ]
+    assert [r["message"] for r in records if r["kind"] == "note"] == [RESUMED_NOTE, split_note]
     assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 11))

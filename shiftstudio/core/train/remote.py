@@ -27,14 +27,15 @@ from shiftstudio.core.runs.follow import MetricsFollower
 from shiftstudio.core.runs.lock import lock_state
 from shiftstudio.core.train.control import ViewRequest
 from shiftstudio.core.train.reports import (
-    CheckpointReport, EvalReport, FailedReport, FinishedReport, Report, SampleReport, StartedReport, StepReport,
+    CheckpointReport, EvalReport, FailedReport, FinishedReport, NoteReport, Report, SampleReport, StartedReport,
+    StepReport,
 )
 
 POLL_S = 0.2  # how often the log is read: a line shows within a second of being written
 LOCK_CHECK_S = 1.0  # how often the lock is checked (has the run's process died?)
 REPORTS: dict[str, type] = {
     "started": StartedReport, "train": StepReport, "eval": EvalReport, "sample": SampleReport,
-    "checkpoint": CheckpointReport, "finished": FinishedReport, "failed": FailedReport,
+    "checkpoint": CheckpointReport, "finished": FinishedReport, "failed": FailedReport, "note": NoteReport,
 }
 
 

@@ -189,8 +189,21 @@ class FailedReport(_Report):
         self.kind = "failed"
 
 
+@dataclass
+class NoteReport(_Report):
+    """Something the run did by itself that its owner should know (e.g. a step out of memory redone with smaller
+    micro-batches), said in the run's log at ``step``."""
+
+    step: int
+    message: str
+
+    def __post_init__(self) -> None:
+        self.kind = "note"
+
+
 Report = Union[
     StartedReport,
+    NoteReport,
     StepReport,
     EvalReport,
     BatchViewReport,

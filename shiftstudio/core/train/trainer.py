@@ -57,8 +57,8 @@ from shiftstudio.core.train.ranks import check_config
 from shiftstudio.core.train.ranks import from_env as ranks_from_env
 from shiftstudio.core.train.ranks import weights_checksum
 from shiftstudio.core.train.reports import (
-    BatchViewReport, CheckpointReport, EvalReport, FailedReport, FinishedReport, Report, SampleReport, StartedReport,
-    StepReport,
+    BatchViewReport, CheckpointReport, EvalReport, FailedReport, FinishedReport, NoteReport, Report, SampleReport,
+    StartedReport, StepReport,
 )
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,7 @@ class Trainer:
             self.config = self.config.updated({"on_out_of_memory": policy})
         self._oom_policy = policy  # recorded in run.json when the run starts
         self._start_notes: list[str] = []  # said in the run's log as it starts
+        self._notes: list[NoteReport] = []  # logged during a step, reported once it is done
         self.sample_prompt = sample_prompt
         self.control = TrainerControl(views)
         self._store = store
@@ -301,8 +302,8 @@ class Trainer:
             note=self._ranks_note(s),
         ))
         for note in self._start_notes:
-            log.warning(note)
-            self._log({"kind": "note", "step": p.step, "message": note})
+            log.info(note)
+            yield self._emit(NoteReport(step=p.step, message=note))
         pending: list[torch.Tensor] = []  # per-step losses since the last sync, the first of step p.step + 1
         flops_per_token = estimate.flops_per_token(self.config.model, s.model.vocab_size)
         peak = dev.peak_flops(s.device, s.info.dtype)
@@ -329,6 +330,8 @@ class Trainer:
                 loss, norm, batch = self._train_step(s, lr)
             except _StepOutOfMemory as exc:  # the run stops here (on_out_of_memory = stop, or nothing left to cut)
                 oom = exc.with_traceback(None)  # (the step's frame and its batches need not outlive it)
+            while self._notes:  # said in the log during the step (a step out of memory redone in smaller pieces)
+                yield self._notes.pop(0)
             if oom is not None:
                 yield from self._stop_out_of_memory(s, pending, oom)
                 return
@@ -463,8 +466,10 @@ class Trainer:
         s.micro_splits *= 2
         note = (f"out of memory at step {s.progress.step + 1} with micro-batches of {rows} rows: going on with "
                 f"{rows // 2} rows, {s.micro_splits} pieces per micro-batch (the same batch per step)")
-        log.warning(note)
-        self._log({"kind": "note", "step": s.progress.step, "message": note})
+        log.info(note)
+        report = NoteReport(step=s.progress.step, message=note)
+        self._log(report.to_json())  # now: the log has it whatever becomes of the step
+        self._notes.append(report)  # reported once the step is done
         return True
 
     def _stop_out_of_memory(self, s: setup.Setup, pending: list[torch.Tensor], oom: _StepOutOfMemory) -> Iterator[Report]:

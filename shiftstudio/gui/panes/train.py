@@ -47,6 +47,7 @@ class TrainPane(Pane):
     def __init__(self, runs: RunController, parent: QWidget | None = None, session: Any = None):
         super().__init__(parent)
         self.runs = runs
+        self._last_note = ""  # the run's last NoteReport, said again when it ends
         icons = self.style()
         self._play_icon, self._pause_icon = icons.standardIcon(QStyle.SP_MediaPlay), icons.standardIcon(QStyle.SP_MediaPause)
         runs.start_action.setIcon(self._play_icon)
@@ -136,6 +137,7 @@ class TrainPane(Pane):
         runs.run_started.connect(self._on_runs_run_started)
         runs.sampled.connect(self._on_runs_sampled)
         runs.checkpoint_saved.connect(self._on_runs_checkpoint_saved)
+        runs.noted.connect(self._on_runs_noted)
         runs.run_finished.connect(self._on_runs_run_finished)
         runs.run_failed.connect(self._on_runs_run_failed)
         runs.run_cancelled.connect(self._on_runs_run_cancelled)
@@ -228,6 +230,7 @@ class TrainPane(Pane):
             self._on_runs_progress_changed(self.runs.step, self.runs.max_iters, float("nan"))
         if state == PREPARING:
             self.messages.clear()
+            self._last_note = ""  # (a note of this run's is said again when it ends)
             self.progress_bar.setRange(0, 0)
             self.progress_bar.setFormat("Preparing data…")
 
@@ -271,10 +274,17 @@ class TrainPane(Pane):
         best = " (best)" if report.is_best else ""
         self.checkpoint_label.setText(f"Checkpoint: step {report.step:,}{best}")
 
+    def _on_runs_noted(self, report: Any) -> None:
+        # The message bar, though it re-lays out the plots: this is rare, and the run changed how it trains.
+        self._last_note = report.message[:1].upper() + report.message[1:]
+        self.messages.show_message(f"{self._last_note}. The run goes on.", "warning")
+
     def _on_runs_run_finished(self, report: Any) -> None:
         text = {"completed": "Training finished", "stopped": "Training stopped", "early_stop": "Stopped early (no better validation loss)"}.get(report.reason, "Training ended")
         best = f"; best val loss {report.best_val_loss:.4f}" if report.best_val_loss is not None else ""
-        self.messages.show_message(f"{text} at step {report.step:,}{best}. The run is saved in {report.run_dir}.", "info")
+        noted = f" Along the way: {self._last_note}." if self._last_note else ""
+        self.messages.show_message(f"{text} at step {report.step:,}{best}. The run is saved in {report.run_dir}.{noted}",
+                                   "info")
         self._on_runs_progress_changed(report.step, self.runs.max_iters, float("nan"))
 
     def _on_runs_run_failed(self, report: Any) -> None:
@@ -315,6 +325,7 @@ class TrainPane(Pane):
         self.progress_bar.setFormat("No run yet")
 
     def _on_runs_run_opened(self, run_dir: Any, records: list) -> None:
+        self._last_note = ""
         config = self.runs.run_config
         if config is not None:
             per_step = config.train.tokens_per_step_factor * config.model.block_size
