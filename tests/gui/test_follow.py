@@ -64,7 +64,7 @@ def open_and_follow(window, qtbot, run: Path):
     with qtbot.waitSignal(runs.run_started, timeout=30_000):
         window.open_run(run)
     assert runs.following and "pid" in runs.following and runs.state == RUNNING
-    assert "followed" in window.panes["train"].run_label.text()
+    assert "followed" in window.panes["train"].run_label.full_text()
     return runs
 
 

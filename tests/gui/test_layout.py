@@ -117,3 +117,27 @@ def test_each_pane_has_a_working_ctrl_n(window, qtbot, spec) -> None:
     action = window.findChild(type(window.reset_layout_action), f"focus_{spec.key}_action")
     assert action is not None and action.shortcut().toString() == spec.shortcut and action in window.view_menu.actions()
     assert spec.shortcut in action.toolTip()
+
+
+@pytest.mark.parametrize("width", [1400, 1920])
+def test_the_run_name_and_the_checkpoint_are_never_clipped(window, qtbot, width) -> None:
+    """The Train pane's run name and last checkpoint, beside the buttons and the Train-on choice, in a common window
+    width: the checkpoint is shown whole; the name whole, or cut in the middle with "…" (its date and what differs
+    both show), never clipped mid-letter."""
+    runs, train = window.ctx.runs, window.panes["train"]
+    window.resize(width, 900)
+    window.ctx.config.load_flat({"max_iters": 4, "lr_decay_iters": 4, "eval_interval": 2})
+    with qtbot.waitSignal(runs.run_finished, timeout=60_000) as finished:
+        runs.start()
+    qtbot.waitUntil(lambda: not runs.thread_running, timeout=30_000)
+    QApplication.processEvents()
+    name = f"Run: {Path(finished.args[0].run_dir).name}"
+    checkpoint, label = train.checkpoint_label, train.run_label
+    assert checkpoint.text() == "Checkpoint: step 4 (best)"
+    assert checkpoint.isVisible() and checkpoint.fontMetrics().horizontalAdvance(checkpoint.text()) <= checkpoint.contentsRect().width()
+    assert label.isVisible() and label.full_text() == name
+    shown = label.text()
+    assert label.fontMetrics().horizontalAdvance(shown) <= label.contentsRect().width()
+    if shown != name:  # cut: both ends of the name are still there
+        head, tail = shown.split("…")
+        assert name.startswith(head) and name.endswith(tail) and len(head) >= 8 and len(tail) >= 4

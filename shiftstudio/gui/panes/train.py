@@ -33,6 +33,7 @@ from shiftstudio.gui.plots import CurvesView
 from shiftstudio.gui.run_controller import FAILED, PAUSED, PREPARING, STATE_TEXT, RunController
 from shiftstudio.gui.run_plan import StartPlan
 from shiftstudio.gui.widgets.message_bar import MessageAction, MessageBar
+from shiftstudio.gui.widgets.elided_label import SelectableElidedLabel
 
 MAX_SAMPLE_CHARS = 20_000
 CURVES_MIN_HEIGHT = 170  # the plots' canvas, at least: two rows of plots stay readable (with the banner showing)
@@ -82,13 +83,15 @@ class TrainPane(Pane):
         self.checkpoint_label.setObjectName("train_checkpoint_label")
         self.checkpoint_label.setProperty("role", "hint")
         self.checkpoint_label.setToolTip("The last checkpoint saved in the run folder (checkpoints/step-N)")
-        self.run_label = QLabel("", self)
+        self.run_label = SelectableElidedLabel("", self)  # (cut in the middle when narrow: the date, then what differs)
         self.run_label.setObjectName("train_run_label")
         self.run_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         # Labels whose text changes during a run must not change the pane's minimum size: that would
-        # resize the window and re-lay out (and repaint) every plot. A fixed minimum width does it.
-        for label in (self.run_label, self.checkpoint_label):
-            label.setMinimumWidth(40)
+        # resize the window and re-lay out (and repaint) every plot. Fixed widths do it: the checkpoint's fits
+        # any step; the run's name (set as a run starts) is cut in the middle when the row is narrow.
+        self.checkpoint_label.setFixedWidth(self.checkpoint_label.fontMetrics().horizontalAdvance(
+            "Checkpoint: step 9,999,999 (best)") + 4)
+        self.run_label.setMinimumWidth(40)
         self.progress_bar = QProgressBar(self)
         self.progress_bar.setObjectName("train_progress_bar")
         self.progress_bar.setToolTip("Steps done of max_iters, and the estimated time left")
@@ -112,9 +115,11 @@ class TrainPane(Pane):
             controls.addWidget(b)
         controls.addWidget(self.train_on_combo)
         controls.addStretch(1)
-        controls.addWidget(self.checkpoint_label)
-        controls.addSpacing(8)
         controls.addWidget(self.run_label)
+        progress = QHBoxLayout()  # the checkpoint beside the steps (the buttons' row has no room for it and the name)
+        progress.addWidget(self.progress_bar, 1)
+        progress.addSpacing(8)
+        progress.addWidget(self.checkpoint_label)
         self.splitter = QSplitter(Qt.Vertical, self)
         self.splitter.setObjectName("train_splitter")
         self.splitter.addWidget(self.curves)
@@ -125,7 +130,7 @@ class TrainPane(Pane):
         layout = QVBoxLayout(self)
         layout.addLayout(controls)
         layout.addWidget(self.reason_label)
-        layout.addWidget(self.progress_bar)
+        layout.addLayout(progress)
         layout.addWidget(self.messages)
         layout.addWidget(self.splitter, 1)
 
