@@ -136,7 +136,10 @@ class DockLayout:
         for dock in first.values():
             dock.raise_()
         if "left" in first:
-            needed = max(pane.minimumSizeHint().width() for pane in self.panes_in_area["left"]) + 24
+            # the panes' preferred widths (a form in a scroll area asks for its whole width there, and only a few
+            # letters as its minimum), and room for a vertical scroll bar
+            needed = max(max(pane.minimumSizeHint().width(), pane.sizeHint().width())
+                         for pane in self.panes_in_area["left"]) + 24
             width = min(max(DEFAULT_LEFT_WIDTH, needed), int(window.width() * 0.4))
             window.resizeDocks([first["left"]], [width], Qt.Horizontal)
         if "bottom" in first:

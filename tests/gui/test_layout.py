@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QScrollArea
 
 from shiftstudio.gui.panes import PANES
 from shiftstudio.gui.panes.train import CURVES_MIN_HEIGHT
@@ -35,6 +35,18 @@ def test_default_layout_gives_the_bottom_panes_room_and_the_curves_give_way(qtbo
     assert window.size().toTuple() == size
     assert inspector.height() >= bottom_min, inspector.height()
     assert window.center.height() >= center_min, window.center.height()
+    # the left panes open wide enough for themselves: the model form needs no horizontal scroll bar, nothing
+    # in the pane is wider than the pane
+    window.raise_pane("model")
+    model = window.panes["model"]
+    qtbot.waitUntil(lambda: model.isVisible(), timeout=5000)
+    QApplication.processEvents()
+    dock_scroll = window.docks["model"].widget()  # the dock's scroll area, around the pane
+    assert isinstance(dock_scroll, QScrollArea) and not dock_scroll.horizontalScrollBar().isVisible()
+    assert dock_scroll.viewport().width() >= model.minimumSizeHint().width()
+    scroll = model.findChild(QScrollArea, "model_form_scroll")
+    assert not scroll.horizontalScrollBar().isVisible()
+    assert scroll.viewport().width() >= model.form.minimumSizeHint().width()
     # the bottom panes are tabbed together: each gets that height when it is in front
     window.raise_pane("generate")
     qtbot.waitUntil(lambda: generate.isVisible() and generate.height() == inspector.height(), timeout=5000)

@@ -160,20 +160,22 @@ class ModelPane(Pane):
         figures = QGroupBox("Live figures", self)
         grid = QGridLayout(figures)
         self.figure_labels: dict[str, QLabel] = {}
-        entries = (  # two columns; the long values (trainable, memory) on the left, where they always were
+        entries = (  # two columns of short values, then the long ones (memory, heads) across the whole width:
+            # side by side they made the pane wider than its dock (a horizontal scroll bar, the hints cut)
             ("params", "Parameters", "All the model's weights, with the (tied) embedding"),
             ("non_embedding", "Non-embedding", "Weights outside the token and position embeddings"),
             ("trainable", "Trainable / total", "The weights that learn, of all the weights: every one for a new model "
              "or full fine-tuning; with LoRA the adapters (and heads 2..K), of the model plus its adapters"),
             ("flops", "FLOPs per token", "Forward + backward floating-point operations per training token (≈ 6N + attention)"),
-            ("memory", "Memory (estimate)", "Weights, gradients and AdamW state (for the weights that learn) and "
-             "activations for one micro-batch"),
-            ("tokens_per_step", "Tokens per step", "batch_size × gradient_accumulation_steps × block_size"),
             ("vocab", "Vocabulary", "From the tokenizer pane once built (the source model's when fine-tuning); "
              "assumed until then"),
+            ("tokens_per_step", "Tokens per step", "batch_size × gradient_accumulation_steps × block_size"),
+            ("memory", "Memory (estimate)", "Weights, gradients and AdamW state (for the weights that learn) and "
+             "activations for one micro-batch"),
             ("heads", "Heads 2..K", "Weights of the extra shift heads (they draft tokens for speculative decoding), "
              "for the chosen head kind and, in brackets, the other kinds at this shape"),
         )
+        wide = ("memory", "heads")
         for i, (key, title, tip) in enumerate(entries):
             name = QLabel(title, figures)
             name.setToolTip(tip)
@@ -181,8 +183,13 @@ class ModelPane(Pane):
             value.setObjectName(f"model_figure_{key}")
             value.setToolTip(tip)
             value.setProperty("role", "figure")
-            grid.addWidget(name, i // 2, (i % 2) * 2)
-            grid.addWidget(value, i // 2, (i % 2) * 2 + 1)
+            if key in wide:
+                row = (len(entries) - len(wide)) // 2 + wide.index(key)
+                grid.addWidget(name, row, 0)
+                grid.addWidget(value, row, 1, 1, 3)
+            else:
+                grid.addWidget(name, i // 2, (i % 2) * 2)
+                grid.addWidget(value, i // 2, (i % 2) * 2 + 1)
             self.figure_labels[key] = value
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
