@@ -29,12 +29,15 @@ START_TIMEOUT_S = 180  # data preparation on every rank, process start-up, torch
 LOG_TAIL_LINES = 12
 
 
-def torchrun_arguments(run_dir: Path, processes: int, max_iters: int, sample: str | None = None) -> list[str]:
+def torchrun_arguments(run_dir: Path, processes: int, max_iters: int, sample: str | None = None,
+                       on_out_of_memory: str | None = None) -> list[str]:
     """The job's command after the Python executable: the run resumed (or begun) on ``processes`` processes,
-    writing a sample from ``sample`` at each evaluation as a run in the window does."""
+    writing a sample from ``sample`` at each evaluation as a run in the window does (with ``on_out_of_memory``:
+    that policy recorded with the run from then on)."""
     return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(processes)}",
             "-m", "shiftstudio", "resume", str(run_dir), "--max_iters", str(int(max_iters)),
-            *(["--sample", sample] if sample is not None else [])]  # ("" = from the start of a document)
+            *(["--sample", sample] if sample is not None else []),  # ("" = from the start of a document)
+            *(["--on_out_of_memory", on_out_of_memory] if on_out_of_memory else [])]
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -62,9 +65,11 @@ class TorchrunLauncher(QObject):
     started = Signal(object)  # the run folder, once the job's rank 0 holds its lock
     failed = Signal(str, str)  # message, the log's last lines
 
-    def __init__(self, run_dir: Path, processes: int, max_iters: int, parent: QObject | None = None) -> None:
+    def __init__(self, run_dir: Path, processes: int, max_iters: int, parent: QObject | None = None,
+                 on_out_of_memory: str | None = None) -> None:
         super().__init__(parent)
         self.run_dir, self.processes, self.max_iters = Path(run_dir), processes, max_iters
+        self.on_out_of_memory = on_out_of_memory
         self.pid: int | None = None
         self._process: subprocess.Popen | None = None
         self.log_file = RunLayout(run_dir).logs_dir / f"torchrun-{time.strftime('%Y%m%d-%H%M%S')}.log"
@@ -75,7 +80,8 @@ class TorchrunLauncher(QObject):
         self._log_offset = 0
 
     def start(self) -> bool:
-        args = [sys.executable, *torchrun_arguments(self.run_dir, self.processes, self.max_iters, SAMPLE_PROMPT)]
+        args = [sys.executable, *torchrun_arguments(self.run_dir, self.processes, self.max_iters, SAMPLE_PROMPT,
+                                                    self.on_out_of_memory)]
         try:  # what the run's log held before: the job's "started" record comes after it
             self._log_offset = RunLayout(self.run_dir).metrics_file.stat().st_size
         except OSError:

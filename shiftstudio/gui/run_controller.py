@@ -209,18 +209,28 @@ class RunController(QObject):
         if not plan.ok:
             return False
         config = self.config.config
+        policy = plan.applied.get("on_out_of_memory") if plan.mode == RESUME and not new else None
         if self.processes > 1:
-            return self._launch(plan.mode == RESUME and not new, config)
+            started = self._launch(plan.mode == RESUME and not new, config, policy)
+            return self._applied(policy) if started else False
         if plan.mode == RESUME and not new:
             assert self.run_dir is not None
             if plan.kept:  # the run trains with its own linked settings: the form shows them
                 self.config.load_flat(plan.kept)
-            opener = resume_run(self.run_dir, config.train.max_iters)
+            opener = resume_run(self.run_dir, config.train.max_iters, on_out_of_memory=policy)
         else:
             opener = new_run(config, self.config.preset)
             self._new_config = config  # the open run stays open until the new one has its folder
         self.max_iters = config.train.max_iters
-        return self.start_with(opener)
+        started = self.start_with(opener)
+        return self._applied(policy) if started else False
+
+    def _applied(self, on_out_of_memory: str | None) -> bool:
+        """A resume with another on_out_of_memory has started: the open run's config says it too (the trainer
+        records it in run.json), so the form and the run agree again."""
+        if on_out_of_memory is not None and self.run_config is not None:
+            self.run_config = self.run_config.updated({"on_out_of_memory": on_out_of_memory})
+        return True
 
     def start_with(self, opener: Callable[[ProgressFn, CancelFn], TrainerLike]) -> bool:
         """Run the trainer that ``opener(progress, cancel)`` sets up (any :class:`~shiftstudio.gui.workers.TrainerLike`:
@@ -280,7 +290,7 @@ class RunController(QObject):
         return self.start_with(resume_run(self.run_dir, self.max_iters, micro_splits, policy))
 
     # -- several processes: torchrun ----------------------------------------------
-    def _launch(self, resume: bool, config: RunConfig) -> bool:
+    def _launch(self, resume: bool, config: RunConfig, on_out_of_memory: str | None = None) -> bool:
         """Start the run on ``processes`` processes under torchrun (a detached child), then follow it."""
         if self.is_active:
             return False
@@ -296,7 +306,7 @@ class RunController(QObject):
         self._set_state(PREPARING)
         if resume:
             assert self.run_dir is not None
-            self._start_torchrun(self.run_dir)
+            self._start_torchrun(self.run_dir, on_out_of_memory)
             return True
         task = Task(create_only(config, self.config.preset), "Creating the run")
         task.progressed.connect(self._on_worker_prepare_progressed)
@@ -308,10 +318,10 @@ class RunController(QObject):
         task.start()
         return True
 
-    def _start_torchrun(self, run_dir: Path) -> None:
+    def _start_torchrun(self, run_dir: Path, on_out_of_memory: str | None = None) -> None:
         from shiftstudio.gui.launcher import TorchrunLauncher
 
-        self._launcher = TorchrunLauncher(Path(run_dir), self.processes, self.max_iters, self)
+        self._launcher = TorchrunLauncher(Path(run_dir), self.processes, self.max_iters, self, on_out_of_memory)
         self._launcher.started.connect(self._on_launcher_started)
         self._launcher.failed.connect(self._on_launcher_failed)
         self._launcher.start()

@@ -4,8 +4,9 @@
 that is open, so the Train pane, the menus, the status bar and the tests all
 read the same answer. A run can be resumed when it has a checkpoint, the
 settings are the run's own apart from ``max_iters`` (and the fields linked to
-it, which a resume keeps at the run's values), and ``max_iters`` lies beyond
-the checkpoint.
+it, which a resume keeps at the run's values) and the settings a resume may
+change (:data:`ON_RESUME`: how the run reacts, not what it trains), and
+``max_iters`` lies beyond the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from shiftstudio.config import RunConfig
 
 NEW, RESUME = "new", "resume"
+ON_RESUME = ("on_out_of_memory",)  # settings a resume takes from the form (recorded with the run from then on)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class StartPlan:
     label: str  # the Start button's text
     question: str = ""  # non-empty: ask this before starting (a new run would leave a resumable one behind)
     kept: dict[str, Any] = field(default_factory=dict)  # linked settings a resume keeps at the run's values
+    applied: dict[str, Any] = field(default_factory=dict)  # ON_RESUME settings a resume changes to the form's
 
 
 def differences(config: RunConfig, run: RunConfig) -> list[str]:
@@ -69,13 +72,18 @@ def start_plan(active: bool, error: str, config: RunConfig, linked: set[str], ru
     target = config.train.max_iters
     if run is not None and run.checkpoint_step is not None:
         differ = differences(config, run.config)
-        own = [k for k in differ if k not in linked]  # a linked field only followed max_iters: the run keeps its own
+        applied = {k: config.to_flat()[k] for k in differ if k in ON_RESUME}
+        # a linked field only followed max_iters: the run keeps its own
+        own = [k for k in differ if k not in linked and k not in applied]
         if not own and run.checkpoint_step < target:
-            kept = {k: run.config.to_flat()[k] for k in differ}
+            kept = {k: run.config.to_flat()[k] for k in differ if k not in applied}
             why = f"Resume {run.name} from step {run.checkpoint_step:,} to {target:,} (F5)."
             if kept:  # (linked fields are step counts)
                 why += " It keeps its own " + ", ".join(f"{k} ({v:,})" for k, v in kept.items()) + "."
-            return StartPlan(True, RESUME, why, f"F5 resumes {run.name} at step {run.checkpoint_step:,}", "Resume run", kept=kept)
+            if applied:
+                why += " From then on: " + ", ".join(f"{k} = {v}" for k, v in applied.items()) + "."
+            return StartPlan(True, RESUME, why, f"F5 resumes {run.name} at step {run.checkpoint_step:,}", "Resume run",
+                             kept=kept, applied=applied)
         if run.resumable:
             if own:
                 shown = ", ".join(own[:4]) + (f" and {len(own) - 4} more" if len(own) > 4 else "")

@@ -180,3 +180,21 @@ def paths_runs() -> Path:
     from shiftstudio import paths
 
     return paths.runs_dir()
+
+
+def test_the_jobs_command_carries_a_changed_out_of_memory_policy(tmp_path: Path) -> None:
+    """A resume launched with on_out_of_memory changed in the form passes it to every rank's ``resume`` (which
+    records it with the run); without one the run keeps its own."""
+    from shiftstudio.cli.options import parse
+    from shiftstudio.cli.train import RESUME
+    from shiftstudio.gui.launcher import torchrun_arguments
+
+    run = tmp_path / "run"
+    plain = torchrun_arguments(run, 2, 40, "")
+    changed = torchrun_arguments(run, 2, 40, "", on_out_of_memory="split")
+    assert "--on_out_of_memory" not in plain
+    assert changed == plain + ["--on_out_of_memory", "split"]
+    rank_args = changed[changed.index("shiftstudio") + 1:]  # what each rank's `python -m shiftstudio` is given
+    assert rank_args[0] == "resume"
+    values, positionals, _ = parse(RESUME, rank_args[1:])
+    assert (values["on_out_of_memory"], values["max_iters"], positionals) == ("split", 40, [str(run)])

@@ -122,3 +122,37 @@ def test_always_do_this_goes_on_and_splits_by_itself_from_then_on(window, qtbot,
     records = log_of(run_dir)
     assert [r["message"] for r in records if r["kind"] == "note"] == [RESUMED_NOTE, split_note]
     assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 11))
+
+
+def test_on_out_of_memory_changed_in_the_form_resumes_the_run_instead_of_starting_a_new_one(window, qtbot,
+                                                                                           monkeypatch) -> None:
+    """on_out_of_memory is how a run reacts, not what it trains: after the run stopped out of memory, setting it to
+    split in the form keeps Start on "Resume run" (said in its tooltip), and the resumed run records it and splits
+    by itself."""
+    monkeypatch.setenv(OOM_ENV, "2:5")
+    runs, config = window.ctx.runs, window.ctx.config
+    report = fail_out_of_memory(window, qtbot)
+    qtbot.waitUntil(lambda: not runs.thread_running, timeout=30_000)
+    assert report.out_of_memory and report.step == 4
+    run_dir = runs.run_dir
+    config.set_value("on_out_of_memory", "split")
+    plan = runs.plan()
+    assert plan.mode == "resume" and plan.applied == {"on_out_of_memory": "split"}, plan
+    assert runs.start_action.text() == "Resume run"
+    assert "From then on: on_out_of_memory = split." in plan.why
+    dropout = config.value("dropout")
+    config.set_value("dropout", dropout + 0.05)  # a setting of what the run trains still means a new run
+    assert runs.plan().mode == "new"
+    config.set_value("dropout", dropout)
+    assert runs.plan().mode == "resume"
+    finished: list = []
+    runs.run_finished.connect(finished.append)
+    qtbot.mouseClick(window.panes["train"].start_button, Qt.LeftButton)
+    assert finish(qtbot, window, finished) == run_dir  # the same folder, on to step 10
+    assert json.loads((run_dir / "run.json").read_text())["config"]["train"]["on_out_of_memory"] == "split"
+    assert runs.run_config.train.on_out_of_memory == "split" and runs.plan().applied == {}
+    records = log_of(run_dir)
+    assert [r["message"] for r in records if r["kind"] == "note"] == [
+        "out of memory at step 5 with micro-batches of 4 rows: going on with 2 rows, 2 pieces per micro-batch "
+        "(the same batch per step)"]
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 11))
