@@ -65,6 +65,11 @@ def open_and_follow(window, qtbot, run: Path):
         window.open_run(run)
     assert runs.following and "pid" in runs.following and runs.state == RUNNING
     assert "followed" in window.panes["train"].run_label.full_text()
+    from shiftstudio.gui.panes.inspector import FOLLOWED_PLACEHOLDER
+
+    inspector = window.panes["inspector"]  # batch views are not logged: it says so instead of "Start training"
+    assert inspector.view.model is None and inspector.view.placeholder == FOLLOWED_PLACEHOLDER
+    assert inspector.view.sizeHint().width() > inspector.view.fontMetrics().horizontalAdvance(FOLLOWED_PLACEHOLDER)
     return runs
 
 

@@ -36,7 +36,9 @@ from shiftstudio.core.train.control import ViewRequest
 from shiftstudio.gui.panes import Pane, PaneContext
 from shiftstudio.gui.run_controller import RunController
 from shiftstudio.gui.widgets.elided_label import ElidedLabel
-from shiftstudio.gui.widgets.shift_view import GAP, ROW_H, BatchModel, ColourLegend, ShiftView, visible_token
+from shiftstudio.gui.widgets.shift_view import (
+    GAP, PLACEHOLDER, ROW_H, BatchModel, ColourLegend, ShiftView, visible_token,
+)
 
 if TYPE_CHECKING:
     from shiftstudio.core.data.tokenizer import TextTokenizer
@@ -47,6 +49,8 @@ REDRAW_HZ = 4
 MAX_SAMPLES = 200
 DETAIL_COLUMN_W = 140  # pixels a horizon's column of details takes, about
 
+
+FOLLOWED_PLACEHOLDER = "This run trains in another process: its batches are not logged, so none shows here."
 
 class _StripsArea(QScrollArea):
     """The strips' scroll area: it asks for the height of every strip (its maximum height), so that the
@@ -190,6 +194,14 @@ class InspectorPane(Pane):
     # -- data in --------------------------------------------------------------------
     def _on_runs_run_started(self, report: Any) -> None:
         self.set_run(report.run_dir)
+        if self.runs is not None and self.runs.following:  # batch views are not logged: a followed run has none
+            self.batch = self._latest = None
+            self._dirty = False
+            self.view.set_model(None)
+            self.view.set_placeholder(FOLLOWED_PLACEHOLDER)
+            self.summary.setText("No batch: the run trains in another process.")
+        else:
+            self.view.set_placeholder(PLACEHOLDER)
 
     def _on_runs_run_opened(self, run_dir: Path, records: list) -> None:
         self.set_run(run_dir)

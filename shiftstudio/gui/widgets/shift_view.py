@@ -103,6 +103,9 @@ class BatchModel:
         return f"step {self.step}, row {self.row} — " + " | ".join(parts)
 
 
+PLACEHOLDER = "Start training: the current batch shows here."
+
+
 class ShiftView(QWidget):
     """The painted strips. Emits ``hovered``/``selected`` with (k, t) of a target cell, or k = 0 for an input.
 
@@ -120,6 +123,7 @@ class ShiftView(QWidget):
                         "click a cell to see the model's top-5 guesses there")
         self.setMouseTracking(True)
         self.model: BatchModel | None = None
+        self.placeholder = PLACEHOLDER  # said while there is no batch
         self.colour_by = "loss"
         self.cell = MIN_CELL
         self.selected_t: int | None = None
@@ -149,9 +153,18 @@ class ShiftView(QWidget):
         self.resize(self.sizeHint())
         self.update()
 
+    def set_placeholder(self, text: str) -> None:
+        """What the view says while it has no batch (the default: :data:`PLACEHOLDER`)."""
+        if text != self.placeholder:
+            self.placeholder = text
+            if self.model is None:
+                self.updateGeometry()
+                self.resize(self.sizeHint())
+                self.update()
+
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt naming
         if self.model is None:
-            return QSize(400, ROW_H * 2 + GAP * 2)
+            return QSize(max(400, self.fontMetrics().horizontalAdvance(self.placeholder) + 24), ROW_H * 2 + GAP * 2)
         m = self.model
         return QSize(LABEL_W + (m.T + m.K) * self.cell + 8, (m.K + 1) * (ROW_H + GAP) + GAP)
 
@@ -196,7 +209,7 @@ class ShiftView(QWidget):
         painter.fillRect(event.rect(), pal.base())
         if self.model is None:
             painter.setPen(pal.placeholderText().color())
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Start training: the current batch shows here.")
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.placeholder)
             return
         m = self.model
         painter.setFont(self._font)
