@@ -74,7 +74,8 @@ def test_two_ranks_train_what_one_process_trains_and_rank_0_alone_writes(corpus:
 
 def test_a_two_rank_run_resumes_exactly(corpus: Path, tmp_path: Path) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert train(corpus, straight, 2).returncode == 0
+    whole = train(corpus, straight, 2)
+    assert whole.returncode == 0, whole.stderr[-3000:]
     first = train(corpus, split, 2, max_iters=4)
     assert first.returncode == 0, first.stderr[-3000:]
     resumed = run(TORCHRUN + ["-m", "shiftstudio", "resume", str(split), "--max_iters", "8"])
@@ -142,7 +143,8 @@ def test_pause_and_stop_reach_every_rank(corpus: Path, tmp_path: Path) -> None:
 
 def test_another_number_of_ranks_may_resume_and_is_told_what_differs(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "two-then-one"
-    assert train(corpus, out, 2, max_iters=4).returncode == 0
+    first = train(corpus, out, 2, max_iters=4)
+    assert first.returncode == 0, first.stderr[-3000:]
     state = json.loads((RunLayout(out).checkpoint_dir(4) / "state.json").read_text())
     assert state["ranks"] == 2
     resumed = run([sys.executable, "-m", "shiftstudio", "resume", str(out), "--max_iters", "6"])
@@ -181,7 +183,8 @@ def test_fsdp_trains_what_one_process_trains_and_writes_full_checkpoints(corpus:
 
 def test_an_fsdp_run_resumes_exactly(corpus: Path, tmp_path: Path) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert train(corpus, straight, 2, extra=FSDP).returncode == 0
+    whole = train(corpus, straight, 2, extra=FSDP)
+    assert whole.returncode == 0, whole.stderr[-3000:]
     first = train(corpus, split, 2, max_iters=4, extra=FSDP)
     assert first.returncode == 0, first.stderr[-3000:]
     resumed = run(TORCHRUN + ["-m", "shiftstudio", "resume", str(split), "--max_iters", "8"])

@@ -133,7 +133,7 @@ def test_stop_while_the_store_is_built_cancels_it_and_leaves_nothing(empty_windo
         qtbot.mouseClick(train.start_button, Qt.LeftButton)
     ticker.timer.stop()
     gaps = ticker.gaps()  # the cancelled build and the whole one
-    assert len(gaps) > 50
+    assert len(gaps) > 20  # (the cancelled build and the whole one: ~0.4 s on a quiet machine, more on a busy one)
     p95 = gaps[int(0.95 * (len(gaps) - 1))]
     # Generous bars for a shared 2-core machine (the benchmark holds the 50 ms p99 bar on a quiet one); a build
     # done in the GUI thread, or one holding the GIL for a whole batch, shows up as a second or more.
