@@ -101,6 +101,9 @@ def test_records_show_as_records_with_the_scored_part_marked(qtbot, tmp_path: Pa
     assert preview.scored_text() == "Hello<|endoftext|>"
     assert preview.view.toPlainText() == "<|user|>\nHi\n<|assistant|>\nHello<|endoftext|>"
     assert "tokens" in preview.caption.text() and preview.spin.objectName() == "corpus_record_index_spin"
+    # the records figures and the preview's row fit the left dock's default width (470 px): nothing makes the pane
+    # wider than that (which showed as a horizontal scroll bar under the whole pane)
+    assert pane.minimumSizeHint().width() <= 470, pane.minimumSizeHint().width()
 
     # back to plain text: the records figures go away
     text = tmp_path / "plain.txt"

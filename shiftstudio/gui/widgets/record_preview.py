@@ -43,6 +43,8 @@ class RecordPreview(QWidget):
             f"<span style='background-color:{self._scored_background().name(QColor.HexArgb)}'>scored</span>"
         )
         legend.setToolTip("How the preview marks which tokens the loss counts")
+        # the caption wraps in a narrow dock, rather than widening the pane past it (a horizontal scroll bar)
+        self.caption.setWordWrap(True)
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.spin)
