@@ -209,28 +209,26 @@ class RunController(QObject):
         if not plan.ok:
             return False
         config = self.config.config
-        policy = plan.applied.get("on_out_of_memory") if plan.mode == RESUME and not new else None
+        resume = plan.mode == RESUME and not new
+        policy = plan.applied.get("on_out_of_memory") if resume else None
         if self.processes > 1:
-            started = self._launch(plan.mode == RESUME and not new, config, policy)
-            return self._applied(policy) if started else False
-        if plan.mode == RESUME and not new:
-            assert self.run_dir is not None
-            if plan.kept:  # the run trains with its own linked settings: the form shows them
-                self.config.load_flat(plan.kept)
-            opener = resume_run(self.run_dir, config.train.max_iters, on_out_of_memory=policy)
+            started = self._launch(resume, config, policy)
         else:
-            opener = new_run(config, self.config.preset)
-            self._new_config = config  # the open run stays open until the new one has its folder
-        self.max_iters = config.train.max_iters
-        started = self.start_with(opener)
-        return self._applied(policy) if started else False
-
-    def _applied(self, on_out_of_memory: str | None) -> bool:
-        """A resume with another on_out_of_memory has started: the open run's config says it too (the trainer
-        records it in run.json), so the form and the run agree again."""
-        if on_out_of_memory is not None and self.run_config is not None:
-            self.run_config = self.run_config.updated({"on_out_of_memory": on_out_of_memory})
-        return True
+            if resume:
+                assert self.run_dir is not None
+                if plan.kept:  # the run trains with its own linked settings: the form shows them
+                    self.config.load_flat(plan.kept)
+                opener = resume_run(self.run_dir, config.train.max_iters, on_out_of_memory=policy)
+            else:
+                opener = new_run(config, self.config.preset)
+                self._new_config = config  # the open run stays open until the new one has its folder
+            self.max_iters = config.train.max_iters
+            started = self.start_with(opener)
+        if started and policy is not None and self.run_config is not None:
+            # the trainer records the new policy in run.json: the open run's config says it too, so that the form
+            # and the run agree again
+            self.run_config = self.run_config.updated({"on_out_of_memory": policy})
+        return started
 
     def start_with(self, opener: Callable[[ProgressFn, CancelFn], TrainerLike]) -> bool:
         """Run the trainer that ``opener(progress, cancel)`` sets up (any :class:`~shiftstudio.gui.workers.TrainerLike`:

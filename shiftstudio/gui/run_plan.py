@@ -72,11 +72,12 @@ def start_plan(active: bool, error: str, config: RunConfig, linked: set[str], ru
     target = config.train.max_iters
     if run is not None and run.checkpoint_step is not None:
         differ = differences(config, run.config)
-        applied = {k: config.to_flat()[k] for k in differ if k in ON_RESUME}
+        ours, theirs = config.to_flat(), run.config.to_flat()
+        applied = {k: ours[k] for k in differ if k in ON_RESUME}
         # a linked field only followed max_iters: the run keeps its own
         own = [k for k in differ if k not in linked and k not in applied]
         if not own and run.checkpoint_step < target:
-            kept = {k: run.config.to_flat()[k] for k in differ if k not in applied}
+            kept = {k: theirs[k] for k in differ if k not in applied}
             why = f"Resume {run.name} from step {run.checkpoint_step:,} to {target:,} (F5)."
             if kept:  # (linked fields are step counts)
                 why += " It keeps its own " + ", ".join(f"{k} ({v:,})" for k, v in kept.items()) + "."

@@ -52,6 +52,7 @@ DETAIL_COLUMN_W = 140  # pixels a horizon's column of details takes, about
 
 FOLLOWED_PLACEHOLDER = "This run trains in another process: its batches are not logged, so none shows here."
 
+
 class _StripsArea(QScrollArea):
     """The strips' scroll area: it asks for the height of every strip (its maximum height), so that the
     layout gives it that before the samples list gets the rest."""

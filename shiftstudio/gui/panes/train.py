@@ -32,8 +32,8 @@ from shiftstudio.gui.panes import Pane, PaneContext
 from shiftstudio.gui.plots import CurvesView
 from shiftstudio.gui.run_controller import FAILED, PAUSED, PREPARING, STATE_TEXT, RunController
 from shiftstudio.gui.run_plan import StartPlan
-from shiftstudio.gui.widgets.message_bar import MessageAction, MessageBar
 from shiftstudio.gui.widgets.elided_label import SelectableElidedLabel
+from shiftstudio.gui.widgets.message_bar import MessageAction, MessageBar
 
 MAX_SAMPLE_CHARS = 20_000
 CURVES_MIN_HEIGHT = 170  # the plots' canvas, at least: two rows of plots stay readable (with the banner showing)

@@ -149,18 +149,20 @@ class ShiftView(QWidget):
             self.scale = max(0.5, min(top, cap, MAX_LOSS_SCALE))
             if self.selected_t is not None and self.selected_t >= model.T:
                 self.selected_t = None
-        self.updateGeometry()
-        self.resize(self.sizeHint())
-        self.update()
+        self._refit()
 
     def set_placeholder(self, text: str) -> None:
         """What the view says while it has no batch (the default: :data:`PLACEHOLDER`)."""
         if text != self.placeholder:
             self.placeholder = text
             if self.model is None:
-                self.updateGeometry()
-                self.resize(self.sizeHint())
-                self.update()
+                self._refit()
+
+    def _refit(self) -> None:
+        """Take the size :meth:`sizeHint` now asks for (the view sits in a scroll area) and repaint."""
+        self.updateGeometry()
+        self.resize(self.sizeHint())
+        self.update()
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt naming
         if self.model is None:
